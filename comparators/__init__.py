@@ -1,0 +1,1 @@
+"""Comparators: one module per answer shape, registered by name."""

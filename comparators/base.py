@@ -1,0 +1,104 @@
+"""What every comparator shares: the lifted answer it compares, its options, and the registry.
+
+A comparator is a callable ``(primary: Lifted, candidate: Lifted, options: CompareOptions) ->
+list[Difference]``, registered by name with :func:`register`. It raises :class:`Incomparable` when
+the two answers cannot be compared at all (the exchange is then recorded ``incomparable`` with the
+reason). Comparators only diff; judging noise and giving the verdict is the engine's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.model import Difference
+
+BodyKind = Literal["json", "text", "bytes", "empty"]
+
+
+class Incomparable(Exception):
+    """The two answers cannot be compared; the message says why (it is recorded as the reason)."""
+
+
+@dataclass(slots=True)
+class Lifted:
+    """An answer lifted into a neutral tree (Diffy's *lift*): status, lower-cased headers and the
+    body parsed as JSON when it is JSON, else text or bytes.
+
+    ``headers`` maps a lower-cased name to its values (a list, since Set-Cookie repeats).
+    ``parse_error`` is set when the body claimed to be JSON but did not parse.
+    """
+
+    status: int
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    kind: BodyKind = "empty"
+    body: Any = None
+    raw: bytes = b""
+    parse_error: str | None = None
+
+    def header(self, name: str) -> str | None:
+        """First value of header `name` (any case), or None."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class CompareOptions:
+    """Options of one route's comparison. ``None`` means "the comparator's own default"."""
+
+    rtol: float | None = None
+    atol: float | None = None
+    # Globs over difference paths: "items[*].created_at", "metrics.*", "**.id".
+    ignore: tuple[str, ...] = ()
+    # Globs naming lists compared as multisets: "strategies", "data[*].tags".
+    unordered: tuple[str, ...] = ()
+    # Extra header names to ignore on top of the volatile defaults.
+    ignore_headers: tuple[str, ...] = ()
+    # Compare headers at all (most APIs: only content-type matters).
+    compare_headers: bool = True
+    # Comparator-specific settings (e.g. auth's "lifetime_tolerance", "keys").
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def tol(self, rtol: float, atol: float) -> tuple[float, float]:
+        """The route's tolerances, falling back to the comparator's defaults."""
+        return (
+            rtol if self.rtol is None else self.rtol,
+            atol if self.atol is None else self.atol,
+        )
+
+
+Comparator = Callable[[Lifted, Lifted, CompareOptions], list[Difference]]
+
+_REGISTRY: dict[str, Comparator] = {}
+
+
+def register(name: str) -> Callable[[Comparator], Comparator]:
+    """Class/function decorator: make a comparator available under `name`."""
+
+    def decorate(fn: Comparator) -> Comparator:
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorate
+
+
+def get(name: str) -> Comparator:
+    """The comparator registered under `name`; KeyError naming the known ones otherwise."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"unknown comparator {name!r} (known: {known})") from None
+
+
+def names() -> list[str]:
+    """Names of all registered comparators."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    # Importing the package registers the built-in comparators.
+    import comparators  # noqa: F401

@@ -1,0 +1,79 @@
+"""Difference paths and the globs that select them.
+
+A path names a place in a JSON body: ``results.metrics.sharpe_ratio``, ``trades[3].fee``; the
+root is ``""``. Keys that are not plain identifiers are quoted: ``headers["x-y"]``. Globs:
+``*`` one key, ``[*]`` any index, ``**`` any run of segments. A glob also selects everything below
+what it matches (``metrics`` selects ``metrics.sharpe_ratio``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_@][A-Za-z0-9_\-@]*$")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def key(path: str, name: object) -> str:
+    """The path of member `name` below `path`."""
+    name = str(name)
+    if not _PLAIN_KEY.match(name):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{path}["{escaped}"]'
+    return f"{path}.{name}" if path else name
+
+
+def index(path: str, i: int) -> str:
+    """The path of item `i` of the list at `path`."""
+    return f"{path}[{i}]"
+
+
+def generalize(path: str) -> str:
+    """The path with every list index replaced by ``[*]``: how noise is counted per route."""
+    return _INDEX.sub("[*]", path)
+
+
+@lru_cache(maxsize=1024)
+def _compile(glob: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+            if glob.startswith(".", i):  # "**.id" also matches a top-level "id"
+                out[-1] = "(?:.*[.\\]])?"
+                i += 1
+        elif glob.startswith("[*]", i):
+            out.append(r"\[\d+\]")
+            i += 3
+        elif glob[i] == "*":
+            out.append(r'(?:[^.\[\]]+|\["(?:[^"\\]|\\.)*"\])')
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("^" + "".join(out) + r"(?:$|[.\[])")
+
+
+class PathMatcher:
+    """Answers "does any of these globs select this path?", quickly and with a cache."""
+
+    __slots__ = ("_cache", "_patterns")
+
+    def __init__(self, globs: Iterable[str]) -> None:
+        self._patterns = [_compile(g) for g in globs if g]
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._patterns)
+
+    def __call__(self, path: str) -> bool:
+        hit = self._cache.get(path)
+        if hit is None:
+            hit = any(p.match(path) for p in self._patterns)
+            if len(self._cache) < 10_000:
+                self._cache[path] = hit
+        return hit

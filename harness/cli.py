@@ -1,0 +1,66 @@
+"""The `parity` command line: one subcommand per job, each in `harness/commands/`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from harness.errors import UserError
+
+# name -> (module in harness.commands, one-line summary shown in `parity --help`)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run the whole harness end to end against the reference Cryptobot"),
+    "shadow": ("shadow", "reverse proxy in front of production that mirrors traffic to the candidate"),
+    "replay": ("replay", "replay recordings against the candidate and apply the gates (nightly)"),
+    "report": ("report", "build the self-contained HTML diff report from recordings"),
+    "compare": ("compare", "compare two response bodies from files with a comparator"),
+    "cryptobot": ("cryptobot", "run the reference Cryptobot (docker or native flavour)"),
+}
+
+DESCRIPTION = """\
+cryptobot-parity: prove, service by service, that the native Cryptobot answers like the Docker one.
+
+  parity demo                      watch the whole pipeline catch real migration drifts
+  parity shadow --primary URL --candidate URL      mirror live traffic, record, compare
+  parity replay recordings/ --candidate URL        nightly replay with per-group gates
+  parity report recordings/ --out reports/x.html   the report reviewed before cutover
+  parity compare primary.json candidate.json       diff two answers by hand
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="parity",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        module = importlib.import_module(f"harness.commands.{module_name}")
+        sub = module.add_parser(subparsers, name, summary)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `parity` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"parity {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"parity {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
