@@ -1,17 +1,69 @@
-"""`parity report`: not built yet."""
+"""`parity report`: build the self-contained HTML diff report (and its JSON summary) from
+recordings of judged exchanges. Exit 0 when written, 2 on missing or unreadable input."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction, name: str, summary: str
+) -> argparse.ArgumentParser:
     """Register the subcommand."""
-    return subparsers.add_parser(name, help=summary, description=summary)
+    parser = subparsers.add_parser(name, help=summary, description=__doc__)
+    parser.add_argument(
+        "recordings",
+        nargs="+",
+        metavar="RECORDINGS",
+        help="recording segments (.jsonl, .jsonl.gz) or directories of them",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT.html",
+        help="where to write the report, e.g. reports/nightly.html",
+    )
+    parser.add_argument(
+        "--json", metavar="OUT.json", help="also write the machine-readable summary"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="parity.toml whose [gates] decide readiness (default: the shipped gates)",
+    )
+    parser.add_argument("--title", metavar="TITLE", help="the report's title")
+    return parser
+
+
+def _gates(config: str | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    if not Path(config).is_file():
+        raise UserError(f"--config {config}: no such file")
+    try:
+        from harness.config import load_config
+    except ImportError:
+        raise UserError("--config needs harness.config, which is not installed yet") from None
+    return dict(load_config(config).gates)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say plainly that this subcommand is not built yet."""
-    print("parity report: not built yet", file=sys.stderr)
-    return 2
+    """Build the report; print where it is and its headline."""
+    from harness.report import build_report
+
+    summary = build_report(
+        args.recordings, args.out, json_out=args.json, gates=_gates(args.config), title=args.title
+    )
+    print(f"wrote {args.out}")
+    if args.json:
+        print(f"wrote {args.json}")
+    print(summary["headline"])
+    for group, info in summary["groups"].items():
+        if info["status"] in ("not ready", "untestable"):
+            why = info["top_finding"] or "; ".join(info["reasons"][:1])
+            print(f"  {group}: {info['status']}: {why}")
+    return 0

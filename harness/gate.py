@@ -1,0 +1,134 @@
+"""The gate: does a set of judged exchanges (one route, or one migration group) allow cutover?
+
+One rule, used by `parity replay`, the pytest plugin, `parity demo` and the report: the share of
+failing exchanges (mismatch, incomparable, candidate-error) among the compared ones stays at or
+under the group's `max_mismatch_rate`; at least `min_exchanges` were compared; no critical
+difference that is not noise; no untestable route unless the group's gate allows it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from comparators.paths import generalize
+
+FAILING = ("mismatch", "incomparable", "candidate-error")
+NOT_COMPARED = ("skipped",)
+MAX_EXAMPLES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class GateRule:
+    """A group's thresholds (parity.toml `[gates.<group>]`)."""
+
+    max_mismatch_rate: float = 0.0
+    min_exchanges: int = 1
+    allow_untestable: bool = False
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts of one route or group, with the first findings kept as examples."""
+
+    verdicts: Counter[str] = field(default_factory=Counter)
+    critical: int = 0
+    findings: Counter[str] = field(default_factory=Counter)  # generalized path of non-noise diffs
+    messages: dict[str, str] = field(default_factory=dict)  # first message seen per finding path
+    examples: list[str] = field(default_factory=list)  # one line per failing exchange
+    untestable_paths: Counter[str] = field(default_factory=Counter)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one judged exchange (a recordings line as a dict)."""
+        verdict = record.get("verdict") or "unjudged"
+        self.verdicts[verdict] += 1
+        real = [d for d in record.get("differences", []) if not d.get("noise")]
+        if verdict == "untestable":
+            for diff in real:
+                self.untestable_paths[generalize(diff["path"])] += 1
+        for diff in real:
+            if diff.get("severity") == "critical":
+                self.critical += 1
+        if verdict in FAILING or (verdict != "untestable" and any(
+            d.get("severity") == "critical" for d in real
+        )):
+            for diff in real[:5]:
+                path = generalize(diff["path"])
+                self.findings[path] += 1
+                self.messages.setdefault(path, diff.get("message", ""))
+            if len(self.examples) < MAX_EXAMPLES:
+                request = record.get("request", {})
+                first = real[0]["message"] if real else (record.get("reason") or verdict)
+                self.examples.append(
+                    f"{request.get('method', '?')} {request.get('path', '?')} → {verdict}: {first}"
+                )
+
+    def merge(self, other: Tally) -> None:
+        """Add another tally's counts into this one."""
+        self.verdicts.update(other.verdicts)
+        self.critical += other.critical
+        self.findings.update(other.findings)
+        for path, message in other.messages.items():
+            self.messages.setdefault(path, message)
+        self.untestable_paths.update(other.untestable_paths)
+        room = MAX_EXAMPLES - len(self.examples)
+        self.examples.extend(other.examples[: max(room, 0)])
+
+    @property
+    def compared(self) -> int:
+        return sum(n for v, n in self.verdicts.items() if v not in NOT_COMPARED)
+
+    @property
+    def failing(self) -> int:
+        return sum(self.verdicts[v] for v in FAILING)
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failing / self.compared if self.compared else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The gate's decision with the reasons a person reads."""
+
+    status: str  # ready | not ready | untestable | no data
+    reasons: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ready"
+
+
+def evaluate(tally: Tally, rule: GateRule) -> GateResult:
+    """Apply `rule` to `tally`."""
+    if tally.compared == 0:
+        return GateResult("no data", ("no exchange was compared",))
+    reasons: list[str] = []
+    if tally.compared < rule.min_exchanges:
+        reasons.append(f"only {tally.compared} compared exchanges (gate needs {rule.min_exchanges})")
+    if tally.failure_rate > rule.max_mismatch_rate:
+        reasons.append(
+            f"failure rate {tally.failure_rate:.1%} ({tally.failing}/{tally.compared}) > "
+            f"{rule.max_mismatch_rate:.1%}"
+        )
+    if tally.critical:
+        reasons.append(f"{tally.critical} critical finding(s)")
+    reasons.extend(
+        f"finding: {tally.messages.get(path) or path} ({count}×)"
+        for path, count in tally.findings.most_common(3)
+    )
+    untestable = tally.verdicts.get("untestable", 0)
+    if untestable and not rule.allow_untestable:
+        paths = ", ".join(p for p, _ in tally.untestable_paths.most_common(3))
+        blocking = [r for r in reasons if not r.startswith("finding:")]
+        status = "not ready" if blocking else "untestable"
+        reasons.append(
+            f"{untestable} untestable exchange(s): the Docker copies disagree at {paths or '?'}; "
+            "make that content deterministic or ignore the path in parity.toml"
+        )
+        return GateResult(status, tuple(reasons))
+    blocking = [r for r in reasons if not r.startswith("finding:")]
+    if blocking:
+        return GateResult("not ready", tuple(reasons))
+    return GateResult("ready", ())

@@ -1,0 +1,109 @@
+"""The HTML diff report reviewed before cutover, and its machine-readable summary.
+
+    summary = build_report(["recordings/"], "reports/nightly.html", json_out="summary.json")
+
+`aggregate` counts (streaming, bounded memory), `render` writes one self-contained HTML file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from harness.errors import UserError
+from harness.model import Exchange
+from harness.report.aggregate import ReportBuilder, default_gates
+from harness.report.render import render_html
+from harness.report.sources import iter_sources
+
+__all__ = ["ReportBuilder", "build_report", "default_gates", "render_html", "write_report"]
+
+
+def build_report(
+    sources: Iterable[Any] | str | Path,
+    out_html: str | Path | None,
+    *,
+    json_out: str | Path | None = None,
+    gates: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    config: Any = None,
+) -> dict[str, Any]:
+    """Count every exchange of `sources` (recordings paths, record dicts or `Exchange`s), write
+    the HTML report to `out_html` (unless None) and the JSON summary to `json_out`, and return
+    the summary. `gates` maps a migration group to its gate; without it, the gates of `config`
+    (a loaded `Config`, or a parity.toml path), else those of the shipped configuration."""
+    if isinstance(sources, str | Path | dict | Exchange):
+        sources = [sources]
+    if gates is None and config is not None:
+        gates = _config_gates(config)
+    builder = ReportBuilder(gates)
+    names: list[str] = []
+
+    def noted(items: Iterable[Any]) -> Iterable[Any]:  # streams: a generator is never listed
+        for item in items:
+            if isinstance(item, str | Path):
+                names.append(str(item))
+            yield item
+
+    for item in iter_sources(noted(sources)):
+        if isinstance(item, Exchange):
+            builder.add(item)
+        else:
+            builder.add_record(item)
+    if builder.records == 0 and builder.dropped:
+        raise UserError(
+            f"none of the {builder.dropped} records read is an exchange "
+            f"(no 'request'): {', '.join(names) or 'input'}"
+        )
+    return write_report(builder, out_html, json_out=json_out, title=title, sources=names)
+
+
+def _config_gates(config: Any) -> Mapping[str, Any]:
+    if isinstance(config, str | Path):
+        from harness.config import load_config
+
+        config = load_config(config)
+    return config.gates
+
+
+def write_report(
+    builder: ReportBuilder,
+    out_html: str | Path | None,
+    *,
+    json_out: str | Path | None = None,
+    title: str | None = None,
+    sources: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write the report of a filled builder; returns the summary (the `--json` content)."""
+    summary = builder.summary()
+    if title:
+        summary["title"] = title
+    if out_html is not None:
+        html = render_html(builder, summary=summary, title=title, sources=sources)
+        _write_atomically(Path(out_html), html.encode("utf-8"))
+    if json_out is not None:
+        data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        _write_atomically(Path(json_out), data + b"\n")
+    return summary
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers never see half a report: write a temporary file beside it, then rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
