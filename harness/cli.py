@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -12,7 +13,10 @@ from harness.errors import UserError
 # name -> (module in harness.commands, one-line summary shown in `parity --help`)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the whole harness end to end against the reference Cryptobot"),
-    "shadow": ("shadow", "reverse proxy in front of production that mirrors traffic to the candidate"),
+    "shadow": (
+        "shadow",
+        "reverse proxy in front of production that mirrors traffic to the candidate",
+    ),
     "replay": ("replay", "replay recordings against the candidate and apply the gates (nightly)"),
     "report": ("report", "build the self-contained HTML diff report from recordings"),
     "compare": ("compare", "compare two response bodies from files with a comparator"),
@@ -45,8 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever sys.stderr is at the time of each record (so redirections apply)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger("parity")
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `parity` console script."""
+    _configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -106,7 +106,9 @@ def evaluate(tally: Tally, rule: GateRule) -> GateResult:
         return GateResult("no data", ("no exchange was compared",))
     reasons: list[str] = []
     if tally.compared < rule.min_exchanges:
-        reasons.append(f"only {tally.compared} compared exchanges (gate needs {rule.min_exchanges})")
+        reasons.append(
+            f"only {tally.compared} compared exchanges (gate needs {rule.min_exchanges})"
+        )
     if tally.failure_rate > rule.max_mismatch_rate:
         reasons.append(
             f"failure rate {tally.failure_rate:.1%} ({tally.failing}/{tally.compared}) > "
@@ -115,7 +117,7 @@ def evaluate(tally: Tally, rule: GateRule) -> GateResult:
     if tally.critical:
         reasons.append(f"{tally.critical} critical finding(s)")
     reasons.extend(
-        f"finding: {tally.messages.get(path) or path} ({count}×)"
+        f"finding: {tally.messages.get(path) or path} ({count} times)"
         for path, count in tally.findings.most_common(3)
     )
     untestable = tally.verdicts.get("untestable", 0)

@@ -467,7 +467,7 @@ def test_parity_report_writes_and_prints_the_headline(drifted, tmp_path, capsys)
     [
         (None, "recordings not found"),
         (b'{"request": {}}\nnot json\n{"request": {}}\n', ":2: not a JSON line"),
-        (b"garbage\n", ":1: not a JSON line"),
+        (b'garbage\n{"request": {}}\n', ":1: not a JSON line"),
         (b'{"hello": 1}\n', "none of the 1 records read is an exchange"),
     ],
 )

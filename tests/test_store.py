@@ -122,15 +122,18 @@ def _line_ends(data: bytes, compress: bool) -> list[int]:
     return ends
 
 
-def test_corrupt_middle_line_is_skipped_with_a_warning(tmp_path, caplog):
+def test_torn_last_line_warns_and_a_corrupt_middle_line_is_an_error(tmp_path, caplog):
     with SegmentWriter(tmp_path) as writer:
         for i in range(3):
             writer.write(make_exchange(i))
     (segment,) = tmp_path.iterdir()
     lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(lines[0] + lines[1] + lines[2][:40])
+    assert len(list(iter_records(tmp_path))) == 2
+    assert "torn last line skipped" in caplog.text
     segment.write_bytes(lines[0] + b'{"broken\n' + lines[1] + lines[2])
-    assert len(list(iter_records(tmp_path))) == 3
-    assert "torn or corrupt line" in caplog.text
+    with pytest.raises(UserError, match=r":2: not a JSON line"):
+        list(iter_records(tmp_path))
 
 
 def test_missing_recordings_is_a_user_error(tmp_path):

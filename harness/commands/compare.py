@@ -1,17 +1,120 @@
-"""`parity compare`: not built yet."""
+"""`parity compare`: diff two answers read from files with a comparator, by hand.
+
+Exit 0 when they match, 1 when they differ, 2 on a usage or input error."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
+
+import orjson
+
+from harness.errors import UserError
+from harness.model import Body, Difference, Response
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction, name: str, summary: str
+) -> argparse.ArgumentParser:
     """Register the subcommand."""
-    return subparsers.add_parser(name, help=summary, description=summary)
+    parser = subparsers.add_parser(name, help=summary, description=__doc__)
+    parser.add_argument("primary", metavar="PRIMARY", help="the primary's answer body (a file)")
+    parser.add_argument("candidate", metavar="CANDIDATE", help="the candidate's answer body")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--comparator", metavar="NAME",
+                      help="json (default), backtest, order, auth, ohlcv, strategy")
+    pick.add_argument("--route", metavar='"METHOD /path"',
+                      help="take comparator and options from the route table")
+    parser.add_argument("--rtol", type=float, metavar="X", help="relative tolerance for numbers")
+    parser.add_argument("--atol", type=float, metavar="Y", help="absolute tolerance for numbers")
+    parser.add_argument("--ignore", action="append", default=[], metavar="PATH",
+                        help="ignore paths matching this glob (items[*].created_at); repeatable")
+    parser.add_argument("--status", type=int, nargs=2, default=(200, 200),
+                        metavar=("PRIMARY", "CANDIDATE"), help="status codes (default 200 200)")
+    parser.add_argument("--config", metavar="FILE", help="parity.toml")
+    parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    return parser
+
+
+def _answer(path: str, status: int) -> Response:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    stripped = raw.lstrip()
+    content_type = "application/json" if stripped[:1] in (b"{", b"[") else "text/plain"
+    return Response(status=status, headers=[("content-type", content_type)],
+                    body=Body.from_bytes(raw))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say plainly that this subcommand is not built yet."""
-    print("parity compare: not built yet", file=sys.stderr)
-    return 2
+    """Compare the two files and print the differences."""
+    from comparators import base as registry
+    from harness.compare.engine import Engine
+    from harness.config import load_config
+    from harness.model import Exchange, Request
+
+    config = load_config(args.config)
+    if args.route:
+        method, _, path = args.route.strip().partition(" ")
+        if not path.startswith("/"):
+            raise UserError(f'--route {args.route!r}: expected "METHOD /path"')
+        route = config.routes.match(method, path)
+    else:
+        method, path = "GET", "/"
+        name = args.comparator or "json"
+        if name not in registry.names():
+            raise UserError(f"unknown comparator {name!r} (known: {', '.join(registry.names())})")
+        route = dataclasses.replace(config.routes.match(method, path), comparator=name)
+    for name in ("rtol", "atol"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 or value != value):
+            raise UserError(f"--{name} must be a non-negative number")
+    options = dataclasses.replace(
+        route.options,
+        rtol=args.rtol if args.rtol is not None else route.options.rtol,
+        atol=args.atol if args.atol is not None else route.options.atol,
+        ignore=route.options.ignore + tuple(args.ignore),
+        compare_headers=False,
+    )
+    route = dataclasses.replace(route, options=options)
+    exchange = Exchange(
+        request=Request(method, path),
+        primary=_answer(args.primary, args.status[0]),
+        candidate=_answer(args.candidate, args.status[1]),
+        route=route.name,
+        group=route.group,
+        comparator=route.comparator,
+    )
+    judged = Engine(config).judge(exchange, route)
+    if args.json:
+        out = {"verdict": str(judged.verdict), "comparator": judged.comparator,
+               "reason": judged.reason,
+               "differences": [_public(d) for d in judged.differences]}
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print_readable(judged)
+    return 0 if str(judged.verdict) in ("match", "noise-only") else 1
+
+
+def _public(diff: Difference) -> dict:
+    data = diff.to_dict()
+    data.pop("noise")
+    return data
+
+
+def _print_readable(exchange) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    verdict = str(exchange.verdict)
+    colour = {"match": "green", "mismatch": "red"}.get(verdict, "yellow")
+    console.print(f"[bold {colour}]{verdict}[/] ({exchange.comparator})"
+                  + (f": {exchange.reason}" if exchange.reason else ""))
+    for diff in exchange.differences:
+        mark = {"critical": "[bold red]✖[/]", "warning": "[yellow]•[/]"}.get(
+            str(diff.severity), "[dim]·[/]")
+        console.print(f"  {mark} [bold]{diff.path or '(body)'}[/] {diff.kind}: {diff.message}",
+                      soft_wrap=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction, name: str, summary: str
+) -> argparse.ArgumentParser:
     """Register the subcommand; its own options are parsed by the reference app."""
     parser = subparsers.add_parser(
         name,

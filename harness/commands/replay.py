@@ -1,17 +1,148 @@
-"""`parity replay`: not built yet."""
+"""`parity replay`: the nightly shadow replay. Recorded requests go to the candidate again, are
+judged like live shadow traffic, and each migration group's gate decides the exit code:
+0 every gate holds, 1 a gate fails, 2 usage or configuration error."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+from harness.errors import UserError
+from harness.gate import GateRule, Tally, evaluate
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction, name: str, summary: str
+) -> argparse.ArgumentParser:
     """Register the subcommand."""
-    return subparsers.add_parser(name, help=summary, description=summary)
+    parser = subparsers.add_parser(name, help=summary, description=__doc__)
+    parser.add_argument("recordings", nargs="+", metavar="RECORDINGS",
+                        help="recording segments or directories")
+    parser.add_argument("--candidate", required=True, metavar="URL", help="the native environment")
+    parser.add_argument("--primary", metavar="URL",
+                        help="live primary, for routes whose answers age (candles, balances)")
+    parser.add_argument("--secondary", metavar="URL",
+                        help="live secondary Docker copy, for noise learning")
+    parser.add_argument("--config", metavar="FILE", help="parity.toml (routes, gates)")
+    parser.add_argument("--login", metavar="USER:PASSWORD",
+                        help="service account to log in with on each environment "
+                             "(else [replay] in parity.toml or PARITY_REPLAY_USERNAME/PASSWORD)")
+    parser.add_argument("--concurrency", type=int, default=32, metavar="N",
+                        help="requests in flight at once (default 32)")
+    parser.add_argument("--rate", type=float, metavar="R", help="at most R requests per second")
+    parser.add_argument("--shard", metavar="K/N", help="replay only shard K of N (by session)")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                        help="per-request timeout in seconds (default 5)")
+    parser.add_argument("--report", metavar="OUT.html", help="write the HTML diff report")
+    parser.add_argument("--json", metavar="OUT.json", help="write the machine-readable summary")
+    parser.add_argument("--save", metavar="DIR", help="also record the replayed exchanges in DIR")
+    parser.add_argument("--no-progress", action="store_true", help="plain progress lines only")
+    return parser
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`K/N` → (K, N) with 1 ≤ K ≤ N."""
+    if not text:
+        return None
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
+    if not 1 <= k <= n:
+        raise UserError(f"--shard {text!r}: K must be between 1 and N")
+    return k, n
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say plainly that this subcommand is not built yet."""
-    print("parity replay: not built yet", file=sys.stderr)
-    return 2
+    """Replay, judge, gate; print the per-group verdicts."""
+    from harness.config import load_config
+    from harness.replay.credentials import ServiceAccount
+    from harness.replay.progress import ReplayProgress
+    from harness.replay.runner import ReplayTargets, replay_records
+    from harness.store.reader import count_records, iter_records
+    from harness.transport import TransportSettings
+
+    if args.concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+    if args.rate is not None and args.rate <= 0:
+        raise UserError("--rate must be positive")
+    for url in (args.candidate, args.primary, args.secondary):
+        if url and not url.startswith(("http://", "https://")):
+            raise UserError(f"{url!r} is not an http(s) URL")
+    config = load_config(args.config)
+    total = count_records(args.recordings)
+    account = ServiceAccount.from_sources(args.login, config.replay)
+    judged_file = tempfile.NamedTemporaryFile(prefix="parity-replay-", suffix=".jsonl")  # noqa: SIM115 - closed below, after the report reads it
+    tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
+    writer = None
+    if args.save:
+        from harness.store.writer import SegmentWriter
+
+        writer = SegmentWriter(args.save, prefix="replay")
+    progress = ReplayProgress(total, fancy=not args.no_progress and sys.stderr.isatty())
+
+    def on_exchange(exchange) -> None:
+        record = exchange.to_dict()
+        tallies[(exchange.group or "other", exchange.route or "?")].add(record)
+        judged_file.write(orjson.dumps(record) + b"\n")
+        if writer is not None:
+            writer.write(exchange)
+        progress.advance(exchange)
+
+    with progress:
+        stats = replay_records(
+            iter_records(args.recordings),
+            config,
+            ReplayTargets(args.candidate, args.primary, args.secondary),
+            account=account,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            shard=parse_shard(args.shard),
+            transport=TransportSettings(timeout_s=args.timeout, max_connections=args.concurrency),
+            on_exchange=on_exchange,
+        )
+    if writer is not None:
+        writer.close()
+    judged_file.flush()
+    failed = print_gates(tallies, config.gates)
+    print(f"replayed {stats.total} exchanges in {stats.rate and stats.total / stats.rate:.1f}s "
+          f"({stats.rate:.0f}/s)")
+    if args.report or args.json:
+        from harness.report import build_report
+
+        build_report([Path(judged_file.name)], args.report, json_out=args.json, gates=config.gates)
+        for path in (args.report, args.json):
+            if path:
+                print(f"wrote {path}")
+    judged_file.close()
+    return 1 if failed else 0
+
+
+def group_results(tallies: dict[tuple[str, str], Tally], gates: dict) -> dict[str, tuple]:
+    """Per migration group: (GateResult, Tally)."""
+    groups: dict[str, Tally] = defaultdict(Tally)
+    for (group, _), tally in tallies.items():
+        groups[group].merge(tally)
+    results = {}
+    for group, tally in sorted(groups.items()):
+        gate = gates.get(group)
+        rule = GateRule(gate.max_mismatch_rate, gate.min_exchanges, gate.allow_untestable) if gate \
+            else GateRule()
+        results[group] = (evaluate(tally, rule), tally)
+    return results
+
+
+def print_gates(tallies: dict[tuple[str, str], Tally], gates: dict) -> bool:
+    """Print one line per migration group; True when any gate failed."""
+    failed = False
+    for group, (result, tally) in group_results(tallies, gates).items():
+        failed |= result.status in ("not ready", "untestable")
+        first = next(iter(result.reasons), "")
+        print(f"{group:<10} {result.status.upper():<11} compared {tally.compared:>6}  "
+              f"failing {tally.failing:>5}  {first}")
+    return failed

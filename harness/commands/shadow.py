@@ -6,7 +6,9 @@ import argparse
 import sys
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction, name: str, summary: str
+) -> argparse.ArgumentParser:
     """Register the subcommand."""
     return subparsers.add_parser(name, help=summary, description=summary)
 

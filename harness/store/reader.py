@@ -1,5 +1,9 @@
-"""Streaming reader of recording segments: constant memory for any size; a torn or corrupt line
-(a crash mid-write) is skipped with a warning naming the file and line, and reading goes on."""
+"""Streaming reader of recording segments, in constant memory for any size.
+
+A torn last line (a crash mid-write; a restart always opens a new segment) is skipped with a
+warning naming the file and line. A bad line with more lines after it is corruption, not a torn
+write: that is an error naming file and line, since a silently shorter recording would weaken the
+gate."""
 
 from __future__ import annotations
 
@@ -52,20 +56,25 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 
 def iter_records(paths: Iterable[PathLike] | PathLike) -> Iterator[dict[str, Any]]:
-    """Every recorded exchange as a dict, in segment order, streamed."""
+    """Every recorded line as a dict, in segment order, streamed. Raises UserError on a corrupt
+    line that is not the last one of its segment."""
     for path in segment_files(paths):
+        broken: int | None = None
         for number, line in enumerate(_lines(path), start=1):
             if not line.strip():
                 continue
+            if broken is not None:
+                raise UserError(f"{path}:{broken}: not a JSON line (the recording is corrupt)")
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
-                log.warning("%s:%d: torn or corrupt line skipped", path, number)
+                broken = number
                 continue
-            if not isinstance(record, dict) or "request" not in record:
-                log.warning("%s:%d: not an exchange record, skipped", path, number)
-                continue
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{number}: not a JSON object")
             yield record
+        if broken is not None:
+            log.warning("%s:%d: torn last line skipped", path, broken)
 
 
 def read_exchanges(paths: Iterable[PathLike] | PathLike) -> Iterator[Exchange]:
@@ -73,8 +82,8 @@ def read_exchanges(paths: Iterable[PathLike] | PathLike) -> Iterator[Exchange]:
     for record in iter_records(paths):
         try:
             yield Exchange.from_dict(record)
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("record %s skipped: %s", record.get("id", "?"), exc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("record %s is not an exchange, skipped: %s", record.get("id", "?"), exc)
 
 
 def count_records(paths: Iterable[PathLike] | PathLike) -> int:

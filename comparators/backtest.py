@@ -1,0 +1,476 @@
+"""The `backtest` comparator: backtest start/status/results, performance, optimize and
+walk-forward answers, recognised by their shape, not their route.
+
+- Metrics (any number) within a per-field tolerance: default rtol 1e-9, atol 1e-12, the route's
+  ``rtol``/``atol`` over that, ``extra["tolerances"]`` per field or path glob over both
+  (``{"sharpe_ratio": {"rtol": 1e-6}}``). Counts (``total_trades``, ``*_trades``, ``num_*``,
+  ``*_count``, ``fold_number``) are exact; null is never 0.
+- Equity curves (any list of numbers, or of ``{timestamp, equity, ...}`` points) are compared as
+  arrays with numpy: one difference per column at the first index outside tolerance, with the
+  largest deviations; a length difference is named; the points' timestamps are compared too (a
+  constant shift is one difference).
+- Trade lists are tables (pandas) aligned on entry time, symbol and side, not on position;
+  prices, amounts, fees and pnl within tolerance, one difference per column; missing and extra
+  trades are named. Their order is not compared unless ``extra["trade_order"]`` is true.
+- Optimization results are matched by their parameter set, walk-forward folds by fold number.
+- Ignored by default: ids (``id``, ``backtest_id``, ``optimization_id``, ``walk_forward_id``,
+  ...) and run timestamps (``created_at``, ``started_at``, ``completed_at``, ..., and the run's
+  own ``start_time``/``end_time``); the data period (``start_date``/``end_date``) is compared.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from comparators import paths
+from comparators.base import CompareOptions, Lifted, register
+from comparators.domain import (
+    as_number,
+    best_shift,
+    column_difference,
+    compare_answers,
+    compare_columns,
+    compare_scalar,
+    compare_time_column,
+    epoch_key,
+    field_tolerance,
+    generic_bodies,
+    is_number,
+    member_difference,
+    shift_difference,
+    show,
+    to_epoch,
+    with_ignored,
+    within,
+)
+from comparators.paths import PathMatcher
+from harness.model import Difference, Kind
+
+IDS = (
+    "id",
+    "backtest_id",
+    "optimization_id",
+    "walk_forward_id",
+    "task_id",
+    "job_id",
+    "run_id",
+    "trade_id",
+    "order_id",
+)
+RUN_TIMESTAMPS = (
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "finished_at",
+    "submitted_at",
+    "queued_at",
+    "duration_seconds",
+    "elapsed_seconds",
+    "execution_time",
+)
+# The run's own start/end (BacktestResult.start_time/end_time), not the data period.
+TOP_LEVEL_RUN_TIMES = ("start_time", "end_time")
+DEFAULT_IGNORE = (
+    *(f"**.{name}" for name in IDS + RUN_TIMESTAMPS),
+    *TOP_LEVEL_RUN_TIMES,
+)
+
+COUNT = re.compile(r"^(total_trades|.*_trades|num_.*|n_.*|.*_count|fold_number|num_folds)$")
+TIME_FIELDS = ("timestamp", "time", "datetime", "date", "ts", "t")
+TRADE_TIME_FIELDS = ("entry_time", "open_time", "entry_timestamp", "timestamp", "time", "date")
+TRADE_LISTS = ("trades", "trade_list", "trade_history", "closed_trades")
+SHOWN = 3
+
+
+@register("backtest")
+def compare_backtest(
+    primary: Lifted, candidate: Lifted, options: CompareOptions
+) -> list[Difference]:
+    """Compare two backtest-service answers (see the module docstring)."""
+    return compare_answers(primary, candidate, with_ignored(options, DEFAULT_IGNORE), _bodies)
+
+
+def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
+    return BacktestDiff(options).walk("", primary.body, candidate.body, "")
+
+
+VOLATILE = frozenset(IDS + RUN_TIMESTAMPS)
+
+
+class BacktestDiff:
+    """One comparison: walks both trees, handing curves, trade tables and keyed lists to their
+    own comparisons and numbers to the tolerance rules."""
+
+    def __init__(self, options: CompareOptions) -> None:
+        self.options = options
+        # The defaults are member names: a set lookup, not a glob match, on every member.
+        self.globs = PathMatcher(g for g in options.ignore if g not in DEFAULT_IGNORE)
+        self.unordered = PathMatcher(options.unordered)
+
+    def ignored(self, path: str) -> bool:
+        """Is `path` ignored, by default (ids, run timestamps) or by the route?"""
+        name = path.rsplit(".", 1)[-1]
+        if name in VOLATILE or path in TOP_LEVEL_RUN_TIMES:
+            return True
+        return bool(self.globs) and self.globs(path)
+
+    def walk(self, path: str, p: Any, c: Any, name: str) -> list[Difference]:
+        """The differences below `path`; `name` is the member name that led there."""
+        if path and self.ignored(path):
+            return []
+        if isinstance(p, dict) and isinstance(c, dict):
+            return self._members(path, p, c)
+        if isinstance(p, list) and isinstance(c, list):
+            return self._list(path, p, c, name)
+        if isinstance(p, dict | list) or isinstance(c, dict | list):
+            return generic_bodies(p, c, self.options, path=path)
+        rtol, atol = field_tolerance(self.options, path, name)
+        found = compare_scalar(path, p, c, rtol, atol, exact=bool(COUNT.match(name)))
+        return [found] if found else []
+
+    def _members(self, path: str, p: dict, c: dict) -> list[Difference]:
+        differences = []
+        for name in [*p, *(k for k in c if k not in p)]:
+            sub = paths.key(path, name)
+            if self.ignored(sub):
+                continue
+            if name not in c:
+                differences.append(member_difference(sub, p[name], missing=True))
+            elif name not in p:
+                differences.append(member_difference(sub, c[name], missing=False))
+            else:
+                differences += self.walk(sub, p[name], c[name], name)
+        return differences
+
+    def _list(self, path: str, p: list, c: list, name: str) -> list[Difference]:
+        if self.unordered(path):
+            return generic_bodies(p, c, self.options, path=path)
+        if _is_trades(name, p, c):
+            return TradeTable(self, path).compare(p, c)
+        if _is_curve(p, c):
+            return self._curve(path, p, c, name)
+        if _is_time_list(p, c):
+            return self._times(path, p, c)
+        keyed = _list_key(p, c)
+        if keyed is not None:
+            return self._keyed(path, p, c, *keyed)
+        if len(p) == len(c):
+            differences = []
+            for i, (a, b) in enumerate(zip(p, c, strict=True)):
+                differences += self.walk(paths.index(path, i), a, b, name)
+            return differences
+        return generic_bodies(p, c, self.options, path=path)
+
+    def _curve(self, path: str, p: list, c: list, name: str) -> list[Difference]:
+        """Equity curves and other series: arrays compared position by position."""
+        noun = "points"
+        differences = []
+        if len(p) != len(c):
+            differences.append(
+                Difference(
+                    path,
+                    Kind.LENGTH,
+                    len(p),
+                    len(c),
+                    f"{path} has {len(p)} {noun} vs {len(c)}",
+                )
+            )
+        n = min(len(p), len(c))
+        pairs = [(i, i) for i in range(n)]
+        if all(not isinstance(v, dict) for v in p + c):
+            rtol, atol = field_tolerance(self.options, path, name)
+            found = column_difference(
+                lambda i: paths.index(path, i), p[:n], c[:n], rtol, atol, what=path, noun=noun
+            )
+            return [*differences, found] if found else differences
+        time_field = next(f for f in TIME_FIELDS if f in (p or c)[0])
+        found = compare_time_column(
+            lambda i: paths.key(paths.index(path, i), time_field),
+            [row.get(time_field) for row in p[:n]],
+            [row.get(time_field) for row in c[:n]],
+            what=f"{path} timestamps",
+            noun=noun,
+        )
+        if found is not None:
+            differences.append(found)
+        fields = sorted({k for row in p[:1] + c[:1] for k in row} - {time_field})
+        differences += compare_columns(
+            lambda i, f: paths.key(paths.index(path, i), f),
+            pairs,
+            p,
+            c,
+            [f for f in fields if not self.ignored(paths.key(paths.index(path, 0), f))],
+            self.options,
+            noun=noun,
+            label=lambda f: f"{path} {f}",
+        )
+        return differences
+
+    def _times(self, path: str, p: list, c: list) -> list[Difference]:
+        """A list of ISO timestamps (a curve's index): a shift is one difference."""
+        differences = []
+        if len(p) != len(c):
+            differences.append(
+                Difference(path, Kind.LENGTH, len(p), len(c), f"{path} has {len(p)} vs {len(c)}")
+            )
+        n = min(len(p), len(c))
+        found = compare_time_column(
+            lambda i: paths.index(path, i), p[:n], c[:n], what=f"{path} timestamps"
+        )
+        return [*differences, found] if found else differences
+
+    def _keyed(
+        self, path: str, p: list, c: list, what: str, key: Callable[[dict], str]
+    ) -> list[Difference]:
+        """Lists matched by a key (parameter set, fold number), not by position."""
+        p_at = {key(item): i for i, item in enumerate(p)}
+        c_at = {key(item): j for j, item in enumerate(c)}
+        differences = []
+        for k, i in p_at.items():
+            sub = paths.index(path, i)
+            if k in c_at:
+                differences += self.walk(sub, p[i], c[c_at[k]], "")
+            else:
+                differences.append(
+                    Difference(
+                        sub, Kind.MISSING, p[i], None, f"{what} {k} missing from the candidate"
+                    )
+                )
+        for k, j in c_at.items():
+            if k not in p_at:
+                differences.append(
+                    Difference(
+                        paths.index(path, j),
+                        Kind.EXTRA,
+                        None,
+                        c[j],
+                        f"{what} {k} only in the candidate",
+                    )
+                )
+        return differences
+
+
+def _is_curve(p: list, c: list) -> bool:
+    """A series: numbers (and nulls) only, or points with a timestamp and numbers only."""
+    items = p + c
+    if not items:
+        return False
+    if all(v is None or is_number(v) for v in items):
+        return True
+    if not all(isinstance(v, dict) for v in items):
+        return False
+    time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
+    return time_field is not None and all(
+        time_field in v and all(k == time_field or x is None or is_number(x) for k, x in v.items())
+        for v in items
+    )
+
+
+def _is_time_list(p: list, c: list) -> bool:
+    """ISO timestamps only (not numbers, not numeric strings)."""
+    items = p + c
+    return bool(items) and all(
+        isinstance(v, str) and as_number(v, strings=True) is None and to_epoch(v) is not None
+        for v in items
+    )
+
+
+def _is_trades(name: str, p: list, c: list) -> bool:
+    items = p + c
+    if not items or not all(isinstance(v, dict) for v in items):
+        return False
+    if name in TRADE_LISTS:
+        return _trade_time_field(items) is not None
+    return all("entry_price" in v or "entry_time" in v for v in items)
+
+
+def _trade_time_field(items: Sequence[dict]) -> str | None:
+    return next((f for f in TRADE_TIME_FIELDS if all(f in v for v in items)), None)
+
+
+def _list_key(p: list, c: list) -> tuple[str, Callable[[dict], str]] | None:
+    """How to match the items of a list of objects, if not by position."""
+    items = p + c
+    if not items or not all(isinstance(v, dict) for v in items):
+        return None
+    for field, what in (("parameters", "parameter set"), ("fold_number", "fold")):
+        if all(field in v for v in items):
+
+            def key(item: dict, field: str = field) -> str:
+                return json.dumps(item[field], sort_keys=True, default=str)
+
+            if len({key(v) for v in p}) == len(p) and len({key(v) for v in c}) == len(c):
+                return what, key
+    return None
+
+
+class TradeTable:
+    """Two trade lists as pandas tables aligned on (entry time, symbol, side)."""
+
+    def __init__(self, diff: BacktestDiff, path: str) -> None:
+        self.diff = diff
+        self.path = path
+
+    def compare(self, p: list[dict], c: list[dict]) -> list[Difference]:
+        """Missing and extra trades, a constant time shift, then column by column."""
+        time_field = _trade_time_field(p + c)
+        assert time_field is not None
+        keys = [k for k in ("symbol", "side") if all(k in v for v in p + c)]
+        p_keys, c_keys = self._keys(p, time_field, keys), self._keys(c, time_field, keys)
+        differences = []
+        shift = 0
+        pairs, missing, extra = _align(p_keys, c_keys, 0)
+        if missing and extra:
+            found = self._shift(p, c, p_keys, c_keys)
+            if found:
+                shift = found
+                pairs, missing, extra = _align(p_keys, c_keys, shift)
+                i, j = pairs[0]
+                differences.append(
+                    shift_difference(
+                        paths.key(paths.index(self.path, i), time_field),
+                        p[i][time_field],
+                        c[j][time_field],
+                        shift / 1000,
+                        f"{self.path} entry times",
+                    )
+                )
+        differences += self._unmatched(p, missing, time_field, keys, Kind.MISSING)
+        differences += self._unmatched(c, extra, time_field, keys, Kind.EXTRA)
+        if self.diff.options.extra.get("trade_order") and [j for _, j in pairs] != sorted(
+            j for _, j in pairs
+        ):
+            differences.append(
+                Difference(self.path, Kind.ORDER, None, None, f"{self.path} in another order")
+            )
+        fields = sorted({k for row in p + c for k in row})
+        skip = {f for f in fields if shift and _moved_by(p, c, pairs, f, shift)}
+
+        def field_path(i: int, f: str) -> str:
+            return paths.key(paths.index(self.path, i), f)
+
+        fields = [
+            f
+            for f in fields
+            if f not in skip and not (pairs and self.diff.ignored(field_path(pairs[0][0], f)))
+        ]
+        differences += compare_columns(
+            field_path,
+            pairs,
+            p,
+            c,
+            fields,
+            self.diff.options,
+            noun="trades",
+            label=lambda f: f"{self.path}[*].{f}",
+        )
+        return differences
+
+    @staticmethod
+    def _keys(rows: list[dict], time_field: str, keys: list[str]) -> list[tuple]:
+        out = []
+        for row in rows:
+            moment = to_epoch(row.get(time_field))
+            when = epoch_key(moment) if moment is not None else str(row.get(time_field))
+            out.append((when, *(str(row.get(k)) for k in keys)))
+        return out
+
+    def _shift(
+        self, p: list[dict], c: list[dict], p_keys: list[tuple], c_keys: list[tuple]
+    ) -> int | None:
+        """A constant entry-time shift that aligns the trades and their prices."""
+        if not all(isinstance(k[0], int) for k in p_keys + c_keys):
+            return None
+        c_at = {k: j for j, k in enumerate(c_keys)}
+        rtol, atol = self.diff.options.tol(1e-9, 1e-12)
+
+        def same(i: int, j: int) -> bool:
+            a, b = p[i].get("entry_price"), c[j].get("entry_price")
+            if is_number(a) and is_number(b):
+                return within(float(a), float(b), rtol, atol)
+            return a == b
+
+        def score(shift: int) -> int:
+            hits = 0
+            for i, k in enumerate(p_keys):
+                j = c_at.get((k[0] + shift, *k[1:]))
+                hits += j is not None and same(i, j)
+            return hits
+
+        found = best_shift((k[0] for k in p_keys), (k[0] for k in c_keys), score)
+        return found[0] if found else None
+
+    def _unmatched(
+        self, rows: list[dict], indices: list[int], time_field: str, keys: list[str], kind: Kind
+    ) -> list[Difference]:
+        """One difference naming the trades one side lacks."""
+        if not indices:
+            return []
+        named = [
+            " ".join(str(rows[i].get(k)) for k in reversed(keys))
+            + f" at {show(rows[i].get(time_field))}"
+            for i in indices[:SHOWN]
+        ]
+        more = f" and {len(indices) - SHOWN} more" if len(indices) > SHOWN else ""
+        noun = "trade" if len(indices) == 1 else "trades"
+        where = "missing from the candidate" if kind is Kind.MISSING else "only in the candidate"
+        sample = [rows[i] for i in indices[:SHOWN]]
+        return [
+            Difference(
+                paths.index(self.path, indices[0]),
+                kind,
+                sample if kind is Kind.MISSING else None,
+                sample if kind is Kind.EXTRA else None,
+                f"{len(indices)} {noun} {where} ({'; '.join(named)}{more})",
+            )
+        ]
+
+
+def _moved_by(
+    p: list[dict], c: list[dict], pairs: list[tuple[int, int]], field: str, shift: int
+) -> bool:
+    """Is `field` a time moved by exactly `shift` in every aligned trade (said once already)?"""
+    for i, j in pairs:
+        a, b = to_epoch(p[i].get(field)), to_epoch(c[j].get(field))
+        if a is None or b is None or epoch_key(b) - epoch_key(a) != shift:
+            return False
+    return True
+
+
+def _align(
+    p_keys: list[tuple], c_keys: list[tuple], shift: int
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Pairs (primary index, candidate index) of trades with one key, and the unmatched ones.
+
+    A pandas outer merge on the key plus its occurrence number, so two trades with one key pair
+    up in order instead of crossing.
+    """
+    if not shift and p_keys == c_keys:  # the common case: same trades, same order
+        return [(i, i) for i in range(len(p_keys))], [], []
+    import pandas as pd
+
+    def frame(keys: list[tuple], offset: int) -> pd.DataFrame:
+        labels = [repr((k[0] + offset, *k[1:]) if offset else k) for k in keys]
+        seen: dict[str, int] = {}
+        occurrence = []
+        for label in labels:
+            occurrence.append(seen.get(label, 0))
+            seen[label] = occurrence[-1] + 1
+        return pd.DataFrame({"key": labels, "occurrence": occurrence, "row": range(len(keys))})
+
+    merged = frame(p_keys, shift).merge(
+        frame(c_keys, 0),
+        on=["key", "occurrence"],
+        how="outer",
+        suffixes=("_p", "_c"),
+        indicator=True,
+    )
+    both = merged[merged["_merge"] == "both"].sort_values("row_p")
+    pairs = list(zip(both["row_p"].astype(int), both["row_c"].astype(int), strict=True))
+    missing = sorted(merged.loc[merged["_merge"] == "left_only", "row_p"].astype(int))
+    extra = sorted(merged.loc[merged["_merge"] == "right_only", "row_c"].astype(int))
+    return pairs, missing, extra

@@ -1,0 +1,491 @@
+"""What the domain comparators (backtest, order, auth, ohlcv, strategy) share: numbers compared
+within a tolerance and described the way a reviewer would, timestamps read from the shapes
+Cryptobot uses, a constant-shift (timezone) search, and the envelope (status, headers, non-JSON
+bodies) handed to the generic helpers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from comparators.base import CompareOptions, Lifted, get
+from comparators.paths import PathMatcher
+from harness.model import Difference, Kind, Severity
+
+DEFAULT_RTOL = 1e-9
+DEFAULT_ATOL = 1e-12
+
+BodyCompare = Callable[[Lifted, Lifted, CompareOptions], list[Difference]]
+
+
+# --- numbers ---------------------------------------------------------------------------------
+
+
+def is_number(value: Any) -> bool:
+    """True for JSON numbers (bool is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def as_number(value: Any, *, strings: bool = False) -> float | None:
+    """`value` as a float when it is a number (or, with `strings`, a numeric string), else None."""
+    if is_number(value):
+        return float(value)
+    if strings and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def within(a: float, b: float, rtol: float, atol: float) -> bool:
+    """Symmetric closeness: |a - b| <= atol + rtol * max(|a|, |b|) (so swapping never matters)."""
+    if a == b or (math.isnan(a) and math.isnan(b)):
+        return True
+    return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
+
+
+def rel_dev(a: float, b: float) -> float:
+    """Relative deviation |a - b| / max(|a|, |b|) (0 when both are 0)."""
+    scale = max(abs(a), abs(b))
+    return abs(a - b) / scale if scale else 0.0
+
+
+def show(value: Any) -> str:
+    """A value as it reads in a message: numbers bare, strings quoted, None as null."""
+    if is_number(value):
+        return repr(value) if isinstance(value, float) else str(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def why_outside(a: float, b: float, rtol: float) -> str:
+    """The parenthesised reason of a number difference: ``(rel 3.9e-03 > 1e-09)``."""
+    return f"(rel {rel_dev(a, b):.1e} > {rtol:g})"
+
+
+def compare_scalar(
+    path: str,
+    primary: Any,
+    candidate: Any,
+    rtol: float,
+    atol: float,
+    *,
+    exact: bool = False,
+    numeric_strings: bool = False,
+) -> Difference | None:
+    """One difference between two JSON scalars, or None when they agree.
+
+    Numbers agree within (rtol, atol) unless `exact`; null is never 0; a number that became a
+    string (or the reverse) is a type difference even when it reads the same.
+    """
+    if primary is None and candidate is None:
+        return None
+    if (primary is None) != (candidate is None) or isinstance(primary, bool) != isinstance(
+        candidate, bool
+    ):
+        return _type_difference(path, primary, candidate)
+    p_num = as_number(primary, strings=numeric_strings)
+    c_num = as_number(candidate, strings=numeric_strings)
+    if p_num is not None and c_num is not None:
+        if is_number(primary) != is_number(candidate):
+            return _type_difference(path, primary, candidate)
+        if exact:
+            if p_num == c_num and type(primary) is type(candidate):
+                return None
+            if p_num == c_num:
+                return _type_difference(path, primary, candidate)
+            return _changed(path, primary, candidate)
+        if within(p_num, c_num, rtol, atol):
+            return None
+        return Difference(
+            path,
+            Kind.CHANGED,
+            primary,
+            candidate,
+            f"{path} {show(primary)} vs {show(candidate)} {why_outside(p_num, c_num, rtol)}",
+        )
+    if type(primary) is not type(candidate) and not (is_number(primary) and is_number(candidate)):
+        return _type_difference(path, primary, candidate)
+    if primary == candidate:
+        return None
+    return _changed(path, primary, candidate)
+
+
+def _changed(path: str, primary: Any, candidate: Any) -> Difference:
+    return Difference(
+        path, Kind.CHANGED, primary, candidate, f"{path} {show(primary)} vs {show(candidate)}"
+    )
+
+
+def _type_difference(path: str, primary: Any, candidate: Any) -> Difference:
+    return Difference(
+        path,
+        Kind.TYPE,
+        primary,
+        candidate,
+        f"{path} {show(primary)} vs {show(candidate)} ({json_type(primary)} became "
+        f"{json_type(candidate)})",
+    )
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def field_tolerance(options: CompareOptions, path: str, name: str) -> tuple[float, float]:
+    """(rtol, atol) for one field: the route's tolerance, or a per-field override.
+
+    ``options.extra["tolerances"]`` maps a field name or a path glob to ``{"rtol": r, "atol": a}``
+    (or to a bare number, read as rtol): ``{"sharpe_ratio": {"rtol": 1e-6}}``.
+    """
+    rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
+    overrides = options.extra.get("tolerances") or {}
+    for pattern, spec in overrides.items():
+        if pattern == name or PathMatcher([pattern])(path):
+            if isinstance(spec, Mapping):
+                rtol = float(spec.get("rtol", rtol))
+                atol = float(spec.get("atol", atol))
+            else:
+                rtol = float(spec)
+    return rtol, atol
+
+
+# --- columns (equity curves, candles, trade tables) ------------------------------------------
+
+
+def column_difference(
+    path_of: Callable[[int], str],
+    primary: Sequence[Any],
+    candidate: Sequence[Any],
+    rtol: float,
+    atol: float,
+    *,
+    what: str,
+    noun: str = "points",
+    positions: Sequence[int] | None = None,
+    exact: bool = False,
+) -> Difference | None:
+    """One difference for two aligned columns: the first point outside tolerance, with the largest
+    deviations and how many points differ, never one difference per point.
+
+    `path_of(k)` names the k-th aligned point; `positions[k]` is its index in the primary's list
+    (default k). Columns of numbers (and nulls) are compared with numpy within (rtol, atol);
+    anything else point by point, exactly.
+    """
+    numeric = not exact and all(
+        v is None or is_number(v) for column in (primary, candidate) for v in column
+    )
+    if numeric:
+        bad, stats = _numeric_mismatches(primary, candidate, rtol, atol)
+    else:
+        bad = [
+            compare_scalar("", p, c, rtol, atol, exact=exact) is not None
+            for p, c in zip(primary, candidate, strict=True)
+        ]
+        stats = ""
+    count = sum(bad)
+    if not count:
+        return None
+    first = bad.index(True)
+    p_first, c_first = primary[first], candidate[first]
+    path = path_of(first)
+    if count == 1:
+        single = compare_scalar(path, p_first, c_first, rtol, atol, exact=exact)
+        if single is not None:
+            return single
+    at = positions[first] if positions is not None else first
+    tolerance = f" outside rtol {rtol:g}" if numeric else " differ"
+    detail = f"{stats}; " if stats else ""
+    message = (
+        f"{what} diverges from index {at} ({detail}{count} of {len(bad)} {noun}{tolerance}): "
+        f"{show(p_first)} vs {show(c_first)} at {path}"
+    )
+    return Difference(path, Kind.CHANGED, p_first, c_first, message)
+
+
+def _numeric_mismatches(
+    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
+) -> tuple[list[bool], str]:
+    import numpy as np
+
+    p = np.array([np.nan if v is None else v for v in primary], dtype=float)
+    c = np.array([np.nan if v is None else v for v in candidate], dtype=float)
+    p_nan, c_nan = np.isnan(p), np.isnan(c)
+    with np.errstate(invalid="ignore", over="ignore"):
+        deviation = np.abs(p - c)
+        scale = np.maximum(np.abs(p), np.abs(c))
+        bad = (deviation > atol + rtol * scale) | (p_nan != c_nan)
+    both = bad & ~p_nan & ~c_nan
+    if both.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.where(scale > 0, deviation / np.where(scale > 0, scale, 1.0), 0.0)
+        stats = f"max rel {float(rel[both].max()):.1e}, max abs {float(deviation[both].max()):.3g}"
+    else:
+        stats = "null against a number"
+    return bad.tolist(), stats
+
+
+def compare_columns(
+    field_path: Callable[[int, str], str],
+    pairs: Sequence[tuple[int, int]],
+    primary_rows: Sequence[Mapping[str, Any]],
+    candidate_rows: Sequence[Mapping[str, Any]],
+    fields: Iterable[str],
+    options: CompareOptions,
+    *,
+    noun: str,
+    label: Callable[[str], str] = str,
+) -> list[Difference]:
+    """Compare the aligned rows column by column: one difference per column at most.
+
+    `pairs` are (primary index, candidate index) of aligned rows; `field_path(i, name)` names field
+    `name` of primary row i. A field that only one side's rows have is one missing/extra
+    difference.
+    """
+    if not pairs:
+        return []
+    differences = []
+    positions = [pi for pi, _ in pairs]
+    for name in fields:
+        first_path = field_path(positions[0], name)
+        p_has = any(name in primary_rows[pi] for pi, _ in pairs)
+        c_has = any(name in candidate_rows[ci] for _, ci in pairs)
+        if p_has != c_has:
+            kind = Kind.MISSING if p_has else Kind.EXTRA
+            where = "missing from the candidate's" if p_has else "only in the candidate's"
+            sample_p = primary_rows[positions[0]].get(name)
+            sample_c = candidate_rows[pairs[0][1]].get(name)
+            differences.append(
+                Difference(first_path, kind, sample_p, sample_c, f"{name} {where} {noun}")
+            )
+            continue
+        rtol, atol = field_tolerance(options, first_path, name)
+        found = column_difference(
+            lambda k, name=name: field_path(positions[k], name),
+            [primary_rows[pi].get(name) for pi, _ in pairs],
+            [candidate_rows[ci].get(name) for _, ci in pairs],
+            rtol,
+            atol,
+            what=label(name),
+            noun=noun,
+            positions=positions,
+        )
+        if found is not None:
+            differences.append(found)
+    return differences
+
+
+# --- timestamps ------------------------------------------------------------------------------
+
+
+def to_epoch(value: Any) -> float | None:
+    """Seconds since the epoch for the timestamp shapes Cryptobot answers with: epoch seconds or
+    milliseconds (numbers or numeric strings) and ISO 8601 strings (naive ones read as UTC)."""
+    number = as_number(value, strings=True)
+    if number is not None:
+        if abs(number) > 1e14:  # microseconds
+            return number / 1e6
+        if abs(number) > 1e11:  # milliseconds
+            return number / 1e3
+        return number
+    if not isinstance(value, str) or len(value) < 8:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def epoch_key(seconds: float) -> int:
+    """An exact dictionary key for a timestamp (milliseconds)."""
+    return round(seconds * 1000)
+
+
+def show_offset(seconds: float) -> str:
+    """A shift as a person says it: ``+1h``, ``-30m``, ``+5h30m``, ``+2d``, ``+90s``."""
+    sign = "+" if seconds >= 0 else "-"
+    rest = round(abs(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    if not parts:
+        return f"{sign}{abs(seconds):g}s"
+    return sign + "".join(parts)
+
+
+def best_shift(
+    primary_times: Iterable[int],
+    candidate_times: Iterable[int],
+    score: Callable[[int], int],
+    *,
+    probe: int = 6,
+) -> tuple[int, int] | None:
+    """The constant shift (in the keys' unit) that, added to the primary's timestamps, best aligns
+    them with the candidate's, as ``(shift, score)``; None when no shift beats no shift at all.
+
+    Candidate shifts are the gaps between the first and last few timestamps of each side; `score`
+    counts the points that agree once shifted (so a shift must make the values match too, not just
+    the timestamps: hourly candles moved by one hour always overlap).
+    """
+    p_sorted, c_sorted = sorted(set(primary_times)), sorted(set(candidate_times))
+    if not p_sorted or not c_sorted:
+        return None
+    p_probe = p_sorted[:probe] + p_sorted[-probe:]
+    c_probe = c_sorted[:probe] + c_sorted[-probe:]
+    shifts = {c - p for p in p_probe for c in c_probe} - {0}
+    baseline = score(0)
+    needed = max(baseline + 1, (min(len(p_sorted), len(c_sorted)) + 1) // 2)
+    best: tuple[int, int] | None = None
+    for shift in sorted(shifts, key=lambda s: (abs(s), s)):
+        points = score(shift)
+        if points >= needed and (best is None or points > best[1]):
+            best = (shift, points)
+    return best
+
+
+def compare_time_column(
+    path_of: Callable[[int], str],
+    primary: Sequence[Any],
+    candidate: Sequence[Any],
+    *,
+    what: str,
+    noun: str = "points",
+) -> Difference | None:
+    """One difference for two positionally aligned timestamp columns: a constant shift (one
+    timezone) is named as such, the same instants in another notation are said to be so, anything
+    else is the first index that differs."""
+    p_times = [to_epoch(v) for v in primary]
+    c_times = [to_epoch(v) for v in candidate]
+    if None in p_times or None in c_times:
+        return column_difference(path_of, primary, candidate, 0.0, 0.0, what=what, exact=True)
+    deltas = [epoch_key(c) - epoch_key(p) for p, c in zip(p_times, c_times, strict=True)]
+    if not deltas:
+        return None
+    if all(d == 0 for d in deltas):
+        for i, (p, c) in enumerate(zip(primary, candidate, strict=True)):
+            if p != c:
+                return Difference(
+                    path_of(i),
+                    Kind.TYPE if type(p) is not type(c) else Kind.CHANGED,
+                    p,
+                    c,
+                    f"{what} are the same instants in another notation: {show(p)} vs {show(c)}",
+                )
+        return None
+    if len(set(deltas)) == 1:
+        return shift_difference(path_of(0), primary[0], candidate[0], deltas[0] / 1000, what)
+    first = next(i for i, d in enumerate(deltas) if d)
+    count = sum(1 for d in deltas if d)
+    return Difference(
+        path_of(first),
+        Kind.CHANGED,
+        primary[first],
+        candidate[first],
+        f"{what} differ from index {first} ({count} of {len(deltas)} {noun}): "
+        f"{show(primary[first])} vs {show(candidate[first])}",
+    )
+
+
+def shift_difference(
+    path: str, primary: Any, candidate: Any, seconds: float, what: str
+) -> Difference:
+    """The one difference standing for a whole column moved by a constant (a timezone)."""
+    return Difference(
+        path,
+        Kind.CHANGED,
+        primary,
+        candidate,
+        f"{what} shifted by {show_offset(seconds)} ({show(primary)} vs {show(candidate)})",
+    )
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def with_ignored(options: CompareOptions, globs: Iterable[str]) -> CompareOptions:
+    """`options` with more ignore globs (the comparator's volatile fields)."""
+    extra = tuple(g for g in globs if g not in options.ignore)
+    return dataclasses.replace(options, ignore=options.ignore + extra) if extra else options
+
+
+def drop_ignored(differences: list[Difference], options: CompareOptions) -> list[Difference]:
+    """The differences whose path no ignore glob selects."""
+    ignored = PathMatcher(options.ignore)
+    if not ignored:
+        return differences
+    return [d for d in differences if not ignored(d.path)]
+
+
+def compare_answers(
+    primary: Lifted,
+    candidate: Lifted,
+    options: CompareOptions,
+    body: BodyCompare,
+    *,
+    header_options: CompareOptions | None = None,
+) -> list[Difference]:
+    """Status and headers through the generic helpers, then `body` when both bodies are JSON;
+    anything else (text, bytes, a body that failed to parse) goes to the generic comparator."""
+    from comparators.generic import compare_headers, compare_status
+
+    if primary.kind != "json" or candidate.kind != "json":
+        return drop_ignored(get("json")(primary, candidate, header_options or options), options)
+    differences = list(compare_status(primary, candidate))
+    differences += compare_headers(primary, candidate, header_options or options)
+    differences += body(primary, candidate, options)
+    return drop_ignored(differences, options)
+
+
+def generic_bodies(
+    primary: Any, candidate: Any, options: CompareOptions, *, path: str = ""
+) -> list[Difference]:
+    """The generic tree diff of two sub-trees (what the domain comparators don't handle)."""
+    from comparators.generic import compare_bodies
+
+    if options.rtol is None or options.atol is None:  # the domain default, not exact equality
+        rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
+        options = dataclasses.replace(options, rtol=rtol, atol=atol)
+    return list(compare_bodies(primary, candidate, options, path=path))
+
+
+def member_difference(path: str, value: Any, *, missing: bool) -> Difference:
+    """A member that one answer has and the other lacks (`missing`: the candidate lacks it)."""
+    if missing:
+        return Difference(
+            path, Kind.MISSING, value, None, f"{path} missing from the candidate's answer"
+        )
+    return Difference(path, Kind.EXTRA, None, value, f"{path} only in the candidate's answer")
+
+
+def critical(difference: Difference) -> Difference:
+    """The same difference, marked critical."""
+    difference.severity = Severity.CRITICAL
+    return difference

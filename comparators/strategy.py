@@ -1,0 +1,172 @@
+"""The `strategy` comparator: strategy CRUD answers (one strategy, a list of them, a version
+history, delete and error answers).
+
+- Ids are ignored by default (``id``, ``strategy_id``): during a shadow run the primary and the
+  candidate write to different databases, the correlation map substitutes ids in *requests*, and
+  the ids in *answers* may legitimately differ. Set ``extra["compare_ids"] = true`` on a route
+  whose ids must agree (both databases restored from one dump, say).
+- ``created_at``/``updated_at`` (and other write timestamps) are ignored.
+- Lists of strategies are compared in any order, matched by id when both answers list the same
+  ids (they agree those are the same objects), else by name; a strategy missing from one list is
+  one difference naming it.
+- Versions are compared in order (version 1 first); parameter changes are reported by path:
+  ``versions[1].parameters.lookback 14 vs 10``, numbers within rtol 1e-9 / atol 1e-12.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from comparators import paths
+from comparators.base import CompareOptions, Lifted, register
+from comparators.domain import DEFAULT_ATOL, DEFAULT_RTOL, compare_answers, generic_bodies, show
+from harness.model import Difference, Kind
+
+IDS = ("id", "strategy_id")
+TIMESTAMPS = (
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "activated_at",
+    "deactivated_at",
+)
+LIST_KEYS = ("strategies", "items", "data", "results")
+
+
+@register("strategy")
+def compare_strategy(
+    primary: Lifted, candidate: Lifted, options: CompareOptions
+) -> list[Difference]:
+    """Compare two strategy-service answers (see the module docstring)."""
+    return compare_answers(primary, candidate, _options(options), _bodies)
+
+
+def _options(options: CompareOptions) -> CompareOptions:
+    """The route's options with the comparator's defaults: volatile fields and tolerances."""
+    ignored = [f"**.{name}" for name in TIMESTAMPS]
+    if not options.extra.get("compare_ids"):
+        ignored += [f"**.{name}" for name in IDS]
+    rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
+    extra = tuple(g for g in ignored if g not in options.ignore)
+    return dataclasses.replace(options, ignore=options.ignore + extra, rtol=rtol, atol=atol)
+
+
+def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
+    return compare_tree("", primary.body, candidate.body, options)
+
+
+def compare_tree(path: str, p: Any, c: Any, options: CompareOptions) -> list[Difference]:
+    """Strategy lists matched by identity wherever they appear; everything else generic."""
+    if _both_strategy_lists(p, c):
+        return compare_strategy_lists(path, p, c, options)
+    if isinstance(p, dict) and isinstance(c, dict):
+        lists = [k for k in LIST_KEYS if _both_strategy_lists(p.get(k), c.get(k))]
+        if lists:
+            differences = generic_bodies(
+                {k: v for k, v in p.items() if k not in lists},
+                {k: v for k, v in c.items() if k not in lists},
+                options,
+                path=path,
+            )
+            for k in lists:
+                differences += compare_strategy_lists(paths.key(path, k), p[k], c[k], options)
+            return differences
+    return generic_bodies(p, c, options, path=path)
+
+
+def _both_strategy_lists(p: Any, c: Any) -> bool:
+    """Two lists of strategies (one of them may be empty)."""
+    return (is_strategy_list(p) or p == []) and (is_strategy_list(c) or c == []) and bool(p or c)
+
+
+def is_strategy_list(value: Any) -> bool:
+    """A list of strategy objects (each with a name or an id, and no version number of its own
+    unless it is a whole strategy): not a version history, which is compared in order."""
+    if not isinstance(value, list) or not value:
+        return False
+    return all(
+        isinstance(v, dict) and ("name" in v or ("id" in v and "version" not in v)) for v in value
+    )
+
+
+def compare_strategy_lists(
+    path: str, p: list[dict], c: list[dict], options: CompareOptions
+) -> list[Difference]:
+    """Two lists of strategies in any order, matched by id (when the ids agree) or by name."""
+    key, what = _identity(p, c, options)
+    p_at, c_at = _index(p, key), _index(c, key)
+    differences = []
+    for k, i in p_at.items():
+        sub = paths.index(path, i)
+        if k in c_at:
+            differences += generic_bodies(p[i], c[c_at[k]], options, path=sub)
+        else:
+            differences.append(
+                Difference(
+                    sub,
+                    Kind.MISSING,
+                    _summary(p[i]),
+                    None,
+                    f"strategy {what(p[i])} missing from the candidate's list",
+                )
+            )
+    for k, j in c_at.items():
+        if k not in p_at:
+            differences.append(
+                Difference(
+                    paths.index(path, j),
+                    Kind.EXTRA,
+                    None,
+                    _summary(c[j]),
+                    f"strategy {what(c[j])} only in the candidate's list",
+                )
+            )
+    return differences
+
+
+Key = Callable[[dict], Any]
+
+
+def _identity(p: list[dict], c: list[dict], options: CompareOptions) -> tuple[Key, Key]:
+    """How to match strategies across the lists, and how to name one in a message."""
+    p_ids = [v.get("id") for v in p]
+    c_ids = [v.get("id") for v in c]
+    ids_agree = (
+        None not in p_ids
+        and len(set(map(repr, p_ids))) == len(p_ids)
+        and Counter(map(repr, p_ids)) == Counter(map(repr, c_ids))
+    )
+    if options.extra.get("compare_ids") or ids_agree or not all("name" in v for v in p + c):
+
+        def by_id(v: dict) -> Any:
+            return repr(v.get("id"))
+
+        return by_id, lambda v: f"id {show(v.get('id'))}" + _name(v)
+
+    def by_name(v: dict) -> Any:
+        return repr(v.get("name"))
+
+    return by_name, lambda v: show(v.get("name"))
+
+
+def _name(v: dict) -> str:
+    return f" ({show(v['name'])})" if "name" in v else ""
+
+
+def _index(items: list[dict], key: Key) -> dict[Any, int]:
+    """Key -> position; a repeated key gets its occurrence number so duplicates pair in order."""
+    seen: Counter = Counter()
+    out = {}
+    for i, item in enumerate(items):
+        k = key(item)
+        out[(k, seen[k])] = i
+        seen[k] += 1
+    return out
+
+
+def _summary(item: dict) -> dict:
+    """What a missing/extra strategy is shown as: its identity, not its whole body."""
+    return {k: item[k] for k in ("id", "name", "version", "is_active") if k in item}

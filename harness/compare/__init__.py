@@ -1,0 +1,1 @@
+"""Compare stage: judge exchanges (diff with comparators, count noise, give verdicts)."""

@@ -1,0 +1,1 @@
+"""Replay recorded exchanges against live environments (the nightly shadow replay)."""

@@ -1,0 +1,224 @@
+"""The replay: recorded requests are sent again to the candidate (and, for routes whose answers age,
+to the live primary), then compared with the same comparators, noise learning and correlation as
+the shadow proxy. Nothing is ever replayed as a real order: the mirror policy applies unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from harness.compare.engine import Engine
+from harness.config import Config
+from harness.correlation import Correlator
+from harness.lift import lift
+from harness.model import Exchange, Response, Verdict
+from harness.policy import MirrorPolicy
+from harness.replay.credentials import ServiceAccount, Tokens, login, with_fresh_credentials
+from harness.replay.lanes import run_lanes, session_key
+from harness.transport import TransportSettings, make_client, send
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTargets:
+    """Where to replay: the candidate always; a live primary/secondary optionally."""
+
+    candidate: str
+    primary: str | None = None
+    secondary: str | None = None
+
+
+@dataclass(slots=True)
+class ReplayStats:
+    """Counts per verdict, for the progress display and the exit code."""
+
+    total: int = 0
+    by_verdict: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, verdict: Verdict | None) -> None:
+        self.total += 1
+        key = str(verdict) if verdict else "unjudged"
+        self.by_verdict[key] = self.by_verdict.get(key, 0) + 1
+
+    @property
+    def mismatches(self) -> int:
+        return self.by_verdict.get("mismatch", 0)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.total / elapsed if elapsed > 0 else 0.0
+
+
+class _RateLimiter:
+    """At most `rate` sends per second (a simple pacing clock), or no limit when rate is None."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = time.perf_counter()
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        async with self._lock:
+            now = time.perf_counter()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(self._next, now) + self._interval
+
+
+class Replayer:
+    """Replays recorded exchanges against live environments and judges each one."""
+
+    def __init__(
+        self,
+        config: Config,
+        targets: ReplayTargets,
+        *,
+        account: ServiceAccount | None = None,
+        concurrency: int = 32,
+        rate: float | None = None,
+        shard: tuple[int, int] | None = None,
+        transport: TransportSettings | None = None,
+        on_exchange: Callable[[Exchange], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.targets = targets
+        self.account = account
+        self.concurrency = concurrency
+        self.shard = shard
+        self.transport = transport or TransportSettings(max_connections=concurrency)
+        self.engine = Engine(config)
+        self.policy = MirrorPolicy()
+        self.stats = ReplayStats()
+        self._on_exchange = on_exchange
+        self._limiter = _RateLimiter(rate)
+        self._correlators = {"candidate": Correlator(), "secondary": Correlator()}
+        self._tokens: dict[str, Tokens] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    async def run(self, records: Iterable[dict[str, Any]]) -> ReplayStats:
+        """Replay every record (streamed); returns the counts."""
+        async with make_client(self.transport) as client:
+            self._client = client
+            await self._login_everywhere()
+            await run_lanes(
+                records,
+                self._replay_one,
+                concurrency=self.concurrency,
+                shard=self.shard,
+            )
+        return self.stats
+
+    async def _login_everywhere(self) -> None:
+        if self.account is None:
+            return
+        envs = {"candidate": self.targets.candidate}
+        if self.targets.primary:
+            envs["primary"] = self.targets.primary
+        if self.targets.secondary:
+            envs["secondary"] = self.targets.secondary
+        for name, url in envs.items():
+            self._tokens[name] = await login(self._client, url, self.account)
+
+    def _for_env(self, env: str, request):
+        if self.account is None or env not in self._tokens:
+            return request
+        return with_fresh_credentials(request, self._tokens[env], self.account)
+
+    async def _replay_one(self, record: dict[str, Any]) -> None:
+        recorded = Exchange.from_dict(record)
+        route = self.config.routes.match(recorded.request.method, recorded.request.path)
+        exchange = Exchange(
+            request=recorded.request,
+            primary=recorded.primary,
+            secondary=recorded.secondary,
+            id=recorded.id,
+            ts=recorded.ts,
+            route=route.name,
+            group=route.group,
+            comparator=route.comparator,
+            session=recorded.session or session_key(record),
+        )
+        decision = self.policy.decide(route, recorded.request)
+        exchange.mirror = decision.label
+        if decision.skipped:
+            self._finish(exchange)
+            return
+        await self._limiter.wait()
+        exchange.candidate, live_primary, live_secondary = await self._send_all(
+            route, decision.request
+        )
+        if live_primary is not None:
+            exchange.primary = live_primary
+        if live_secondary is not None:
+            exchange.secondary = live_secondary
+        self.engine.judge(exchange)
+        self._after_judge(route, exchange)
+        self._finish(exchange)
+
+    async def _send_all(self, route, request) -> tuple[Response, Response | None, Response | None]:
+        timeout = self.transport.timeout_s
+        candidate_request = self._correlators["candidate"].translate(
+            self._for_env("candidate", request)
+        )
+        sends = [send(self._client, self.targets.candidate, candidate_request, timeout_s=timeout)]
+        live_primary = bool(self.targets.primary and route.ages)
+        if live_primary:
+            sends.append(
+                send(self._client, self.targets.primary, self._for_env("primary", request),
+                     timeout_s=timeout)
+            )
+        live_secondary = bool(self.targets.secondary)
+        if live_secondary:
+            secondary_request = self._correlators["secondary"].translate(
+                self._for_env("secondary", request)
+            )
+            sends.append(
+                send(self._client, self.targets.secondary, secondary_request, timeout_s=timeout)
+            )
+        answers = await asyncio.gather(*sends)
+        candidate = answers[0]
+        primary = answers[1] if live_primary else None
+        secondary = answers[-1] if live_secondary else None
+        return candidate, primary, secondary
+
+    def _after_judge(self, route, exchange: Exchange) -> None:
+        if route.correlate:
+            self._correlators["candidate"].learn(route, exchange.primary, exchange.candidate)
+            if exchange.secondary is not None and self.targets.secondary:
+                self._correlators["secondary"].learn(route, exchange.primary, exchange.secondary)
+        unproven = (
+            exchange.mirror == "dry-run"
+            and exchange.candidate is not None
+            and not exchange.candidate.error
+            and not route.dry_run.proven(lift(exchange.candidate))
+        )
+        if unproven:
+            self.policy.trip(route.name, "candidate answer does not prove the dry run")
+
+    def _finish(self, exchange: Exchange) -> None:
+        if exchange.verdict is None and exchange.mirror.startswith("skipped"):
+            exchange.verdict = Verdict.SKIPPED
+            exchange.reason = exchange.mirror.removeprefix("skipped:")
+        self.stats.add(exchange.verdict)
+        if self._on_exchange is not None:
+            self._on_exchange(exchange)
+
+
+def replay_records(
+    records: Iterable[dict[str, Any]],
+    config: Config,
+    targets: ReplayTargets,
+    **kwargs: Any,
+) -> ReplayStats:
+    """Synchronous wrapper: run a `Replayer` over `records` to completion."""
+    return asyncio.run(Replayer(config, targets, **kwargs).run(records))
+
+

@@ -1,0 +1,155 @@
+"""The route table: METHOD + path template → migration group, comparator and its options, mirror
+policy (and the dry-run rewrite), identifier paths to correlate, and whether answers age."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, Literal
+
+import orjson
+
+from comparators.base import CompareOptions, Lifted
+from harness.model import Body, Request
+
+MirrorPolicyName = Literal["safe", "dry-run", "always", "never"]
+MIRROR_POLICIES = ("safe", "dry-run", "always", "never")
+GROUPS = ("data", "backtest", "strategy", "auth", "trade", "mcp", "other")
+
+# Where an unknown route belongs, by path prefix (first match wins).
+GROUP_PREFIXES = (
+    ("/api/v1/data", "data"),
+    ("/ws/", "data"),
+    ("/api/backtest", "backtest"),
+    ("/api/strategies", "strategy"),
+    ("/auth", "auth"),
+    ("/api-keys", "auth"),
+    ("/admin", "auth"),
+    ("/api/trades", "trade"),
+    ("/api/v1/settings", "trade"),
+    ("/mcp", "mcp"),
+)
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunRewrite:
+    """How a request becomes a dry run on the candidate, and how its answer proves it was one."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+    proof_path: str = "status"
+    proof_value: Any = "dry_run"
+
+    def apply(self, request: Request) -> Request:
+        """A new request carrying the dry-run marker(s); the input is not changed."""
+        names = {name.lower() for name in self.headers}
+        headers = [(k, v) for k, v in request.headers if k.lower() not in names]
+        headers += list(self.headers.items())
+        query = [(k, v) for k, v in request.query if k not in self.query]
+        query += list(self.query.items())
+        body = request.body
+        if self.body:
+            try:
+                data = orjson.loads(body.raw) if body.raw else {}
+            except orjson.JSONDecodeError:
+                data = None
+            if isinstance(data, dict):
+                body = Body.from_bytes(orjson.dumps({**data, **self.body}))
+        return replace(request, headers=headers, query=query, body=body)
+
+    def proven(self, answer: Lifted) -> bool:
+        """Whether the candidate's answer says it was a dry run (`proof_path` == `proof_value`)."""
+        node: Any = answer.body
+        for part in self.proof_path.split(".") if self.proof_path else []:
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return node == self.proof_value
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of the route table."""
+
+    method: str
+    template: str
+    group: str
+    comparator: str = "json"
+    options: CompareOptions = field(default_factory=CompareOptions)
+    mirror: MirrorPolicyName = "safe"
+    dry_run: DryRunRewrite | None = None
+    correlate: tuple[str, ...] = ()
+    ages: bool = False
+
+    @property
+    def name(self) -> str:
+        """``GET /api/backtest/results/{id}``: how the route is named everywhere."""
+        return f"{self.method} {self.template}"
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    """The regex a path template matches (`{id}` one segment, `{rest:path}` the rest); a trailing
+    slash is optional. Raises ValueError for a malformed template."""
+    if not template.startswith("/"):
+        raise ValueError("must start with /")
+    literals = _PARAM.split(template)[::3]
+    if any("{" in part or "}" in part for part in literals):
+        raise ValueError("bad parameter or unbalanced braces (use {name} or {name:path})")
+    pattern, last = [], 0
+    for match in _PARAM.finditer(template):
+        pattern.append(re.escape(template[last : match.start()]))
+        pattern.append(".+" if match.group(2) else "[^/]+")
+        last = match.end()
+    pattern.append(re.escape(template[last:].rstrip("/")))
+    return re.compile("^" + "".join(pattern) + "/?$")
+
+
+_ID_SEGMENT = re.compile(r"^(?:\d+|[0-9a-fA-F-]{16,})$")
+
+
+def generic_template(path: str) -> str:
+    """A template for a path no route names: numeric and uuid/hex segments become `{id}`."""
+    return "/".join("{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
+
+
+def _specificity(template: str) -> tuple[int, int]:
+    literal = _PARAM.sub("", template)
+    return (-len(literal.strip("/").split("/")), -len(literal))
+
+
+def guess_group(path: str) -> str:
+    """The migration group of a path no route names."""
+    for prefix, group in GROUP_PREFIXES:
+        if path.startswith(prefix):
+            return group
+    return "other"
+
+
+class RouteTable:
+    """Matches requests to routes; unknown ones get a catch-all route (json, safe methods only)."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = list(routes)
+        self._by_method: dict[str, list[tuple[re.Pattern[str], Route]]] = {}
+        for route in sorted(self.routes, key=lambda r: _specificity(r.template)):
+            self._by_method.setdefault(route.method, []).append(
+                (template_regex(route.template), route)
+            )
+        self.match = lru_cache(maxsize=8192)(self._match)
+
+    def _match(self, method: str, path: str) -> Route:
+        method = method.upper()
+        for regex, route in self._by_method.get(method, ()):
+            if regex.match(path):
+                return route
+        return Route(method=method, template=generic_template(path), group=guess_group(path))
+
+    def __iter__(self):
+        return iter(self.routes)
+
+    def __len__(self) -> int:
+        return len(self.routes)

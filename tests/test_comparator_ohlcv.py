@@ -1,0 +1,163 @@
+"""Properties of the `ohlcv` comparator: candles aligned by timestamp."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from comparators.base import CompareOptions, get
+from comparators.domain import show_offset
+from comparators.paths import generalize
+from comparators.strategies import answer, candles
+from harness.model import Kind
+
+EXAMPLES = settings(max_examples=120, deadline=None)
+
+
+def diff(primary, candidate, **options):
+    return get("ohlcv")(answer(primary), answer(candidate), CompareOptions(**options))
+
+
+def general_paths(differences):
+    return {generalize(d.path) for d in differences}
+
+
+@EXAMPLES
+@given(candles())
+def test_reflexive(rows):
+    assert diff(rows, copy.deepcopy(rows)) == []
+
+
+@EXAMPLES
+@given(candles(), st.sampled_from(["data", "candles", "ohlcv"]))
+def test_invariant_to_member_order_and_envelope(rows, key):
+    reordered = [dict(reversed(list(row.items()))) for row in rows]
+    assert diff({key: rows, "symbol": "BTC/USDT"}, {"symbol": "BTC/USDT", key: reordered}) == []
+
+
+@st.composite
+def changed_candles(draw):
+    """Candles and a copy with some values scaled and some candles dropped."""
+    rows = draw(candles(min_size=1))
+    other = copy.deepcopy(rows)
+    for i in draw(st.sets(st.integers(0, len(rows) - 1), max_size=3)):
+        field = draw(st.sampled_from(["open", "high", "low", "close", "volume"]))
+        other[i][field] = round(other[i][field] * draw(st.floats(0.5, 1.5)), 8)
+    dropped = draw(st.sets(st.integers(0, len(rows) - 1), max_size=2))
+    return rows, [row for i, row in enumerate(other) if i not in dropped]
+
+
+@EXAMPLES
+@given(changed_candles())
+def test_symmetric(pair):
+    rows, other = pair
+    forward, backward = diff(rows, other), diff(other, rows)
+    assert general_paths(forward) == general_paths(backward)
+    assert len(forward) == len(backward)
+
+
+@EXAMPLES
+@given(candles(min_size=1), st.floats(1e-12, 1e-2), st.randoms(use_true_random=False))
+def test_monotonic_in_tolerance(rows, noise, rng):
+    other = copy.deepcopy(rows)
+    for row in other:
+        for field in ("open", "high", "low", "close", "volume"):
+            row[field] *= 1 + rng.uniform(-noise, noise)
+    found = [general_paths(diff(rows, other, rtol=r)) for r in (0.0, 1e-12, 1e-9, 1e-6, 1e-3, 1e-1)]
+    for tighter, looser in itertools.pairwise(found):
+        assert looser <= tighter
+
+
+@EXAMPLES
+@given(candles(min_size=1), st.sampled_from([-12, -5, -1, 1, 2, 3, 8]))
+def test_timezone_shift_is_one_difference(rows, hours):
+    shifted = copy.deepcopy(rows)
+    for row in shifted:
+        ts = row["timestamp"]
+        if isinstance(ts, int):
+            row["timestamp"] = ts + hours * 3_600_000
+        else:
+            from comparators.domain import to_epoch
+            from comparators.strategies import iso
+
+            row["timestamp"] = iso(to_epoch(ts) + hours * 3600)
+    found = diff(rows, shifted)
+    assert len(found) == 1, [d.message for d in found]
+    assert f"candles shifted by {show_offset(hours * 3600)}" in found[0].message
+    assert found[0].path == "[0].timestamp"
+
+
+@EXAMPLES
+@given(candles(min_size=2), st.data())
+def test_missing_candles_are_one_difference(rows, data):
+    dropped = sorted(
+        data.draw(st.sets(st.integers(0, len(rows) - 1), min_size=1, max_size=len(rows) - 1))
+    )
+    kept = [row for i, row in enumerate(rows) if i not in dropped]
+    found = diff(rows, kept)
+    assert [(d.kind, d.path) for d in found] == [(Kind.MISSING, f"[{dropped[0]}]")]
+    assert found[0].message.startswith(f"{len(dropped)} candle")
+    extra = diff(kept, rows)
+    assert [(d.kind, d.path) for d in extra] == [(Kind.EXTRA, f"[{dropped[0]}]")]
+
+
+@EXAMPLES
+@given(candles(min_size=1), st.data())
+def test_every_value_change_is_found_at_its_path(rows, data):
+    i = data.draw(st.integers(0, len(rows) - 1))
+    field = data.draw(st.sampled_from(["open", "high", "low", "close", "volume"]))
+    factor = data.draw(st.sampled_from([0.9, 1.0001, 1.5, 2.0]))
+    other = copy.deepcopy(rows)
+    other[i][field] = other[i][field] * factor
+    found = diff(rows, other)
+    assert [d.path for d in found] == [f"[{i}].{field}"]
+    assert "rel" in found[0].message
+
+
+def test_messages_read_like_a_review():
+    rows = [
+        {
+            "timestamp": 1_704_067_200_000 + i * 3_600_000,
+            "open": 100.0 + i,
+            "high": 102.0 + i,
+            "low": 99.0 + i,
+            "close": 101.0 + i,
+            "volume": 5.0,
+        }
+        for i in range(10)
+    ]
+    other = copy.deepcopy(rows)
+    for row in other[4:]:
+        row["close"] *= 1.001
+    (found,) = diff(rows, other)
+    assert found.path == "[4].close"
+    assert found.message.startswith("close diverges from index 4 (max rel 1.0e-03")
+    assert "6 of 10 candles" in found.message
+    (order,) = diff(rows, rows[::-1])
+    assert order.kind is Kind.ORDER and "ascending vs descending" in order.message
+
+
+def test_ccxt_rows_and_notation():
+    rows = [
+        [1_704_067_200_000 + i * 60_000, 1.0 + i, 2.0 + i, 0.5 + i, 1.5 + i, 10.0] for i in range(5)
+    ]
+    other = copy.deepcopy(rows)
+    other[2][4] = 9.0
+    (found,) = diff(rows, other)
+    assert found.path == "[2][4]"
+    iso_rows = [
+        {
+            "timestamp": "2024-01-01T00:00:00Z",
+            "open": 1,
+            "high": 1,
+            "low": 1,
+            "close": 1,
+            "volume": 1,
+        }
+    ]
+    offset_rows = [dict(iso_rows[0], timestamp="2024-01-01T01:00:00+01:00")]
+    (notation,) = diff(iso_rows, offset_rows)
+    assert "same instants in another notation" in notation.message
