@@ -16,7 +16,10 @@ and error answers, compared without ever comparing (or printing) a token or a se
 - Set-Cookie: per cookie, Secure/HttpOnly (losing one is critical), SameSite, Path, Domain and
   Max-Age; cookie values are never compared (a JWT cookie is decoded like a token).
 - Secrets (API key values, session tokens, MFA secrets, backup codes) are never compared: only
-  that both answers have one; the ids and timestamps of API keys are ignored.
+  that both answers have one.
+- Ids (``id``, ``key_id``, ``user_id``, ...) and timestamps (``created_at``, ``expires_at``,
+  ``last_used``, ...) are ignored: each environment mints its own API keys and sessions, in its
+  own database. ``extra["compare_ids"] = true`` compares ids again.
 - Everything else, error answers included (``{"detail": ...}`` of a 401/403 must match
   exactly), goes to the generic comparison with secrets replaced by placeholders.
 
@@ -70,21 +73,18 @@ LIFETIME_FIELDS = ("expires_in", "refresh_token_expires_in", "refresh_expires_in
 # Claims whose absolute values are minted per token.
 VOLATILE_CLAIMS = ("jti", "iat", "nbf", "exp", "auth_time", "sid", "session_id", "nonce")
 SET_CLAIMS = ("roles", "scopes", "permissions", "groups", "scope", "scp")
-# API keys and sessions: ids and timestamps minted per environment.
-KEY_IDS = ("id", "key_id", "next_key_id", "previous_key_id")
-DEFAULT_IGNORE = tuple(
-    f"**.{name}"
-    for name in (
-        "created_at",
-        "updated_at",
-        "expires_at",
-        "last_used",
-        "last_activity",
-        "rotated_at",
-        "grace_period_ends",
-        "revoked_at",
-        "compromised_at",
-    )
+# Minted per environment (API keys, sessions, users of another database): ignored by default.
+IDS = ("id", "key_id", "next_key_id", "previous_key_id", "session_id", "user_id")
+TIMESTAMPS = (
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "last_used",
+    "last_activity",
+    "rotated_at",
+    "grace_period_ends",
+    "revoked_at",
+    "compromised_at",
 )
 JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*$")
 REDACTED = "<redacted>"
@@ -93,11 +93,20 @@ REDACTED = "<redacted>"
 @register("auth")
 def compare_auth(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two auth-service answers (see the module docstring)."""
-    options = with_ignored(options, DEFAULT_IGNORE)
+    volatile = TIMESTAMPS if options.extra.get("compare_ids") else IDS + TIMESTAMPS
+    options = with_ignored(options, (f"**.{name}" for name in volatile))
     # Cookies are compared here, attribute by attribute, never by value.
     headers = dataclasses.replace(options, ignore_headers=(*options.ignore_headers, "set-cookie"))
     differences = _cookies(primary, candidate, options)
-    found = compare_answers(primary, candidate, options, _bodies, header_options=headers)
+    found = compare_answers(
+        primary,
+        candidate,
+        options,
+        _bodies,
+        header_options=headers,
+        # Identical tokens still have to verify with the configured keys.
+        skip_identical=not options.extra.get("keys"),
+    )
     # Text bodies went to the generic comparator: make sure it quotes no token.
     return differences + _scrub(found)
 
@@ -155,11 +164,8 @@ class _Context:
     # generic comparison sees neither a difference nor a secret.
     def prepare(self, path: str, p: Any, c: Any, name: str) -> tuple[Any, Any]:
         if isinstance(p, dict) and isinstance(c, dict):
-            is_key = any(k in p or k in c for k in SECRET_FIELDS)
             p_out, c_out = {}, {}
             for member in [*p, *(k for k in c if k not in p)]:
-                if is_key and member in KEY_IDS:
-                    continue  # an API key's id is minted per environment
                 if member in p and member in c:
                     pair = self.prepare(paths.key(path, member), p[member], c[member], member)
                     p_out[member], c_out[member] = pair
@@ -185,7 +191,7 @@ class _Context:
                 return [a for a, _ in pairs], [b for _, b in pairs]
             return _redact(p), _redact(c)
         if name in LIFETIME_FIELDS and is_number(p) and is_number(c):
-            self.differences += self._seconds(path, p, c, path)
+            self.differences += self.durations(path, p, c, path)
             return 0, 0
         if (
             looks_like_jwt(p)
@@ -275,9 +281,9 @@ class _Context:
             return []
         path = paths.key(claims, "exp")
         if is_number(p.get("iat")) and is_number(c.get("iat")):
-            return self._seconds(path, exp_p - p["iat"], exp_c - c["iat"], f"{label} lifetime")
+            return self.durations(path, exp_p - p["iat"], exp_c - c["iat"], f"{label} lifetime")
         if None not in self.dates:
-            return self._seconds(
+            return self.durations(
                 path, exp_p - self.dates[0], exp_c - self.dates[1], f"{label} lifetime"
             )
         if abs(exp_c - exp_p) <= self.tolerance:
@@ -293,7 +299,7 @@ class _Context:
             )
         ]
 
-    def _seconds(self, path: str, p: float, c: float, what: str) -> list[Difference]:
+    def durations(self, path: str, p: float, c: float, what: str) -> list[Difference]:
         """Two durations in seconds that must agree within the lifetime tolerance."""
         if abs(p - c) <= self.tolerance:
             return []
@@ -549,7 +555,7 @@ def _max_age(context: _Context, path: str, name: str, a: Any, b: Any) -> list[Di
             return []
         kind = Kind.MISSING if b is None else Kind.EXTRA if a is None else Kind.CHANGED
         return [Difference(sub, kind, a, b, f"cookie {name} Max-Age {show(a)} vs {show(b)}")]
-    return context._seconds(sub, seconds_a, seconds_b, f"cookie {name} Max-Age")
+    return context.durations(sub, seconds_a, seconds_b, f"cookie {name} Max-Age")
 
 
 # --- user enumeration ------------------------------------------------------------------------

@@ -206,7 +206,7 @@ class BacktestDiff:
             [f for f in fields if not self.ignored(paths.key(paths.index(path, 0), f))],
             self.options,
             noun=noun,
-            label=lambda f: f"{path} {f}",
+            label=lambda f: f"{path}[*].{f}",
         )
         return differences
 

@@ -451,16 +451,19 @@ def compare_answers(
     body: BodyCompare,
     *,
     header_options: CompareOptions | None = None,
+    skip_identical: bool = True,
 ) -> list[Difference]:
-    """Status and headers through the generic helpers, then `body` when both bodies are JSON;
-    anything else (text, bytes, a body that failed to parse) goes to the generic comparator."""
+    """Status and headers through the generic helpers, then `body` when both bodies are JSON
+    (unless they are byte-identical and `skip_identical`); anything else (text, bytes, a body
+    that failed to parse) goes to the generic comparator."""
     from comparators.generic import compare_headers, compare_status
 
     if primary.kind != "json" or candidate.kind != "json":
         return drop_ignored(get("json")(primary, candidate, header_options or options), options)
     differences = list(compare_status(primary, candidate))
     differences += compare_headers(primary, candidate, header_options or options)
-    differences += body(primary, candidate, options)
+    if not (skip_identical and primary.raw and primary.raw == candidate.raw):
+        differences += body(primary, candidate, options)
     return drop_ignored(differences, options)
 
 

@@ -97,33 +97,30 @@ def compare_strategy_lists(
 ) -> list[Difference]:
     """Two lists of strategies in any order, matched by id (when the ids agree) or by name."""
     key, what = _identity(p, c, options)
-    p_at, c_at = _index(p, key), _index(c, key)
+    pairs, missing, extra = _match(p, c, key)
     differences = []
-    for k, i in p_at.items():
-        sub = paths.index(path, i)
-        if k in c_at:
-            differences += generic_bodies(p[i], c[c_at[k]], options, path=sub)
-        else:
-            differences.append(
-                Difference(
-                    sub,
-                    Kind.MISSING,
-                    _summary(p[i]),
-                    None,
-                    f"strategy {what(p[i])} missing from the candidate's list",
-                )
+    for i, j in pairs:
+        differences += generic_bodies(p[i], c[j], options, path=paths.index(path, i))
+    for i in missing:
+        differences.append(
+            Difference(
+                paths.index(path, i),
+                Kind.MISSING,
+                _summary(p[i]),
+                None,
+                f"strategy {what(p[i])} missing from the candidate's list",
             )
-    for k, j in c_at.items():
-        if k not in p_at:
-            differences.append(
-                Difference(
-                    paths.index(path, j),
-                    Kind.EXTRA,
-                    None,
-                    _summary(c[j]),
-                    f"strategy {what(c[j])} only in the candidate's list",
-                )
+        )
+    for j in extra:
+        differences.append(
+            Difference(
+                paths.index(path, j),
+                Kind.EXTRA,
+                None,
+                _summary(c[j]),
+                f"strategy {what(c[j])} only in the candidate's list",
             )
+        )
     return differences
 
 
@@ -156,15 +153,42 @@ def _name(v: dict) -> str:
     return f" ({show(v['name'])})" if "name" in v else ""
 
 
-def _index(items: list[dict], key: Key) -> dict[Any, int]:
-    """Key -> position; a repeated key gets its occurrence number so duplicates pair in order."""
-    seen: Counter = Counter()
-    out = {}
-    for i, item in enumerate(items):
-        k = key(item)
-        out[(k, seen[k])] = i
-        seen[k] += 1
-    return out
+def _match(
+    p: list[dict], c: list[dict], key: Key
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """(primary, candidate) index pairs with one key, then the unmatched of each side. Among
+    strategies sharing a key (two named alike), identical ones pair first, the rest in order."""
+    groups: dict[Any, tuple[list[int], list[int]]] = {}
+    for i, item in enumerate(p):
+        groups.setdefault(key(item), ([], []))[0].append(i)
+    for j, item in enumerate(c):
+        groups.setdefault(key(item), ([], []))[1].append(j)
+    pairs, missing, extra = [], [], []
+    for p_idx, c_idx in groups.values():
+        if len(p_idx) > 1 or len(c_idx) > 1:
+            c_left = list(c_idx)
+            p_left = []
+            for i in p_idx:
+                same = next((j for j in c_left if _content(p[i]) == _content(c[j])), None)
+                if same is None:
+                    p_left.append(i)
+                else:
+                    pairs.append((i, same))
+                    c_left.remove(same)
+            p_idx, c_idx = p_left, c_left
+        pairs += zip(p_idx, c_idx, strict=False)
+        missing += p_idx[len(c_idx) :]
+        extra += c_idx[len(p_idx) :]
+    return sorted(pairs), sorted(missing), sorted(extra)
+
+
+def _content(item: Any) -> Any:
+    """An item without its ids and timestamps, for telling twins apart."""
+    if isinstance(item, dict):
+        return {k: _content(v) for k, v in item.items() if k not in IDS + TIMESTAMPS}
+    if isinstance(item, list):
+        return [_content(v) for v in item]
+    return item
 
 
 def _summary(item: dict) -> dict:

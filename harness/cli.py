@@ -68,6 +68,7 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        root.propagate = False  # mitmproxy's own log handler would print it twice
 
 
 def main(argv: Sequence[str] | None = None) -> int:

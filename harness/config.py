@@ -29,7 +29,7 @@ from harness.routes import (
 
 DEFAULT_NAME = "default_config.toml"
 ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "ages", "options",
-              "dry_run"}
+              "dry_run", "settle_s"}
 OPTION_KEYS = {"rtol", "atol", "ignore", "unordered", "ignore_headers", "compare_headers", "extra"}
 DRY_RUN_KEYS = {"headers", "query", "body", "proof_path", "proof_value"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
@@ -198,6 +198,7 @@ def _route(check: _Checker, raw: Any, key: str, comparators: list[str]) -> Route
         dry_run=dry_run,
         correlate=check.strings(table.get("correlate", []), f"{key}.correlate"),
         ages=check.boolean(table.get("ages", False), f"{key}.ages"),
+        settle_s=check.number(table.get("settle_s", 0.0), f"{key}.settle_s", high=60.0),
     )
 
 

@@ -84,6 +84,9 @@ class Route:
     dry_run: DryRunRewrite | None = None
     correlate: tuple[str, ...] = ()
     ages: bool = False
+    # Answers that become final shortly after a write (a backtest's status and results): a safe
+    # request whose answers disagree is sent again for up to this many seconds.
+    settle_s: float = 0.0
 
     @property
     def name(self) -> str:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comparators.base import CompareOptions, get
+from comparators.domain import to_epoch
 from comparators.paths import generalize
 from comparators.strategies import (
     answer,
@@ -197,9 +198,31 @@ def test_trades_shifted_by_a_timezone_are_one_difference():
     shifted = copy.deepcopy(trades)
     for trade in shifted:
         for field in ("entry_time", "exit_time"):
-            trade[field] = trade[field].replace("T", "T").replace(":00:00Z", ":00:00Z")
-            trade[field] = iso(
-                __import__("comparators.domain").domain.to_epoch(trade[field]) + 3600
-            )
+            trade[field] = iso(to_epoch(trade[field]) + 3600)
     (found,) = diff({"trades": trades}, {"trades": shifted})
     assert "entry times shifted by +1h" in found.message
+
+
+def test_reference_cryptobot_drifts():
+    """On the reference Cryptobot's real answers: summation-order noise passes, fee rounding is
+    caught once per column (not once per trade or point)."""
+    from datetime import UTC, datetime
+
+    from reference_cryptobot.backtest import BacktestRequest, run_backtest
+    from reference_cryptobot.settings import Settings
+
+    request = BacktestRequest(
+        strategy="sma",
+        parameters={"fast": 10, "slow": 30},
+        symbol="BTC/USDT",
+        timeframe="4h",
+        start_date=datetime(2024, 1, 1, tzinfo=UTC),
+        end_date=datetime(2024, 5, 1, tzinfo=UTC),
+    )
+    docker = run_backtest(Settings(), request)
+    assert diff(docker, run_backtest(Settings(drifts=frozenset({"float-order"})), request)) == []
+    found = diff(docker, run_backtest(Settings(drifts=frozenset({"fee-rounding"})), request))
+    found_paths = {generalize(d.path) for d in found}
+    assert {"trades[*].fee", "trades[*].pnl", "equity_curve[*].equity"} <= found_paths
+    assert "metrics.profit" in found_paths
+    assert len(found) == len(found_paths)

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comparators.base import CompareOptions, get
-from comparators.domain import show_offset
+from comparators.domain import show_offset, to_epoch
 from comparators.paths import generalize
-from comparators.strategies import answer, candles
+from comparators.strategies import answer, candles, iso
 from harness.model import Kind
 
 EXAMPLES = settings(max_examples=120, deadline=None)
@@ -80,9 +80,6 @@ def test_timezone_shift_is_one_difference(rows, hours):
         if isinstance(ts, int):
             row["timestamp"] = ts + hours * 3_600_000
         else:
-            from comparators.domain import to_epoch
-            from comparators.strategies import iso
-
             row["timestamp"] = iso(to_epoch(ts) + hours * 3600)
     found = diff(rows, shifted)
     assert len(found) == 1, [d.message for d in found]
@@ -161,3 +158,17 @@ def test_ccxt_rows_and_notation():
     offset_rows = [dict(iso_rows[0], timestamp="2024-01-01T01:00:00+01:00")]
     (notation,) = diff(iso_rows, offset_rows)
     assert "same instants in another notation" in notation.message
+
+
+def test_reference_cryptobot_timezone_drift():
+    """The reference data service with its tz-offset drift: one difference, +1h."""
+    from reference_cryptobot.market import candles as reference_candles
+    from reference_cryptobot.settings import Settings
+
+    docker = reference_candles(Settings(), "binance", "BTC/USDT", "15m", limit=300)
+    native = reference_candles(
+        Settings(drifts=frozenset({"tz-offset"})), "binance", "BTC/USDT", "15m", limit=300
+    )
+    (found,) = diff(docker, native)
+    assert found.message.startswith("candles shifted by +1h")
+    assert diff(docker, copy.deepcopy(docker)) == []

@@ -1,34 +1,39 @@
-"""Replay scheduling: requests of one session keep their recorded order, sessions run in parallel.
+"""Scheduling shared by the replay and the shadow worker: requests of one session keep their
+order, sessions run in parallel.
 
 Inside a session, a run of safe requests (GET/HEAD/OPTIONS) between two writes is sent
 concurrently; a write waits for everything before it and holds back everything after it, so
-create → get → update → delete and start → poll → results stay in order. Memory is bounded: each
-lane's queue is bounded and reading the recording waits when they are full.
+create → get → update → delete and start → poll → results stay in order (and the correlation
+learned from a create is there for the get). Memory is bounded: each lane's queue is bounded, the
+source waits when one is full, and idle lanes are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any
 
 from harness.policy import SAFE_METHODS
 
-Record = dict[str, Any]
-Handler = Callable[[Record], Awaitable[None]]
-
 ANONYMOUS = "anonymous"
+IDLE_LANE_S = 30.0
 
 
-def session_key(record: Record) -> str:
-    """The session a recorded exchange belongs to: its credential fingerprint, else anonymous."""
+def session_key(record: dict[str, Any]) -> str:
+    """The session of a recorded exchange (a dict): its credential fingerprint, else anonymous."""
     if record.get("session"):
         return str(record["session"])
     for name, value in record["request"].get("headers", []):
         if name.lower() in ("authorization", "cookie", "x-api-key"):
             return value
     return ANONYMOUS
+
+
+def record_is_safe(record: dict[str, Any]) -> bool:
+    """Whether a recorded exchange's request is a safe method."""
+    return record["request"]["method"].upper() in SAFE_METHODS
 
 
 def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
@@ -40,59 +45,87 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 
 class _Lane:
-    def __init__(self, handler: Handler, limit: asyncio.Semaphore, depth: int) -> None:
-        self.queue: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=depth)
+    def __init__(self, handler: Callable[[Any], Awaitable[None]], limit: asyncio.Semaphore,
+                 depth: int, is_safe: Callable[[Any], bool]) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        self.closed = False
         self._handler = handler
         self._limit = limit
+        self._is_safe = is_safe
         self.task = asyncio.create_task(self._run())
+
+    async def _next(self, pending: set[asyncio.Task[None]]) -> Any:
+        while True:
+            try:
+                return await asyncio.wait_for(self.queue.get(), IDLE_LANE_S)
+            except TimeoutError:
+                if self.queue.empty() and not pending:
+                    self.closed = True  # no await since the check: nothing can slip in
+                    return None
 
     async def _run(self) -> None:
         pending: set[asyncio.Task[None]] = set()
-        while (record := await self.queue.get()) is not None:
-            if record["request"]["method"].upper() in SAFE_METHODS:
+        while (item := await self._next(pending)) is not None:
+            if self._is_safe(item):
                 await self._limit.acquire()
-                task = asyncio.create_task(self._guarded(record))
+                task = asyncio.create_task(self._guarded(item))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             else:
                 if pending:
                     await asyncio.gather(*pending)
                 await self._limit.acquire()
-                await self._guarded(record)
+                await self._guarded(item)
+        self.closed = True
         if pending:
             await asyncio.gather(*pending)
 
-    async def _guarded(self, record: Record) -> None:
+    async def _guarded(self, item: Any) -> None:
         try:
-            await self._handler(record)
+            await self._handler(item)
         finally:
             self._limit.release()
 
 
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]):
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+        return
+    for count, item in enumerate(items):
+        yield item
+        if count % 64 == 0:
+            await asyncio.sleep(0)  # let lanes run while a file is streamed
+
+
 async def run_lanes(
-    records: Iterable[Record],
-    handler: Handler,
+    items: Iterable[Any] | AsyncIterable[Any],
+    handler: Callable[[Any], Awaitable[None]],
     *,
+    key: Callable[[Any], str] = session_key,
+    is_safe: Callable[[Any], bool] = record_is_safe,
     concurrency: int = 32,
     depth: int = 256,
     shard: tuple[int, int] | None = None,
 ) -> int:
-    """Feed `records` to `handler` with per-session ordering; returns how many were scheduled."""
+    """Feed `items` to `handler` with per-session ordering; returns how many were scheduled.
+    The handler must not raise."""
     limit = asyncio.Semaphore(concurrency)
     lanes: dict[str, _Lane] = {}
     scheduled = 0
-    for record in records:
-        key = session_key(record)
-        if not in_shard(key, shard):
+    async for item in _aiter(items):
+        lane_key = key(item)
+        if not in_shard(lane_key, shard):
             continue
-        lane = lanes.get(key)
-        if lane is None:
-            lane = lanes[key] = _Lane(handler, limit, depth)
-        await lane.queue.put(record)
+        lane = lanes.get(lane_key)
+        if lane is None or lane.closed:
+            lane = lanes[lane_key] = _Lane(handler, limit, depth, is_safe)
+        await lane.queue.put(item)
         scheduled += 1
-        if scheduled % 64 == 0:
-            await asyncio.sleep(0)  # let lanes run while the reader streams
+        if scheduled % 1024 == 0:
+            lanes = {k: v for k, v in lanes.items() if not v.closed}
     for lane in lanes.values():
-        await lane.queue.put(None)
+        if not lane.closed:
+            await lane.queue.put(None)
     await asyncio.gather(*(lane.task for lane in lanes.values()))
     return scheduled

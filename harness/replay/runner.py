@@ -14,9 +14,8 @@ import httpx
 
 from harness.compare.engine import Engine
 from harness.config import Config
-from harness.correlation import Correlator
-from harness.lift import lift
-from harness.model import Exchange, Response, Verdict
+from harness.mirror import Mirror
+from harness.model import Exchange, Verdict
 from harness.policy import MirrorPolicy
 from harness.replay.credentials import ServiceAccount, Tokens, login, with_fresh_credentials
 from harness.replay.lanes import run_lanes, session_key
@@ -99,14 +98,16 @@ class Replayer:
         self.stats = ReplayStats()
         self._on_exchange = on_exchange
         self._limiter = _RateLimiter(rate)
-        self._correlators = {"candidate": Correlator(), "secondary": Correlator()}
         self._tokens: dict[str, Tokens] = {}
         self._client: httpx.AsyncClient | None = None
+        self._mirror: Mirror | None = None
 
     async def run(self, records: Iterable[dict[str, Any]]) -> ReplayStats:
         """Replay every record (streamed); returns the counts."""
         async with make_client(self.transport) as client:
             self._client = client
+            self._mirror = Mirror(client, self.engine, self.policy, self.targets.candidate,
+                                  self.targets.secondary, self.transport.timeout_s)
             await self._login_everywhere()
             await run_lanes(
                 records,
@@ -136,9 +137,8 @@ class Replayer:
         recorded = Exchange.from_dict(record)
         route = self.config.routes.match(recorded.request.method, recorded.request.path)
         exchange = Exchange(
-            request=recorded.request,
+            request=self._for_env("candidate", recorded.request),
             primary=recorded.primary,
-            secondary=recorded.secondary,
             id=recorded.id,
             ts=recorded.ts,
             route=route.name,
@@ -146,67 +146,17 @@ class Replayer:
             comparator=route.comparator,
             session=recorded.session or session_key(record),
         )
-        decision = self.policy.decide(route, recorded.request)
-        exchange.mirror = decision.label
-        if decision.skipped:
-            self._finish(exchange)
-            return
+        if self.targets.primary and route.ages and self.policy.decide(route, recorded.request
+                                                                      ).request is not None:
+            exchange.primary = await send(self._client, self.targets.primary,
+                                          self._for_env("primary", recorded.request),
+                                          timeout_s=self.transport.timeout_s)
         await self._limiter.wait()
-        exchange.candidate, live_primary, live_secondary = await self._send_all(
-            route, decision.request
-        )
-        if live_primary is not None:
-            exchange.primary = live_primary
-        if live_secondary is not None:
-            exchange.secondary = live_secondary
-        self.engine.judge(exchange)
-        self._after_judge(route, exchange)
+        await self._mirror.run(exchange, route, secondary_recorded=recorded.secondary)
+        exchange.request = recorded.request  # record what the client sent, not the fresh token
         self._finish(exchange)
 
-    async def _send_all(self, route, request) -> tuple[Response, Response | None, Response | None]:
-        timeout = self.transport.timeout_s
-        candidate_request = self._correlators["candidate"].translate(
-            self._for_env("candidate", request)
-        )
-        sends = [send(self._client, self.targets.candidate, candidate_request, timeout_s=timeout)]
-        live_primary = bool(self.targets.primary and route.ages)
-        if live_primary:
-            sends.append(
-                send(self._client, self.targets.primary, self._for_env("primary", request),
-                     timeout_s=timeout)
-            )
-        live_secondary = bool(self.targets.secondary)
-        if live_secondary:
-            secondary_request = self._correlators["secondary"].translate(
-                self._for_env("secondary", request)
-            )
-            sends.append(
-                send(self._client, self.targets.secondary, secondary_request, timeout_s=timeout)
-            )
-        answers = await asyncio.gather(*sends)
-        candidate = answers[0]
-        primary = answers[1] if live_primary else None
-        secondary = answers[-1] if live_secondary else None
-        return candidate, primary, secondary
-
-    def _after_judge(self, route, exchange: Exchange) -> None:
-        if route.correlate:
-            self._correlators["candidate"].learn(route, exchange.primary, exchange.candidate)
-            if exchange.secondary is not None and self.targets.secondary:
-                self._correlators["secondary"].learn(route, exchange.primary, exchange.secondary)
-        unproven = (
-            exchange.mirror == "dry-run"
-            and exchange.candidate is not None
-            and not exchange.candidate.error
-            and not route.dry_run.proven(lift(exchange.candidate))
-        )
-        if unproven:
-            self.policy.trip(route.name, "candidate answer does not prove the dry run")
-
     def _finish(self, exchange: Exchange) -> None:
-        if exchange.verdict is None and exchange.mirror.startswith("skipped"):
-            exchange.verdict = Verdict.SKIPPED
-            exchange.reason = exchange.mirror.removeprefix("skipped:")
         self.stats.add(exchange.verdict)
         if self._on_exchange is not None:
             self._on_exchange(exchange)

@@ -1,0 +1,88 @@
+"""One mirrored exchange, as the shadow worker and the replay both do it: translate identifiers,
+send to the candidate (and secondary), judge, let answers settle, check the dry-run proof, learn
+correlations. Transport failures become `candidate-error` verdicts, never exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from harness.compare.engine import Engine
+from harness.correlation import Correlator
+from harness.lift import lift
+from harness.model import Difference, Exchange, Kind, Request, Response, Severity, Verdict
+from harness.policy import SAFE_METHODS, MirrorPolicy
+from harness.routes import Route
+from harness.transport import send
+
+UNSETTLED = (Verdict.MISMATCH, Verdict.UNTESTABLE)
+
+
+@dataclass(slots=True)
+class Mirror:
+    """Everything one mirrored exchange needs; shared by all exchanges of a run."""
+
+    client: httpx.AsyncClient
+    engine: Engine
+    policy: MirrorPolicy
+    candidate_url: str
+    secondary_url: str | None = None
+    timeout_s: float = 5.0
+    correlators: dict[str, Correlator] = field(
+        default_factory=lambda: {"candidate": Correlator(), "secondary": Correlator()}
+    )
+
+    async def _answers(self, request: Request) -> tuple[Response, Response | None]:
+        sends = [send(self.client, self.candidate_url,
+                      self.correlators["candidate"].translate(request), timeout_s=self.timeout_s)]
+        if self.secondary_url:
+            sends.append(send(self.client, self.secondary_url,
+                              self.correlators["secondary"].translate(request),
+                              timeout_s=self.timeout_s))
+        answers = await asyncio.gather(*sends)
+        return answers[0], answers[1] if len(answers) > 1 else None
+
+    async def run(self, exchange: Exchange, route: Route, *,
+                  secondary_recorded: Response | None = None) -> Exchange:
+        """Mirror `exchange` (whose primary answer is known) and judge it."""
+        decision = self.policy.decide(route, exchange.request)
+        exchange.mirror = decision.label
+        if decision.skipped:
+            return self.engine.judge(exchange, route)
+        deadline = time.monotonic() + route.settle_s
+        delay = 0.05
+        while True:
+            exchange.candidate, secondary = await self._answers(decision.request)
+            exchange.secondary = secondary or secondary_recorded
+            self.engine.judge(exchange, route)
+            settling = (route.settle_s and exchange.verdict in UNSETTLED
+                        and decision.request.method.upper() in SAFE_METHODS
+                        and time.monotonic() + delay < deadline)
+            if not settling:
+                break
+            await asyncio.sleep(delay)  # the candidate may still be finishing (a backtest)
+            delay = min(delay * 2, 1.0)
+        self._learn(route, exchange)
+        self._check_dry_run(route, exchange)
+        return exchange
+
+    def _learn(self, route: Route, exchange: Exchange) -> None:
+        self.correlators["candidate"].learn(route, exchange.primary, exchange.candidate)
+        if self.secondary_url:
+            self.correlators["secondary"].learn(route, exchange.primary, exchange.secondary)
+
+    def _check_dry_run(self, route: Route, exchange: Exchange) -> None:
+        candidate = exchange.candidate
+        if exchange.mirror != "dry-run" or candidate is None or candidate.error:
+            return
+        if route.dry_run.proven(lift(candidate)):
+            return
+        self.policy.trip(route.name, "the candidate's answer does not prove the dry run")
+        exchange.verdict = Verdict.MISMATCH
+        exchange.differences.append(Difference(
+            route.dry_run.proof_path, Kind.CHANGED, route.dry_run.proof_value, None,
+            "candidate did not prove the dry run: a real order may have been placed on the "
+            "candidate; mirroring of this route is stopped", Severity.CRITICAL))

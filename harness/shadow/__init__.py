@@ -1,0 +1,1 @@
+"""The shadow proxy: a mitmproxy addon that mirrors production traffic to the candidate."""
