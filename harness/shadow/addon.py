@@ -58,6 +58,7 @@ class ShadowAddon:
         self.sample = 1.0
         self._random = random.Random()
         self._logger_task: asyncio.Task | None = None
+        self._spawn = None
 
     def load(self, loader) -> None:
         loader.add_option("parity_candidate", str, "",
@@ -109,6 +110,7 @@ class ShadowAddon:
         spawn = multiprocessing.get_context("spawn")
         self.queue = spawn.Queue(maxsize=opts.parity_queue_size)
         self.stats_queue = spawn.Queue(maxsize=1000)
+        self._spawn = spawn
         for number in range(opts.parity_workers):
             settings = WorkerSettings(
                 candidate=opts.parity_candidate,
@@ -120,14 +122,28 @@ class ShadowAddon:
                 ca_bundle=opts.parity_ca_bundle or None,
                 name=f"w{number + 1}",
             )
-            worker = spawn.Process(target=worker_main, args=(settings, self.queue,
-                                                             self.stats_queue),
-                                   name=f"parity-worker-{number + 1}", daemon=True)
-            worker.start()
-            self.workers.append(worker)
+            self.workers.append(self._start_worker(settings))
         self._logger_task = asyncio.get_running_loop().create_task(self._log_loop())
         log.info("shadow: mirroring to %s with %d worker(s)", opts.parity_candidate,
                  len(self.workers))
+
+    def _start_worker(self, settings: WorkerSettings):
+        worker = self._spawn.Process(target=worker_main,
+                                     args=(settings, self.queue, self.stats_queue),
+                                     name=f"parity-worker-{settings.name}", daemon=True)
+        worker._parity_settings = settings  # to restart it with the same settings
+        worker.start()
+        return worker
+
+    def _supervise(self) -> None:
+        """Restart a worker that died (killed, crashed): its queue is still there, and a new
+        worker records into a new segment."""
+        for index, worker in enumerate(self.workers):
+            if not worker.is_alive():
+                log.warning("shadow: worker %s died (exit %s); starting a new one",
+                            worker.name, worker.exitcode)
+                self.counts["worker-restarts"] = self.counts.get("worker-restarts", 0) + 1
+                self.workers[index] = self._start_worker(worker._parity_settings)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and flow.response.headers.get(
@@ -197,9 +213,13 @@ class ShadowAddon:
                 f"streams {t['streams']}")
 
     async def _log_loop(self) -> None:
+        last_line = time.monotonic()
         while True:
-            await asyncio.sleep(LOG_EVERY_S)
-            log.info(self.summary_line())
+            await asyncio.sleep(1.0)
+            self._supervise()
+            if time.monotonic() - last_line >= LOG_EVERY_S:
+                last_line = time.monotonic()
+                log.info(self.summary_line())
 
     def done(self) -> None:
         if self._logger_task is not None:

@@ -1,0 +1,192 @@
+"""`parity demo`: the whole harness end to end against the reference Cryptobot.
+
+Three reference processes (Docker primary and secondary, native candidate with drifts), the shadow
+proxy in front, realistic sessions plus hypothesis-generated edge requests through it, then the
+gate, the HTML report and a terminal summary. Everything it starts is stopped, also on Ctrl-C."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from harness.config import load_config
+from harness.demo.traffic import CryptobotSession, TrafficStats
+from harness.errors import UserError
+from harness.gate import GateResult, Tally, evaluate
+from harness.processes import ManagedProcess, free_port, start_reference_app
+from harness.store.reader import iter_records
+from harness.transport import request_headers
+
+DEFAULT_DRIFTS = ("tz-offset", "token-lifetime", "fee-rounding", "amount-precision",
+                  "float-order", "list-order")
+GROUPS = ("data", "backtest", "strategy", "auth", "trade", "mcp")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What `parity demo` was asked for."""
+
+    out: Path = Path("reports/demo.html")
+    drifts: tuple[str, ...] = DEFAULT_DRIFTS
+    sessions: int = 6
+    edge_requests: int = 30
+    seed: int = 7
+    keep_recordings: Path | None = None
+
+
+@dataclass(slots=True)
+class DemoResult:
+    """What the demo found: per group the gate's result and counts."""
+
+    groups: dict[str, tuple[GateResult, Tally]]
+    report: Path
+    client_errors: list[str]
+    requests: int
+    seconds: float
+
+    @property
+    def not_ready(self) -> list[str]:
+        return [g for g, (result, _) in self.groups.items() if not result.passed]
+
+
+def edge_requests(count: int, seed: int):
+    """Hypothesis-generated edge requests (orders with up to 8 decimals, odd candle ranges);
+    derandomized, so the same seed and count give the same requests."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    from harness.strategies import ohlcv_requests, order_requests
+
+    collected = []
+
+    @settings(max_examples=count, derandomize=True, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck), deadline=None)
+    @given(st.one_of(order_requests(), ohlcv_requests()))
+    def collect(request) -> None:
+        collected.append(request)
+
+    collect()
+    random.Random(seed).shuffle(collected)
+    return collected[:count]
+
+
+def _drive(base_url: str, options: DemoOptions, console: Console) -> TrafficStats:
+    stats = TrafficStats()
+    edges = edge_requests(options.edge_requests, options.seed) if options.edge_requests else []
+    with Progress(TextColumn("[bold]traffic"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True) as progress:
+        task = progress.add_task("user sessions", total=options.sessions + len(edges))
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            for number in range(options.sessions):
+                CryptobotSession(client, random.Random(options.seed * 1000 + number),
+                                 stats).run()
+                progress.advance(task)
+            progress.update(task, description="edge requests")
+            for request in edges:
+                stats.note(client.request(request.method, request.path, params=request.query,
+                                          headers=request_headers(request),
+                                          content=request.body.raw or None))
+                progress.advance(task)
+    return stats
+
+
+def _gate(recordings: Path, config) -> dict[str, tuple[GateResult, Tally]]:
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    for record in iter_records([recordings]):
+        tallies[record.get("group") or "other"].add(record)
+    results = {}
+    for group in GROUPS:
+        tally = tallies.get(group, Tally())
+        results[group] = (evaluate(tally, config.gates[group]), tally)
+    return results
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
+    """Run the demo; raises UserError (or ProcessError) when the demo itself fails."""
+    console = console or Console(stderr=True)
+    unknown = set(options.drifts) - set(DEFAULT_DRIFTS)
+    if unknown:
+        raise UserError(f"--drift: unknown drift {sorted(unknown)[0]!r} "
+                        f"(known: {', '.join(DEFAULT_DRIFTS)})")
+    started = time.perf_counter()
+    config = load_config()
+    work = Path(tempfile.mkdtemp(prefix="parity-demo-"))
+    recordings = options.keep_recordings or work / "recordings"
+    try:
+        with ExitStack() as stack:
+            console.print("[bold]parity demo[/]: starting the reference Cryptobot "
+                          "(docker primary, docker secondary, native candidate"
+                          + (f" with drifts {', '.join(options.drifts)}" if options.drifts
+                             else ", no drift") + ")")
+            apps = {}
+            for name, flavor, drifts in (("primary", "docker", ()),
+                                         ("secondary", "docker", ()),
+                                         ("candidate", "native", options.drifts)):
+                app = start_reference_app(flavor, drifts=drifts, seed=options.seed,
+                                          data_dir=work / name, log_path=work / f"{name}.log")
+                stack.callback(app.stop)
+                apps[name] = app
+            port = free_port()
+            proxy = ManagedProcess(
+                [sys.executable, "-m", "harness.cli", "shadow",
+                 "--primary", apps["primary"].base_url, "--candidate", apps["candidate"].base_url,
+                 "--secondary", apps["secondary"].base_url, "--listen", f"127.0.0.1:{port}",
+                 "--recordings", str(recordings)],
+                health_url=f"http://127.0.0.1:{port}/health", log_path=work / "shadow.log",
+            ).start()
+            stack.callback(proxy.stop, 60.0)
+            console.print(f"shadow proxy on 127.0.0.1:{port}; sending traffic through it")
+            stats = _drive(f"http://127.0.0.1:{port}", options, console)
+            console.print(f"{stats.requests} requests answered by the primary through the proxy, "
+                          f"{len(stats.errors)} client errors; waiting for the mirrors to finish")
+            proxy.stop(60.0)
+            if proxy.process.returncode not in (0, -15):
+                raise UserError(f"the shadow proxy failed (exit {proxy.process.returncode}):\n"
+                                f"{proxy.log_tail()}")
+        groups = _gate(recordings, config)
+        from harness.report import build_report
+
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        build_report([recordings], options.out, gates=config.gates,
+                     title="parity demo: reference Cryptobot, Docker vs native")
+        result = DemoResult(groups, options.out, stats.errors, stats.requests,
+                            time.perf_counter() - started)
+    except BaseException:
+        console.print(f"[red]parity demo failed; the processes' logs are kept in {work}[/]")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    """Per migration group: ready or not, the top finding, the counts."""
+    table = Table(title="Cutover readiness per migration group", show_lines=False)
+    for column in ("group", "verdict", "compared", "failing", "noise-only", "top findings"):
+        table.add_column(column, overflow="fold")
+    for group, (gate, tally) in result.groups.items():
+        colour = "green" if gate.passed else "red" if gate.status == "not ready" else "yellow"
+        findings = [r.removeprefix("finding: ") for r in gate.reasons if r.startswith("finding:")]
+        if not findings and not gate.passed:
+            findings = list(gate.reasons[:1])
+        finding = "\n".join(f[:90] for f in findings[:3])
+        table.add_row(group, f"[{colour}]{gate.status.upper()}[/]", str(tally.compared),
+                      str(tally.failing), str(tally.verdicts.get("noise-only", 0)),
+                      finding)
+    console.print(table)
+    verdict = ("[bold green]READY for cutover[/]" if not result.not_ready
+               else f"[bold red]NOT READY[/]: {', '.join(result.not_ready)}")
+    console.print(f"{verdict}  ({result.requests} requests, {result.seconds:.0f} s, "
+                  f"{len(result.client_errors)} client errors)")
+    console.print(f"report: {result.report}")
