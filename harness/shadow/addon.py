@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import queue as queue_module
 import random
+import signal
 import time
 from urllib.parse import urlsplit
 
@@ -132,7 +133,14 @@ class ShadowAddon:
                                      args=(settings, self.queue, self.stats_queue),
                                      name=f"parity-worker-{settings.name}", daemon=True)
         worker._parity_settings = settings  # to restart it with the same settings
-        worker.start()
+        # The child inherits this mask: a SIGTERM sent to the whole process group while the
+        # worker is still importing stays pending instead of killing it (it drains, then exits).
+        stopping = {signal.SIGTERM, signal.SIGINT}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+        try:
+            worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return worker
 
     def _supervise(self) -> None:

@@ -176,6 +176,7 @@ def worker_main(settings: WorkerSettings, mp_queue, stats_queue) -> None:
     # process group is signalled.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     logging.basicConfig(level=logging.INFO, format=f"parity-{settings.name}: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     worker = MirrorWorker(settings, stats_queue)
