@@ -73,6 +73,11 @@ def describe_error(exc: BaseException, timeout_s: float) -> str:
     """A short reason for the recordings: 'timeout after 2.0s', 'connection refused', ..."""
     if isinstance(exc, httpx.TimeoutException):
         return f"timeout after {timeout_s:g}s"
+    for cause in _causes(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
     if isinstance(exc, httpx.ConnectError):
         text = str(exc).lower()
         if "refused" in text:
@@ -85,6 +90,14 @@ def describe_error(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, httpx.ReadError | httpx.WriteError):
         return f"connection reset: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 async def send(
