@@ -86,7 +86,11 @@ TIMESTAMPS = (
     "revoked_at",
     "compromised_at",
 )
-JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*$")
+# The signature may be a recording's fingerprint (`redacted:sha256:1f2e3d4c`): only the header and
+# claims are read.
+JWT_SHAPE = re.compile(
+    r"^[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.(?:[A-Za-z0-9_-]*|redacted:sha256:[0-9a-f]+)$"
+)
 REDACTED = "<redacted>"
 
 

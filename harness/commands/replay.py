@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     for url in (args.candidate, args.primary, args.secondary):
         if url and not url.startswith(("http://", "https://")):
             raise UserError(f"{url!r} is not an http(s) URL")
+    shard = parse_shard(args.shard)
     config = load_config(args.config)
     total = count_records(args.recordings)
     account = ServiceAccount.from_sources(args.login, config.replay)
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             account=account,
             concurrency=args.concurrency,
             rate=args.rate,
-            shard=parse_shard(args.shard),
+            shard=shard,
             transport=TransportSettings(timeout_s=args.timeout, max_connections=args.concurrency),
             on_exchange=on_exchange,
         )
@@ -145,4 +146,7 @@ def print_gates(tallies: dict[tuple[str, str], Tally], gates: dict) -> bool:
         first = next(iter(result.reasons), "")
         print(f"{group:<10} {result.status.upper():<11} compared {tally.compared:>6}  "
               f"failing {tally.failing:>5}  {first}")
+        if not result.passed:
+            for reason in result.reasons[1:4]:
+                print(f"{'':<10} {reason}")
     return failed

@@ -1,6 +1,7 @@
 """Fresh credentials for replay: recordings hold only fingerprints of secrets, so the replay logs in
 with a configured service account on each environment and puts that environment's own tokens where
-the recording has `redacted:sha256:...` fingerprints."""
+the recording has `redacted:sha256:...` fingerprints. A recorded password is restored only when its
+fingerprint is the service account's; record traffic of the service account to replay logins."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import orjson
 
 from harness.errors import UserError
 from harness.model import Body, Request
+from harness.store.redact import fingerprint
 
 REDACTED = "redacted:sha256:"
 
@@ -95,8 +97,6 @@ def _fresh_body(request: Request, tokens: Tokens, account: ServiceAccount) -> Bo
     if "x-www-form-urlencoded" in content_type:
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
         fresh = [(k, _fresh_value(k, v, tokens, account)) for k, v in pairs]
-        if any(k == "password" for k, _ in pairs):
-            fresh = [(k, account.username) if k == "username" else (k, v) for k, v in fresh]
         return Body.from_bytes(urllib.parse.urlencode(fresh).encode())
     try:
         data = orjson.loads(text)
@@ -104,8 +104,6 @@ def _fresh_body(request: Request, tokens: Tokens, account: ServiceAccount) -> Bo
         return request.body
     if isinstance(data, dict):
         fresh_data = {k: _fresh_value(k, v, tokens, account) for k, v in data.items()}
-        if "password" in data:
-            fresh_data["username"] = account.username
         return Body.from_bytes(orjson.dumps(fresh_data))
     return request.body
 
@@ -115,7 +113,9 @@ def _fresh_value(key: str, value: object, tokens: Tokens, account: ServiceAccoun
         return value
     lowered = key.lower()
     if lowered == "password":
-        return account.password
+        # Only the service account's own password can be restored; any other stays a fingerprint,
+        # which replays as the wrong password it most likely was (or a user we cannot log in as).
+        return account.password if value == fingerprint(account.password) else value
     if lowered == "refresh_token" and tokens.refresh_token:
         return tokens.refresh_token
     if lowered in ("access_token", "token") and tokens.access_token:

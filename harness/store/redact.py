@@ -11,7 +11,9 @@ cannot be looked up in a dictionary. Where a secret is found:
 - JSON bodies at any depth, form bodies and query strings: keys such as password, secret, token,
   access_token, api_key, private_key (any case, `-` and `_` ignored, and any key *ending* in one of
   those words, but not ``token_type`` or ``expires_in``);
-- JWTs anywhere in a text body;
+- JWTs anywhere in a text body: the signature is replaced by the fingerprint, the header and
+  claims are kept (they are what the auth comparator compares; a token without its signature
+  cannot be used);
 - bodies too cut or broken to parse: a pattern scrub of ``"password": "..."`` and ``token=...``.
 
 Binary bodies (kept as base64) are left as they are.
@@ -47,7 +49,9 @@ _ALWAYS_SECRET_HEADERS = frozenset(
 _HINTS = ("pass", "secret", "token", "key", "auth", "cookie", "eyj", "otp", "session", "sign",
           "pin", "backup", "credential")
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# The signature must be followed by something that cannot continue it, so an already redacted
+# token (whose signature became a fingerprint) is not redacted again.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?![A-Za-z0-9_~:-])")
 _KEY_PATTERN = (
     r"[A-Za-z0-9_\-]*(?:password|passwd|secret|token|api[_-]?key|private[_-]?key|session[_-]?id)"
 )
@@ -66,7 +70,14 @@ def fingerprint(secret: str) -> str:
 
 
 def _fp(value: str) -> str:
-    return value if value.startswith(PREFIX) else fingerprint(value)
+    """The stand-in for a secret. A JWT keeps its header and claims (not secret, and what the auth
+    comparator compares) and loses its signature, so it can no longer be used."""
+    if value.startswith(PREFIX) or PREFIX in value.rpartition(".")[2]:
+        return value
+    if _JWT.fullmatch(value):
+        header, claims, _ = value.split(".", 2)
+        return f"{header}.{claims}.{fingerprint(value)}"
+    return fingerprint(value)
 
 
 def is_secret_key(name: str) -> bool:
