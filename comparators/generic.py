@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import orjson
 from deepdiff import DeepDiff
 from deepdiff.operator import BaseOperator
@@ -120,6 +121,47 @@ class _Tolerance(BaseOperator):
         return obj
 
 
+class _NumericArrays(BaseOperator):
+    """Long lists of numbers (equity curves, series) compared with numpy in one step: one
+    difference naming the first index past tolerance, not one per point."""
+
+    MIN_LENGTH = 32
+
+    def __init__(self, rtol: float, atol: float, base: str) -> None:
+        super().__init__(types=[list])
+        self.rtol, self.atol, self.base = rtol, atol, base
+        self.found: list[Difference] = []
+
+    def match(self, level) -> bool:
+        a, b = level.t1, level.t2
+        return (isinstance(a, list) and isinstance(b, list) and len(a) >= self.MIN_LENGTH
+                and len(a) == len(b) and _all_numbers(a) and _all_numbers(b))
+
+    def give_up_diffing(self, level, diff_instance) -> bool:
+        a = np.asarray(level.t1, dtype=float)
+        b = np.asarray(level.t2, dtype=float)
+        scale = np.maximum(np.abs(a), np.abs(b))
+        bad = ~((np.abs(a - b) <= self.atol + self.rtol * scale) | (np.isnan(a) & np.isnan(b)))
+        if bad.any():
+            where = _path_from_list(self.base, level.path(output_format="list"))
+            first = int(np.argmax(bad))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.where(scale > 0, np.abs(a - b) / scale, 0.0)
+            self.found.append(Difference(
+                paths.index(where, first), Kind.CHANGED, level.t1[first], level.t2[first],
+                f"{where or 'body'} diverges from index {first} ({int(bad.sum())} of {len(a)} "
+                f"points, max rel {float(np.nanmax(rel)):.1e})",
+            ))
+        return True
+
+    def normalize_value_for_hashing(self, parent: Any, obj: Any) -> Any:
+        return obj
+
+
+def _all_numbers(values: list) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
 def _close(a: float, b: float, rtol: float, atol: float) -> bool:
     if a == b or (math.isnan(a) and math.isnan(b)):
         return True
@@ -192,6 +234,7 @@ def compare_bodies(
         where = _path_from_list(path, level.path(output_format="list"))
         return bool(unordered) and unordered(where)
 
+    arrays = _NumericArrays(rtol, atol, path)
     diff = DeepDiff(
         primary,
         candidate,
@@ -199,7 +242,7 @@ def compare_bodies(
         ignore_nan_inequality=True,
         ignore_type_in_groups=[(int, float)],  # 1 vs 1.0 is one JSON number; True vs 1 is not
         ignore_order_func=order_free if unordered else None,
-        custom_operators=[_Tolerance(rtol, atol)],
+        custom_operators=[arrays, _Tolerance(rtol, atol)],
         threshold_to_diff_deeper=0,
         verbose_level=2,
         log_frequency_in_sec=0,
@@ -221,6 +264,7 @@ def compare_bodies(
                 differences.append(found)
     for list_path, items in items_by_list.items():
         differences.extend(_summarise_items(list_path, items, primary, candidate, path))
+    differences.extend(d for d in arrays.found if not (ignored and ignored(d.path)))
     return _collapse_reorders(differences, primary, candidate, path)
 
 

@@ -19,13 +19,14 @@ def _parse_json(raw: bytes) -> object:
         return json.loads(raw)
 
 
-def lift(response: Response) -> Lifted:
+def lift(response: Response, *, body: bool = True) -> Lifted:
     """`response` as a `Lifted` tree; a body that claims JSON but does not parse is kept as text
-    with `parse_error` set (the comparators then call it incomparable)."""
+    with `parse_error` set (the comparators then call it incomparable). `body=False` lifts only
+    the status and headers."""
     headers: dict[str, list[str]] = {}
     for name, value in response.headers:
         headers.setdefault(name.lower(), []).append(value)
-    raw = response.body.raw
+    raw = response.body.raw if body else b""
     lifted = Lifted(status=response.status, headers=headers, raw=raw)
     if not raw:
         return lifted

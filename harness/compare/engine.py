@@ -8,6 +8,7 @@ from typing import Any
 
 from comparators import base as comparator_registry
 from comparators.base import Incomparable
+from comparators.generic import compare_headers
 from comparators.paths import generalize
 from harness.compare.noise import NoiseModel
 from harness.compare.volatile import is_volatile
@@ -80,6 +81,10 @@ class Engine:
                     return []
                 raise Incomparable(f"{side} body: {answer.body.decode_error}")
         compare = comparator_registry.get(comparator)
+        if primary.status == candidate.status and primary.body.raw == candidate.body.raw:
+            # Fast path: identical bodies need no parsing; only the headers can differ.
+            return compare_headers(lift(primary, body=False), lift(candidate, body=False),
+                                   route.options)
         return compare(lift(primary), lift(candidate), route.options)
 
     def _learn_from_secondary(self, exchange: Exchange, route: Route) -> set[str]:
