@@ -46,11 +46,12 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 class _Lane:
     def __init__(self, handler: Callable[[Any], Awaitable[None]], limit: asyncio.Semaphore,
-                 depth: int, is_safe: Callable[[Any], bool]) -> None:
+                 room: asyncio.Semaphore, depth: int, is_safe: Callable[[Any], bool]) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
         self.closed = False
         self._handler = handler
         self._limit = limit
+        self._room = room
         self._is_safe = is_safe
         self.task = asyncio.create_task(self._run())
 
@@ -85,6 +86,7 @@ class _Lane:
             await self._handler(item)
         finally:
             self._limit.release()
+            self._room.release()
 
 
 async def _aiter(items: Iterable[Any] | AsyncIterable[Any]):
@@ -111,6 +113,9 @@ async def run_lanes(
     """Feed `items` to `handler` with per-session ordering; returns how many were scheduled.
     The handler must not raise."""
     limit = asyncio.Semaphore(concurrency)
+    # Items read but not yet handled, across all lanes: what bounds memory, whatever the
+    # number of sessions.
+    room = asyncio.Semaphore(max(concurrency * 8, depth))
     lanes: dict[str, _Lane] = {}
     scheduled = 0
     async for item in _aiter(items):
@@ -119,7 +124,8 @@ async def run_lanes(
             continue
         lane = lanes.get(lane_key)
         if lane is None or lane.closed:
-            lane = lanes[lane_key] = _Lane(handler, limit, depth, is_safe)
+            lane = lanes[lane_key] = _Lane(handler, limit, room, depth, is_safe)
+        await room.acquire()
         await lane.queue.put(item)
         scheduled += 1
         if scheduled % 1024 == 0:

@@ -1,0 +1,177 @@
+"""Differential property tests: hypothesis generates Cryptobot requests (from the strategies
+exported in `harness.strategies`), sends each to the primary and the candidate, and asserts parity
+with the same engine the gate uses. Docker against Docker holds; each drifted native is caught.
+
+With `--parity-primary URL --parity-candidate URL` they run against real environments instead of
+the reference app (`pytest -m parity -k differential ...`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, rule
+
+from harness.compare.engine import Engine
+from harness.model import Exchange, Request, Verdict
+from harness.strategies import ohlcv_requests, order_requests, strategy_payloads
+from harness.transport import TransportSettings, make_client, send
+
+pytestmark = pytest.mark.parity
+PASSING = (Verdict.MATCH, Verdict.NOISE_ONLY)
+EXAMPLES = settings(max_examples=40, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def targets(request, reference_factory):
+    """(primary, secondary, candidate, drifted) base URLs."""
+    option = request.config.getoption
+    if option("parity_primary") and option("parity_candidate"):
+        return (option("parity_primary"), option("parity_secondary"),
+                option("parity_candidate"), None)
+    return (reference_factory("docker").base_url, reference_factory("docker").base_url,
+            reference_factory("docker").base_url,
+            reference_factory("native", drifts=("tz-offset", "amount-precision")).base_url)
+
+
+def judge(engine: Engine, request: Request, primary: str, candidate: str,
+          secondary: str | None = None) -> Exchange:
+    async def both():
+        async with make_client(TransportSettings(timeout_s=10)) as client:
+            urls = [primary, candidate] + ([secondary] if secondary else [])
+            return await asyncio.gather(*(send(client, u, request, timeout_s=10) for u in urls))
+
+    answers = asyncio.run(both())
+    exchange = Exchange(request=request, primary=answers[0], candidate=answers[1],
+                        secondary=answers[2] if secondary else None)
+    return engine.judge(exchange)
+
+
+def explain(exchange: Exchange) -> str:
+    return f"{exchange.request.method} {exchange.request.path} {exchange.request.query}: " + \
+        "; ".join(d.message for d in exchange.differences if not d.noise)
+
+
+@EXAMPLES
+@given(request=ohlcv_requests())
+def test_candles_agree_docker_vs_docker(targets, request):
+    primary, secondary, candidate, _ = targets
+    exchange = judge(Engine(), request, primary, candidate, secondary)
+    assert exchange.verdict in PASSING, explain(exchange)
+
+
+@EXAMPLES
+@given(request=order_requests())
+def test_dry_run_orders_agree_docker_vs_docker(targets, request):
+    primary, secondary, candidate, _ = targets
+    exchange = judge(Engine(), request, primary, candidate, secondary)
+    assert exchange.verdict in PASSING, explain(exchange)
+
+
+@settings(max_examples=15, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=ohlcv_requests())
+def test_tz_drift_is_caught_on_every_non_empty_answer(targets, request):
+    primary, _, _, drifted = targets
+    if drifted is None:
+        pytest.skip("no drifted candidate against real environments")
+    exchange = judge(Engine(), request, primary, drifted)
+    body = exchange.primary.body.text or ""
+    if exchange.primary.status == 200 and body not in ("[]", ""):
+        assert exchange.verdict is Verdict.MISMATCH
+        assert any("shifted by +1h" in d.message for d in exchange.differences)
+    else:
+        assert exchange.verdict in PASSING, explain(exchange)
+
+
+@settings(max_examples=15, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=order_requests())
+def test_amount_precision_drift_is_caught_exactly_when_it_matters(targets, request):
+    primary, _, _, drifted = targets
+    if drifted is None:
+        pytest.skip("no drifted candidate against real environments")
+    exchange = judge(Engine(), request, primary, drifted)
+    import orjson
+
+    amount = orjson.loads(request.body.raw)["amount"]
+    if exchange.primary.status == 200 and round(amount, 6) != round(amount, 8):
+        assert exchange.verdict is Verdict.MISMATCH, explain(exchange)
+        assert any(d.path.endswith("amount") for d in exchange.differences)
+    else:
+        assert exchange.verdict in PASSING, explain(exchange)
+
+
+class StrategyLifecycle(RuleBasedStateMachine):
+    """Random create / update / delete / read sequences on both environments stay in parity
+    (ids correlated: each environment numbers its own strategies)."""
+
+    primary = candidate = ""
+    created = Bundle("created")
+
+    @initialize()
+    def start(self) -> None:
+        self.engine = Engine()
+        self.client = httpx.Client(timeout=10)
+        self.ids: dict[int, int] = {}
+
+    def both(self, method: str, path_of, payload=None) -> tuple[httpx.Response, httpx.Response]:
+        return (self.client.request(method, self.primary + path_of(True), json=payload),
+                self.client.request(method, self.candidate + path_of(False), json=payload))
+
+    @rule(target=created, payload=strategy_payloads())
+    def create(self, payload):
+        p, c = self.both("POST", lambda _: "/api/strategies/strategies/", payload)
+        assert p.status_code == c.status_code
+        if p.status_code != 201:
+            return -1
+        self.ids[p.json()["id"]] = c.json()["id"]
+        return p.json()["id"]
+
+    def _path(self, strategy_id: int, suffix: str = ""):
+        return lambda on_primary: (f"/api/strategies/strategies/"
+                                   f"{strategy_id if on_primary else self.ids.get(strategy_id, -1)}"
+                                   f"{suffix}")
+
+    @rule(strategy_id=created, payload=strategy_payloads())
+    def update(self, strategy_id, payload):
+        p, c = self.both("PUT", self._path(strategy_id), {"parameters": payload["parameters"]})
+        self.check(p, c)
+
+    @rule(strategy_id=created)
+    def read(self, strategy_id):
+        self.check(*self.both("GET", self._path(strategy_id)))
+        self.check(*self.both("GET", self._path(strategy_id, "/versions")))
+
+    @rule(strategy_id=created)
+    def delete(self, strategy_id):
+        self.check(*self.both("DELETE", self._path(strategy_id)))
+
+    @rule()
+    def list_all(self):
+        self.check(*self.both("GET", lambda _: "/api/strategies/strategies/"))
+
+    def check(self, p: httpx.Response, c: httpx.Response) -> None:
+        from harness.model import Body, Response
+
+        def as_response(r: httpx.Response) -> Response:
+            return Response(r.status_code, list(r.headers.items()), Body.from_bytes(r.content))
+
+        exchange = Exchange(request=Request(p.request.method, p.request.url.path),
+                            primary=as_response(p), candidate=as_response(c))
+        self.engine.judge(exchange)
+        assert exchange.verdict in PASSING, explain(exchange)
+
+    def teardown(self) -> None:
+        self.client.close()
+
+
+def test_strategy_lifecycles_stay_in_parity(targets):
+    primary, _, candidate, _ = targets
+    StrategyLifecycle.primary, StrategyLifecycle.candidate = primary, candidate
+    StrategyLifecycle.TestCase.settings = settings(max_examples=15, stateful_step_count=8,
+                                                   deadline=None, database=None)
+    StrategyLifecycle.TestCase().runTest()
