@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from comparators.base import CompareOptions, get
@@ -125,7 +125,10 @@ def test_monotonic_in_tolerance(result, noise, rng):
 @given(backtest_results(), st.sampled_from(METRICS), st.sampled_from([1.001, 1.5, -1.0]))
 def test_every_metric_change_is_found(result, name, factor):
     other = copy.deepcopy(result)
-    other["results"]["metrics"][name] = result["results"]["metrics"][name] * factor + 1e-3
+    old = result["results"]["metrics"][name]
+    new = old * factor + 1e-3
+    assume(abs(new - old) > 1e-6 * max(1.0, abs(old)))  # -1.0 * 1.001 + 1e-3 is -1.0 again
+    other["results"]["metrics"][name] = new
     found = diff(result, other)
     assert [d.path for d in found] == [f"results.metrics.{name}"]
 
