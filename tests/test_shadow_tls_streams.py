@@ -117,7 +117,8 @@ def test_tls_to_clients_and_verified_https_to_the_candidate(tmp_path, pki, docke
         proxy, port, recordings = shadow(
             tmp_path, primary.base_url, candidate, "--certs", f"*={pki / 'server.pem'}",
             "--ca-bundle", str(pki / "ca.pem"))
-        answer = httpx.get(f"https://127.0.0.1:{port}/health", verify=str(pki / "ca.pem"))
+        trust = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        answer = httpx.get(f"https://127.0.0.1:{port}/health", verify=trust)
         assert answer.json() == {"status": "ok"}
         assert proxy.stop(timeout=60) == 0, proxy.log_tail()
         (record,) = list(iter_records([recordings]))
