@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import queue as queue_module
 import random
 import signal
@@ -45,6 +46,17 @@ def _number(option: str, value: str, low: float, high: float | None = None) -> f
         bounds = f">= {low}" if high is None else f"between {low} and {high}"
         raise exceptions.OptionsError(f"{option}: must be {bounds}, got {value}")
     return number
+
+
+def _move_to_other_cores(pid: int) -> None:
+    """When the proxy is pinned to some cores, its workers run on the others."""
+    try:
+        mine = os.sched_getaffinity(0)
+        others = set(range(os.cpu_count() or 1)) - mine
+        if others:
+            os.sched_setaffinity(pid, others)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: leave scheduling to the OS
 
 
 class ShadowAddon:
@@ -141,6 +153,7 @@ class ShadowAddon:
             worker.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _move_to_other_cores(worker.pid)
         return worker
 
     def _supervise(self) -> None:
