@@ -10,25 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-INTENT = (
-    "exchange",
-    "symbol",
-    "side",
-    "type",
-    "amount",
-    "price",
-    "stop_price",
-    "time_in_force",
-    "post_only",
-    "reduce_only",
-    "leverage",
-    "client_order_id",
-    "stop_loss",
-    "take_profit",
-    "risk_params",
-)
+from comparators.order import DRY_RUN, INTENT
+
 OUTCOME = ("status", "filled", "remaining", "average", "cost", "fee")
-DRY_RUN = "dry_run"
 
 
 @dataclass(slots=True)
