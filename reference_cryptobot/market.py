@@ -1,25 +1,57 @@
-"""Data service: deterministic synthetic OHLCV candles (a seeded random walk on a fixed time grid,
-so a candle has the same values whatever range is asked)."""
+"""Data service: deterministic synthetic OHLCV candles.
+
+A series (seed, exchange, symbol, timeframe) is a random walk on the timeframe's grid, from EPOCH
+to the fixed REFERENCE_END, built so that a candle depends on its grid index only, never on the
+range asked: a coarse walk across blocks of BLOCK candles (with a volatility per block, so calm
+and wild stretches alternate) and, inside each block, a Brownian bridge pinned to the coarse walk
+at both ends. Any block is computed on its own (and cached); each series ends at the asset's
+reference price.
+
+    GET /api/v1/data/ohlcv/{exchange}/{symbol}/{timeframe}?start=&end=&limit=
+
+`symbol` is `BTC-USDT`, `BTC_USDT` or `BTC%2FUSDT` (answered as `BTC/USDT`). Without start/end:
+the `limit` latest candles before REFERENCE_END. The backtest service reads the same series
+through `closes`, always unshifted (the `tz-offset` drift is a rendering fault of this service).
+"""
 
 from __future__ import annotations
 
-import zlib
-from datetime import datetime, timedelta
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
+from reference_cryptobot.clock import as_utc, iso
+from reference_cryptobot.errors import invalid
 from reference_cryptobot.settings import REFERENCE_END, Settings
 
-HISTORY = 5000  # candles generated per series, ending at REFERENCE_END
-BASE_PRICES = {"BTC": 67000.0, "ETH": 3500.0, "SOL": 160.0}
+EPOCH = datetime(2017, 1, 1, tzinfo=UTC)  # the first candle of every series
+BLOCK = 512  # candles per independently generated block
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+HOURLY_VOLATILITY = 0.005  # standard deviation of one hour's log return
+TZ_DRIFT = timedelta(hours=1)
+
+# Reference prices in USD at REFERENCE_END; other assets get a stable made-up price.
+USD_PRICES = {
+    "BTC": 67_500.0, "ETH": 3_800.0, "SOL": 165.0, "BNB": 600.0, "XRP": 0.52, "ADA": 0.45,
+    "DOGE": 0.16, "USDT": 1.0, "USDC": 1.0, "USD": 1.0, "EUR": 1.08,
+}
+HOURLY_NOTIONAL_USD = {"BTC": 60e6, "ETH": 25e6, "SOL": 8e6}
+DEFAULT_HOURLY_NOTIONAL_USD = 2e6
+SYMBOL = re.compile(r"^([A-Z0-9]{1,20})/([A-Z0-9]{1,20})$")
 
 
 class Timeframe(StrEnum):
-    """Candle timeframes the service knows."""
+    """Candle timeframes the data service knows."""
 
     M1 = "1m"
     M5 = "5m"
@@ -36,96 +68,208 @@ STEP = {
 
 
 def normalise_symbol(symbol: str) -> str:
-    """`BTC-USDT`, `BTC_USDT` or `BTC/USDT` → `BTC/USDT`."""
-    return symbol.replace("-", "/").replace("_", "/").upper()
+    """`BTC-USDT`, `btc_usdt` or `BTC/USDT` → `BTC/USDT`."""
+    return symbol.strip().upper().replace("-", "/").replace("_", "/")
 
 
-@lru_cache(maxsize=256)
-def series(seed: int, exchange: str, symbol: str, timeframe: str) -> tuple[np.ndarray, ...]:
-    """(open, high, low, close, volume) arrays of HISTORY candles ending at REFERENCE_END."""
-    rng = np.random.default_rng(zlib.crc32(f"{seed}|{exchange}|{symbol}|{timeframe}".encode()))
-    base = BASE_PRICES.get(symbol.split("/")[0], 100.0)
-    steps = rng.normal(0.0, 0.004 * np.sqrt(STEP[timeframe] / timedelta(hours=1)), HISTORY)
-    close = base * np.exp(np.cumsum(steps))
-    open_ = np.concatenate(([base], close[:-1]))
-    spread = np.abs(rng.normal(0.0, 0.002, HISTORY)) * close
-    high = np.maximum(open_, close) + spread
-    low = np.minimum(open_, close) - spread
-    volume = rng.gamma(2.0, 50.0, HISTORY)
-    return open_, high, low, close, volume
+def is_symbol(symbol: str) -> bool:
+    """Whether a normalised symbol has the `BASE/QUOTE` form."""
+    return SYMBOL.match(symbol) is not None
 
 
-def first_time(timeframe: str) -> datetime:
-    """Timestamp of the first generated candle."""
-    return REFERENCE_END - STEP[timeframe] * (HISTORY - 1)
+def _rng(*parts: object) -> np.random.Generator:
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(digest, "big"))
+
+
+def usd_price(asset: str) -> float:
+    """An asset's reference price in USD (stable made-up price for unknown assets)."""
+    if asset in USD_PRICES:
+        return USD_PRICES[asset]
+    return float(10 ** _rng("usd", asset).uniform(-1.0, 3.0))
+
+
+def anchor_price(symbol: str) -> float:
+    """The price of `BASE/QUOTE` at REFERENCE_END, in QUOTE."""
+    base, _, quote = symbol.partition("/")
+    return usd_price(base) / usd_price(quote or "USDT")
+
+
+def price_decimals(symbol: str) -> int:
+    """Decimals a price of this market is quoted with (about six significant digits)."""
+    return min(8, max(2, 5 - math.floor(math.log10(anchor_price(symbol)))))
+
+
+def last_index(timeframe: str) -> int:
+    """Grid index of the last candle (the one that closes at REFERENCE_END)."""
+    return (REFERENCE_END - EPOCH) // STEP[timeframe] - 1
+
+
+def open_time(timeframe: str, index: int) -> datetime:
+    """When candle `index` of a timeframe opens."""
+    return EPOCH + STEP[timeframe] * index
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One synthetic market series."""
+
+    seed: int
+    exchange: str
+    symbol: str
+    timeframe: str
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of one candle's log return."""
+        return HOURLY_VOLATILITY * math.sqrt(STEP[self.timeframe] / timedelta(hours=1))
+
+
+@lru_cache(maxsize=128)
+def _coarse(series: Series) -> tuple[np.ndarray, np.ndarray]:
+    """(walk, volatility): the log level at each block boundary and each block's vol factor."""
+    blocks = last_index(series.timeframe) // BLOCK + 1
+    rng = _rng(series.seed, series.exchange, series.symbol, series.timeframe, "coarse")
+    vol = np.exp(rng.normal(0.0, 0.35, blocks))
+    steps = rng.normal(0.0, 1.0, blocks) * series.sigma * math.sqrt(BLOCK) * vol
+    return np.concatenate(([0.0], np.cumsum(steps))), vol
+
+
+@lru_cache(maxsize=512)
+def _block(series: Series, block: int) -> np.ndarray:
+    """Rows: log open, log close, upper wick, lower wick, volume factor (unanchored)."""
+    walk, vol = _coarse(series)
+    rng = _rng(series.seed, series.exchange, series.symbol, series.timeframe, "block", block)
+    sigma = series.sigma * vol[block]
+    walked = np.cumsum(rng.normal(0.0, sigma, BLOCK))
+    fraction = np.arange(1, BLOCK + 1) / BLOCK
+    bridge = walked - fraction * walked[-1]
+    log_close = walk[block] + fraction * (walk[block + 1] - walk[block]) + bridge
+    log_open = np.concatenate(([walk[block]], log_close[:-1]))
+    upper = np.abs(rng.normal(0.0, 0.6 * sigma, BLOCK))
+    lower = np.abs(rng.normal(0.0, 0.6 * sigma, BLOCK))
+    activity = rng.gamma(2.0, 0.5, BLOCK) * (0.5 + np.abs(log_close - log_open) / sigma)
+    return np.vstack((log_open, log_close, upper, lower, activity))
+
+
+@lru_cache(maxsize=128)
+def _log_offset(series: Series) -> float:
+    """Shifts the walk so that the last close is the reference price."""
+    last = last_index(series.timeframe)
+    final = _block(series, last // BLOCK)[1, last % BLOCK]
+    return math.log(anchor_price(series.symbol)) - float(final)
+
+
+def _rows(series: Series, indexes: range) -> np.ndarray:
+    first, stop = indexes.start, indexes.stop
+    blocks = [_block(series, b) for b in range(first // BLOCK, (stop - 1) // BLOCK + 1)]
+    offset = first - (first // BLOCK) * BLOCK
+    return np.concatenate(blocks, axis=1)[:, offset:offset + len(indexes)]
+
+
+def ohlcv_arrays(settings: Settings, exchange: str, symbol: str, timeframe: str,
+                 indexes: range) -> dict[str, list[float]]:
+    """Rounded open/high/low/close/volume of the candles at `indexes` (a step-1 range)."""
+    if len(indexes) == 0:
+        return {name: [] for name in ("open", "high", "low", "close", "volume")}
+    series = Series(settings.seed, exchange, symbol, timeframe)
+    log_open, log_close, upper, lower, activity = _rows(series, indexes)
+    shift = _log_offset(series)
+    open_, close = np.exp(log_open + shift), np.exp(log_close + shift)
+    high = np.maximum(open_, close) * np.exp(upper)
+    low = np.minimum(open_, close) * np.exp(-lower)
+    base = symbol.partition("/")[0]
+    hours = STEP[timeframe] / timedelta(hours=1)
+    volume = activity * HOURLY_NOTIONAL_USD.get(base, DEFAULT_HOURLY_NOTIONAL_USD) * hours / \
+        usd_price(base)
+    digits = price_decimals(symbol)
+    rounded = {name: [round(v, digits) for v in values.tolist()]
+               for name, values in (("open", open_), ("high", high), ("low", low),
+                                    ("close", close))}
+    rounded["volume"] = [round(v, 4) for v in volume.tolist()]
+    return rounded
 
 
 def candle_range(timeframe: str, start: datetime | None, end: datetime | None,
-                 limit: int) -> range:
-    """Indexes of the candles to answer with."""
+                 limit: int | None) -> range:
+    """Grid indexes answered for a query: inside [start, end] (both inclusive, clipped to the
+    history), at most `limit` of them: the first ones from `start`, else the last ones up to
+    `end` (or up to REFERENCE_END)."""
     step = STEP[timeframe]
-    origin = first_time(timeframe)
-
-    def index_at(moment: datetime, *, up: bool) -> int:
-        offset = (moment - origin) / step
-        whole = int(np.ceil(offset)) if up else int(np.floor(offset))
-        return min(max(whole, 0), HISTORY)
-
-    if start is None and end is None:
-        return range(max(HISTORY - limit, 0), HISTORY)
-    if start is not None and end is None:
-        first = index_at(start, up=True)
-        return range(first, min(first + limit, HISTORY))
-    last = index_at(end, up=False) + 1 if end is not None else HISTORY
-    last = min(last, HISTORY)
-    first = index_at(start, up=True) if start is not None else max(last - limit, 0)
-    return range(first, min(last, first + limit))
+    last = last_index(timeframe)
+    first = 0 if start is None else max(0, -((EPOCH - as_utc(start)) // step))
+    stop = last + 1 if end is None else min(last, (as_utc(end) - EPOCH) // step) + 1
+    if stop <= first:
+        return range(0)
+    if limit is None:
+        return range(first, stop)
+    if start is None:
+        return range(max(first, stop - limit), stop)
+    return range(first, min(stop, first + limit))
 
 
 def candles(settings: Settings, exchange: str, symbol: str, timeframe: str,
             start: datetime | None = None, end: datetime | None = None,
-            limit: int = 100, *, shift: bool = True) -> list[dict]:
-    """Candles as the data service answers them. `shift=False` gives the true timestamps
-    (the backtest service reads the series directly, so the tz drift stays in the data service)."""
-    open_, high, low, close, volume = series(settings.seed, exchange, symbol, timeframe)
-    origin = first_time(timeframe)
+            limit: int = DEFAULT_LIMIT, *, shift: bool = True) -> list[dict[str, Any]]:
+    """Candles as the data service answers them. `shift=False` renders true timestamps even on a
+    copy with the `tz-offset` drift."""
+    indexes = candle_range(timeframe, start, end, limit)
+    values = ohlcv_arrays(settings, exchange, symbol, timeframe, indexes)
+    drift = TZ_DRIFT if shift and settings.has("tz-offset") else timedelta(0)
     step = STEP[timeframe]
-    offset = timedelta(hours=1) if shift and settings.has("tz-offset") else timedelta(0)
+    origin = open_time(timeframe, indexes.start) + drift if indexes else EPOCH
     return [
         {
-            "timestamp": (origin + step * i + offset).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "open": round(float(open_[i]), 2),
-            "high": round(float(high[i]), 2),
-            "low": round(float(low[i]), 2),
-            "close": round(float(close[i]), 2),
-            "volume": round(float(volume[i]), 4),
+            "timestamp": iso(origin + step * n),
+            "open": values["open"][n],
+            "high": values["high"][n],
+            "low": values["low"][n],
+            "close": values["close"][n],
+            "volume": values["volume"][n],
             "exchange": exchange,
             "symbol": symbol,
             "timeframe": timeframe,
         }
-        for i in candle_range(timeframe, start, end, limit)
+        for n in range(len(indexes))
     ]
+
+
+def closes(settings: Settings, exchange: str, symbol: str, timeframe: str,
+           start: datetime, end: datetime) -> tuple[list[datetime], np.ndarray]:
+    """Every candle's open time and close in [start, end], unshifted: what a backtest reads."""
+    indexes = candle_range(timeframe, start, end, None)
+    values = ohlcv_arrays(settings, exchange, symbol, timeframe, indexes)
+    times = [open_time(timeframe, i) for i in indexes]
+    return times, np.asarray(values["close"], dtype=float)
+
+
+def latest_close(settings: Settings, exchange: str, symbol: str) -> float:
+    """The last hourly close before REFERENCE_END: the market price orders are filled at."""
+    last = last_index("1h")
+    return ohlcv_arrays(settings, exchange, symbol, "1h", range(last, last + 1))["close"][0]
 
 
 router = APIRouter(tags=["data"])
 
 
-@router.get("/api/v1/data/ohlcv/{exchange}/{symbol}/{timeframe}")
+@router.get("/api/v1/data/ohlcv/{exchange}/{symbol:path}/{timeframe}")
 def get_ohlcv(
     request: Request,
     exchange: str,
     symbol: str,
     timeframe: Timeframe,
-    start: Annotated[datetime | None, Query()] = None,
-    end: Annotated[datetime | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict]:
-    """OHLCV history of one market."""
-    if start is not None and end is not None and start > end:
-        raise HTTPException(status_code=422, detail="start must not be after end")
-    for moment in (start, end):
-        if moment is not None and moment.tzinfo is None:
-            raise HTTPException(status_code=422, detail="dates need a timezone (e.g. Z)")
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> JSONResponse:
+    """Historical OHLCV candles of one market, oldest first."""
+    market = normalise_symbol(symbol)
+    if not is_symbol(market):
+        raise invalid(("path", "symbol"), "symbol must look like BASE/QUOTE, e.g. BTC-USDT",
+                      symbol)
+    if start is not None and end is not None and as_utc(start) > as_utc(end):
+        raise invalid(("query", "end"), "end must not be before start",
+                      request.query_params.get("end"))
     settings: Settings = request.app.state.settings
-    return candles(settings, exchange.lower(), normalise_symbol(symbol), timeframe.value,
-                   start, end, limit)
+    return JSONResponse(candles(settings, exchange.lower(), market, timeframe.value,
+                                start, end, limit))

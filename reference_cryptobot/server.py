@@ -1,87 +1,118 @@
 """The reference Cryptobot process: every service in one FastAPI app, served by uvicorn.
 
-    python -m reference_cryptobot --flavor docker|native --port PORT [--drift a,b] [--seed N]
+    python -m reference_cryptobot --flavor docker|native --port PORT [--host 127.0.0.1]
+        [--drift NAME[,NAME...]] [--data-dir DIR] [--seed N] [--log-level warning]
+
+`parity cryptobot ...` runs the same `main` with the same options.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
-import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
-from reference_cryptobot import auth, backtest, market, strategy, trade
-from reference_cryptobot.settings import DRIFTS, Settings
+from reference_cryptobot import auth, backtest, debug, market, paper, strategy, trade
+from reference_cryptobot.drifts import UnknownDriftError, describe, parse_drifts
+from reference_cryptobot.noise import NoiseHeaders
+from reference_cryptobot.settings import FLAVORS, Settings
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The app with every service, its state and the noise every real copy shows."""
-    app = FastAPI(title="reference-cryptobot", version="1.0")
+    """The app with every service, its state (sqlite files in the settings' data dir, or in a
+    temporary one removed at shutdown) and the noise headers every real copy shows."""
+    owned = settings.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="reference-cryptobot-")) if owned \
+        else settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await app.state.backtests.close()
+            app.state.strategies.close()
+            app.state.orders.close()
+            if owned:
+                shutil.rmtree(data_dir, ignore_errors=True)
+
+    app = FastAPI(title="Reference Cryptobot", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.backtests = {}
-    app.state.tasks = set()
-    app.state.api_keys = {}
-    app.state.dry_run = False
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.state.strategies = strategy.StrategyStore(str(settings.data_dir / "strategies.sqlite"))
-    app.state.orders = trade.OrderBook(str(settings.data_dir / "orders.sqlite"))
+    app.add_middleware(NoiseHeaders, flavor=settings.flavor)
 
-    @app.middleware("http")
-    async def noise_headers(request: Request, call_next):
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        response.headers["x-request-id"] = str(uuid.uuid4())
-        response.headers["x-process-time"] = f"{time.perf_counter() - started:.6f}"
-        response.headers["x-cryptobot-flavor"] = settings.flavor
-        return response
-
-    @app.get("/health")
+    @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:
+        """Liveness; the flavour is in the `x-cryptobot-flavor` header, not the body."""
         return {"status": "ok"}
 
-    for module in (market, backtest, strategy, auth, trade):
-        app.include_router(module.router)
+    app.include_router(market.router)
+    backtest.install(app, settings)
+    strategy.install(app, settings, data_dir)
+    auth.install(app, settings)
+    trade.install(app, settings, data_dir)
+    paper.install(app)
+    debug.install(app)
     return app
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m reference_cryptobot` (and `parity cryptobot`)."""
-    drift_help = "; ".join(f"{name}: {doc}" for name, doc in DRIFTS.items())
     parser = argparse.ArgumentParser(
-        prog="parity cryptobot",
-        description="Run the reference Cryptobot (all services in one process).",
+        prog="reference_cryptobot",
+        description="Run the reference Cryptobot: data, backtest, strategy, auth, trade and MCP "
+                    "paper trading in one process.",
     )
-    parser.add_argument("--flavor", choices=("docker", "native"), default="docker")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--flavor", choices=FLAVORS, default="docker",
+                        help="docker (the primary and secondary) or native (the candidate)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--drift", default="", metavar="NAME[,NAME...]",
-                        help=f"migration drifts to switch on ({drift_help})")
-    parser.add_argument("--data-dir", type=Path, help="where sqlite files go (default: a temp dir)")
+                        help=f"migration drifts to switch on: {describe()}")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where the sqlite files go (default: a temporary directory)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic market data")
-    parser.add_argument("--log-level", default="warning")
-    return parser.parse_args(argv)
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                        help="uvicorn's log level")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until interrupted; exit 2 on an unknown drift."""
+    """Serve until interrupted (SIGINT/SIGTERM). Exit status 2 on bad options, e.g. an unknown
+    drift; 1 if the server cannot start."""
     import uvicorn
 
-    args = parse_args(argv)
-    drifts = frozenset(d.strip() for d in args.drift.split(",") if d.strip())
-    unknown = sorted(drifts - set(DRIFTS))
-    if unknown:
-        print(f"parity cryptobot: error: unknown drift {unknown[0]!r} "
-              f"(known: {', '.join(DRIFTS)})", file=sys.stderr)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        drifts = parse_drifts(args.drift)
+    except UnknownDriftError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: --drift: {exc}", file=sys.stderr)
         return 2
-    if drifts and args.flavor == "docker":
-        print("parity cryptobot: note: drifts on the docker flavour", file=sys.stderr)
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="reference-cryptobot-"))
-    settings = Settings(flavor=args.flavor, drifts=drifts, seed=args.seed, data_dir=data_dir)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False)
-    return 0
+    if not 0 < args.port < 65536:
+        print(f"{parser.prog}: error: --port must be in 1..65535, not {args.port}",
+              file=sys.stderr)
+        return 2
+    settings = Settings(flavor=args.flavor, drifts=drifts, seed=args.seed,
+                        data_dir=args.data_dir)
+    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
+                            log_level=args.log_level, access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as exit_:  # uvicorn exits when it cannot bind
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0 if server.started else 1

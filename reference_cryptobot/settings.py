@@ -1,4 +1,4 @@
-"""Settings of one reference Cryptobot process, and the migration drifts it can switch on."""
+"""Settings of one reference Cryptobot process: flavour, drifts, seed, where state lives."""
 
 from __future__ import annotations
 
@@ -7,33 +7,39 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Answers are computed relative to this fixed instant, never the wall clock, so two copies (and
-# two runs) give the same candles and backtests.
-REFERENCE_END = datetime(2024, 6, 1, tzinfo=UTC)
-JWT_SECRET_DEFAULT = "reference-cryptobot-shared-signing-secret"
+from reference_cryptobot.drifts import DRIFTS, parse_drifts
 
-# Each drift is a realistic Docker→native divergence touching exactly one service.
-DRIFTS: dict[str, str] = {
-    "tz-offset": "data: the native host runs in local time; OHLCV candle timestamps are +1h",
-    "token-lifetime": "auth: the access-token expiry variable was not migrated (30 → 15 min)",
-    "float-order": "backtest: another summation order; ~1e-15 relative noise (not a regression)",
-    "fee-rounding": "backtest: fees rounded up to cents with Decimal instead of kept as floats",
-    "amount-precision": "trade: order amounts rounded to 6 decimals instead of 8",
-    "list-order": "strategy: the list comes back newest first (order is unspecified)",
-}
+# Market data and backtests are computed relative to this fixed instant, never the wall clock,
+# so every copy (and every run) answers the same candles and backtests.
+REFERENCE_END = datetime(2024, 6, 1, tzinfo=UTC)
+# Shared by every copy, as the real deployments share their signing key.
+JWT_SECRET_DEFAULT = "reference-cryptobot-shared-signing-secret-not-for-production"
+FLAVORS = ("docker", "native")
+
+__all__ = ["DRIFTS", "FLAVORS", "JWT_SECRET_DEFAULT", "REFERENCE_END", "Settings"]
+
+
+def _jwt_secret() -> str:
+    return os.environ.get("CRYPTOBOT_JWT_SECRET") or JWT_SECRET_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """What one process serves and how it deviates."""
+    """What one process serves and how it deviates. `data_dir=None`: a temporary directory,
+    removed when the app shuts down."""
 
     flavor: str = "docker"
     drifts: frozenset[str] = field(default_factory=frozenset)
     seed: int = 7
-    data_dir: Path = Path(".")
-    jwt_secret: str = field(
-        default_factory=lambda: os.environ.get("CRYPTOBOT_JWT_SECRET", JWT_SECRET_DEFAULT)
-    )
+    data_dir: Path | None = None
+    jwt_secret: str = field(default_factory=_jwt_secret)
+
+    def __post_init__(self) -> None:
+        if self.flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}, not {self.flavor!r}")
+        object.__setattr__(self, "drifts", parse_drifts(self.drifts))
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
 
     def has(self, drift: str) -> bool:
         """Whether `drift` is switched on."""

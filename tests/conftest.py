@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+
 import pytest
 
-from harness.processes import start_reference_app
+from harness.processes import ReferenceApp, start_reference_app
 
-ALL_DRIFTS = ("tz-offset", "token-lifetime", "float-order", "fee-rounding", "amount-precision",
-              "list-order")
+ReferenceFactory = Callable[..., ReferenceApp]
 
 
 @pytest.fixture(scope="session")
-def reference_factory(tmp_path_factory):
-    """Start reference apps on demand; every one is stopped at the end of the session."""
-    started = []
+def reference_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceFactory]:
+    """`start(flavor, drifts=(), *, seed=7, wait=True)` starts a reference app with its own data
+    dir and log (kept under pytest's tmp dir); every app is stopped at the end of the session.
+    With `wait=False`, call `app.wait_healthy()` before using it (to start several at once)."""
+    started: list[ReferenceApp] = []
 
-    def start(flavor: str, drifts=()):
+    def start(flavor: str, drifts: Sequence[str] = (), *, seed: int = 7,
+              wait: bool = True) -> ReferenceApp:
         data_dir = tmp_path_factory.mktemp(f"reference-{flavor}")
-        app = start_reference_app(flavor, drifts=drifts, data_dir=data_dir,
-                                  log_path=data_dir / "app.log")
+        app = start_reference_app(flavor, drifts=drifts, seed=seed, data_dir=data_dir,
+                                  log_path=data_dir / "app.log", wait=wait)
         started.append(app)
         return app
 
@@ -28,6 +32,10 @@ def reference_factory(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def docker_pair(reference_factory):
-    """Two Docker-flavour copies: the primary and the secondary."""
-    return reference_factory("docker"), reference_factory("docker")
+def docker_pair(reference_factory: ReferenceFactory) -> tuple[ReferenceApp, ReferenceApp]:
+    """Two Docker-flavour copies, the primary and the secondary (started side by side)."""
+    primary = reference_factory("docker", wait=False)
+    secondary = reference_factory("docker", wait=False)
+    primary.wait_healthy()
+    secondary.wait_healthy()
+    return primary, secondary

@@ -22,7 +22,7 @@ def test_default_drifts_are_caught_in_their_groups_only(tmp_path):
     assert "candles shifted by +1h" in findings["data"]
     assert "access token lifetime 1800 s vs 900 s" in findings["auth"]
     assert "order.amount" in findings["trade"]
-    assert "metrics.profit" in findings["backtest"]
+    assert "profit" in findings["backtest"]
     assert result.client_errors == []
     html = (tmp_path / "demo.html").read_text()
     assert "NOT READY" in html
