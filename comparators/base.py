@@ -4,6 +4,11 @@ A comparator is a callable ``(primary: Lifted, candidate: Lifted, options: Compa
 list[Difference]``, registered by name with :func:`register`. It raises :class:`Incomparable` when
 the two answers cannot be compared at all (the exchange is then recorded ``incomparable`` with the
 reason). Comparators only diff; judging noise and giving the verdict is the engine's job.
+
+Comparators must not change the lifted bodies: the engine shares one parsed body between
+byte-identical answers. A comparator for which two answers with the same status and body bytes
+can only differ in the generic headers may set ``fn.identical_is_match = True``; the engine then
+skips parsing them (as it does for ``json``).
 """
 
 from __future__ import annotations

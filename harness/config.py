@@ -7,9 +7,10 @@ reported as one line naming the file, the key and the reason.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "a
 OPTION_KEYS = {"rtol", "atol", "ignore", "unordered", "ignore_headers", "compare_headers", "extra"}
 DRY_RUN_KEYS = {"headers", "query", "body", "proof_path", "proof_value"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
-SHADOW_KEYS = {"timeout_s", "sample", "queue_size", "workers"}
+NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
 TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
 
@@ -45,11 +46,19 @@ class NoiseSettings:
 
     relative_threshold: float = 0.20
     absolute_threshold: float = 0.0003
+    # Learned counts explain a difference (without this exchange's secondary) only once the route
+    # has this many exchanges with a secondary answer.
+    min_samples: int = 3
+
+
+# The gate of one migration group (`[gates.<group>]`); the gate module owns the rule.
+Gate = GateRule
 
 
 @dataclass(frozen=True, slots=True)
 class ShadowSettings:
-    """Shadow proxy defaults (each overridable on the command line)."""
+    """Shadow proxy defaults (each overridable on the command line). Add a field here to add a
+    `[shadow]` key: it is validated by its default's type (float ≥ 0, int ≥ 1, bool, str)."""
 
     timeout_s: float = 5.0
     sample: float = 1.0
@@ -88,7 +97,8 @@ class _Checker:
         return value
 
     def number(self, value: Any, key: str, *, low: float = 0.0, high: float | None = None) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        if (isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
+                or math.isinf(value)):
             raise self.fail(key, f"expected a number, got {value!r}")
         if value < low or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"between {low} and {high}"
@@ -225,14 +235,14 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
         route_check = check if origin == source else _Checker(origin)
         routes.append(_route(route_check, raw, f"routes[{index}]", comparators))
 
-    noise_table = {**data.get("noise", {}), **check.table(user.get("noise", {}), "noise",
-                                                          {"relative_threshold",
-                                                           "absolute_threshold"})}
+    noise_table = {**data.get("noise", {}),
+                   **check.table(user.get("noise", {}), "noise", NOISE_KEYS)}
     noise = NoiseSettings(
-        relative_threshold=check.number(noise_table["relative_threshold"],
+        relative_threshold=check.number(noise_table.get("relative_threshold", 0.20),
                                         "noise.relative_threshold", high=1.0),
-        absolute_threshold=check.number(noise_table["absolute_threshold"],
+        absolute_threshold=check.number(noise_table.get("absolute_threshold", 0.0003),
                                         "noise.absolute_threshold", high=1.0),
+        min_samples=check.integer(noise_table.get("min_samples", 3), "noise.min_samples"),
     )
 
     gates_table = dict(data.get("gates", {}))
@@ -251,18 +261,87 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
         for group, raw in gates_table.items()
     }
 
-    shadow_table = {**data.get("shadow", {}),
-                    **check.table(user.get("shadow", {}), "shadow", SHADOW_KEYS)}
-    shadow = ShadowSettings(
-        timeout_s=check.number(shadow_table["timeout_s"], "shadow.timeout_s", low=0.001),
-        sample=check.number(shadow_table["sample"], "shadow.sample", high=1.0),
-        queue_size=check.integer(shadow_table["queue_size"], "shadow.queue_size", low=1),
-        workers=check.integer(shadow_table["workers"], "shadow.workers", low=1),
-    )
+    shadow = _shadow(check, data.get("shadow", {}), user.get("shadow", {}))
     replay = {**data.get("replay", {}),
               **check.table(user.get("replay", {}), "replay",
                             {"username", "password", "login_path"})}
     return Config(RouteTable(routes), noise, gates, shadow, replay, source)
+
+
+def _shadow(check: _Checker, defaults: dict[str, Any], user: Any) -> ShadowSettings:
+    known = {f.name: f for f in fields(ShadowSettings)}
+    table = {**defaults, **check.table(user, "shadow", set(known))}
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        default, key = known[name].default, f"shadow.{name}"
+        if isinstance(default, bool):
+            values[name] = check.boolean(value, key)
+        elif isinstance(default, int):
+            values[name] = check.integer(value, key, low=1)
+        elif isinstance(default, float):
+            values[name] = check.number(value, key, low=0.0)
+        else:
+            values[name] = str(value)
+    if values.get("sample", 0.0) > 1.0:
+        raise check.fail("shadow.sample", f"must be between 0.0 and 1.0, got {values['sample']}")
+    if "timeout_s" in values and values["timeout_s"] <= 0:
+        raise check.fail("shadow.timeout_s", f"must be > 0, got {values['timeout_s']}")
+    return ShadowSettings(**values)
+
+
+def route_toml(route: Route, *, ignore: tuple[str, ...] = (), ignore_headers: tuple[str, ...] = (),
+               notes: dict[str, str] | None = None) -> str:
+    """`route` as a `[[routes]]` table of parity.toml (what `load_config` reads back), with
+    `ignore` and `ignore_headers` added; `notes` puts a comment after an ignore entry."""
+    notes = notes or {}
+
+    def lit(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return repr(value)
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{lit(k)} = {lit(v)}" for k, v in value.items()) + " }"
+        if isinstance(value, list | tuple):
+            return "[" + ", ".join(lit(v) for v in value) + "]"
+        return json.dumps(str(value), ensure_ascii=False)
+
+    lines = ["[[routes]]", f"method = {lit(route.method)}", f"path = {lit(route.template)}",
+             f"group = {lit(route.group)}", f"comparator = {lit(route.comparator)}",
+             f"mirror = {lit(route.mirror)}"]
+    if route.correlate:
+        lines.append(f"correlate = {lit(route.correlate)}")
+    if route.ages:
+        lines.append("ages = true")
+    if route.settle_s:
+        lines.append(f"settle_s = {lit(route.settle_s)}")
+    if route.dry_run is not None:
+        rewrite = route.dry_run
+        table = {"headers": rewrite.headers, "query": rewrite.query, "body": rewrite.body,
+                 "proof_path": rewrite.proof_path, "proof_value": rewrite.proof_value}
+        lines.append("dry_run = " + lit({k: v for k, v in table.items() if v != {}}))
+    options = route.options
+    lines.append("[routes.options]")
+    for name in ("rtol", "atol"):
+        if getattr(options, name) is not None:
+            lines.append(f"{name} = {lit(getattr(options, name))}")
+    if options.unordered:
+        lines.append(f"unordered = {lit(options.unordered)}")
+    headers = tuple(dict.fromkeys((*options.ignore_headers, *ignore_headers)))
+    if headers:
+        lines.append(f"ignore_headers = {lit(headers)}")
+    if not options.compare_headers:
+        lines.append("compare_headers = false")
+    if options.extra:
+        lines.append(f"extra = {lit(dict(options.extra))}")
+    globs = tuple(dict.fromkeys((*options.ignore, *ignore)))
+    if globs:
+        lines.append("ignore = [")
+        for glob in globs:
+            note = f"  # {notes[glob]}" if glob in notes else ""
+            lines.append(f"    {lit(glob)},{note}")
+        lines.append("]")
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -10,40 +10,65 @@ import orjson
 from comparators.base import Lifted
 from harness.model import Response
 
+# orjson reads integers past 64 bits as floats (rounded): a body with a run of 20 digits is read
+# by Python's json instead, which keeps them exact.
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 20
 
-def _parse_json(raw: bytes) -> object:
+
+def parse_json(raw: bytes) -> object:
+    """Parse JSON with orjson; Python's json for what orjson refuses or rounds (NaN, Infinity,
+    integers past 64 bits, lone surrogates). Raises ValueError or RecursionError."""
+    if len(raw) >= 20 and _LONG_RUN in raw.translate(_DIGITS):
+        return json.loads(raw)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        # orjson refuses NaN/Infinity and numbers past 64 bits, which Python's json accepts.
         return json.loads(raw)
 
 
-def lift(response: Response, *, body: bool = True) -> Lifted:
-    """`response` as a `Lifted` tree; a body that claims JSON but does not parse is kept as text
-    with `parse_error` set (the comparators then call it incomparable). `body=False` lifts only
-    the status and headers."""
+def claims_json(content_type: str) -> bool:
+    """Whether a Content-Type says JSON (application/json, application/problem+json, ...)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.endswith("/json") or media.endswith("+json")
+
+
+def lift_headers(response: Response) -> dict[str, list[str]]:
+    """Header names lower-cased, each with its values in order."""
     headers: dict[str, list[str]] = {}
     for name, value in response.headers:
         headers.setdefault(name.lower(), []).append(value)
+    return headers
+
+
+def lift(response: Response, *, body: bool = True) -> Lifted:
+    """`response` as a `Lifted` tree. The body is JSON when the Content-Type says so or when it
+    starts with ``{``/``[`` and parses; a body that claims JSON but does not parse is kept as text
+    with `parse_error` set (comparators then call the answers incomparable); a body that is not
+    UTF-8 is bytes. `body=False` lifts only the status and headers."""
+    headers = lift_headers(response)
     raw = response.body.raw if body else b""
     lifted = Lifted(status=response.status, headers=headers, raw=raw)
     if not raw:
         return lifted
-    content_type = headers.get("content-type", [""])[0].lower()
+    content_type = headers.get("content-type", [""])[0]
+    says_json = claims_json(content_type)
     text = response.body.text
-    looks_json = "json" in content_type or (
-        text is not None and not content_type and text.lstrip()[:1] in ("{", "[")
-    )
-    if looks_json and not response.body.truncated:
-        try:
-            lifted.body = _parse_json(raw)
-            lifted.kind = "json"
-            return lifted
-        except (ValueError, RecursionError) as exc:
-            lifted.parse_error = f"invalid JSON: {exc}"
-    if text is not None:
-        lifted.kind, lifted.body = "text", text
-    else:
+    if text is None:
         lifted.kind, lifted.body = "bytes", raw
+        if says_json:
+            lifted.parse_error = "invalid JSON: not UTF-8"
+        return lifted
+    lifted.kind, lifted.body = "text", text
+    if response.body.truncated:
+        if says_json:
+            lifted.parse_error = f"body cut at {len(raw)} of {response.body.size} bytes"
+        return lifted
+    if says_json or text[:64].lstrip()[:1] in ("{", "["):
+        try:
+            lifted.body = parse_json(raw)
+            lifted.kind = "json"
+        except (ValueError, RecursionError) as exc:
+            if says_json:
+                lifted.parse_error = f"invalid JSON: {exc}"
     return lifted

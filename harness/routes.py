@@ -133,26 +133,55 @@ def guess_group(path: str) -> str:
 
 
 class RouteTable:
-    """Matches requests to routes; unknown ones get a catch-all route (json, safe methods only)."""
+    """Matches requests to routes; unknown ones get a catch-all route (json, safe methods only).
+
+    Templates are compiled to regexes and indexed by method and first path segment, most
+    specific first; answers are cached (recent paths)."""
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = list(routes)
-        self._by_method: dict[str, list[tuple[re.Pattern[str], Route]]] = {}
-        for route in sorted(self.routes, key=lambda r: _specificity(r.template)):
-            self._by_method.setdefault(route.method, []).append(
-                (template_regex(route.template), route)
-            )
+        compiled = [
+            (_first_segment(route.template), template_regex(route.template), route)
+            for route in sorted(self.routes, key=lambda r: _specificity(r.template))
+        ]
+        index: dict[str, dict[str | None, list[tuple[re.Pattern[str], Route]]]] = {}
+        for method in {route.method for route in self.routes}:
+            mine = [(seg, rx, r) for seg, rx, r in compiled if r.method == method]
+            segments = {seg for seg, _, _ in mine if seg is not None}
+            buckets: dict[str | None, list[tuple[re.Pattern[str], Route]]] = {
+                seg: [(rx, r) for s, rx, r in mine if s in (seg, None)] for seg in segments
+            }
+            buckets[None] = [(rx, r) for s, rx, r in mine if s is None]
+            index[method] = buckets
+        self._index = index
         self.match = lru_cache(maxsize=8192)(self._match)
 
     def _match(self, method: str, path: str) -> Route:
+        """The route of `method` `path` (catch-all when no template matches)."""
         method = method.upper()
-        for regex, route in self._by_method.get(method, ()):
-            if regex.match(path):
-                return route
+        buckets = self._index.get(method)
+        if buckets:
+            segment = path.split("/", 2)[1] if path.startswith("/") and len(path) > 1 else ""
+            candidates = buckets.get(segment)
+            for regex, route in candidates if candidates is not None else buckets[None]:
+                if regex.match(path):
+                    return route
         return Route(method=method, template=generic_template(path), group=guess_group(path))
+
+    def get(self, method: str, template: str) -> Route | None:
+        """The route declared for exactly `method` `template`, if any."""
+        method = method.upper()
+        return next((r for r in self.routes if r.method == method and r.template == template),
+                    None)
 
     def __iter__(self):
         return iter(self.routes)
 
     def __len__(self) -> int:
         return len(self.routes)
+
+
+def _first_segment(template: str) -> str | None:
+    """The first path segment when it is a literal (None when it is a parameter)."""
+    first = template.split("/", 2)[1] if len(template) > 1 else ""
+    return None if "{" in first else first

@@ -75,6 +75,48 @@ def json_documents(max_leaves: int = 30) -> st.SearchStrategy[dict]:
     return st.dictionaries(st.text(min_size=1, max_size=8), json_values(max_leaves), max_size=6)
 
 
+@st.composite
+def json_variants(draw: st.DrawFn, value: object, depth: int = 0) -> object:
+    """`value` with a few edits, as a drifted answer has: leaves changed (also to another type),
+    members dropped or added, list items dropped, added or swapped."""
+    choice = draw(st.integers(0, 7))
+    if isinstance(value, dict) and value and choice < 6:
+        out = dict(value)
+        names = list(out)
+        name = names[draw(st.integers(0, len(names) - 1))]
+        if choice == 0:
+            del out[name]
+        elif choice == 1:
+            out[draw(st.text(min_size=1, max_size=8))] = draw(json_scalars())
+        else:
+            out[name] = draw(json_variants(out[name], depth + 1))
+        return out
+    if isinstance(value, list) and value and choice < 6:
+        out = list(value)
+        at = draw(st.integers(0, len(out) - 1))
+        if choice == 0:
+            del out[at]
+        elif choice == 1:
+            out.insert(at, draw(json_scalars()))
+        elif choice == 2:
+            other = draw(st.integers(0, len(out) - 1))
+            out[at], out[other] = out[other], out[at]
+        else:
+            out[at] = draw(json_variants(out[at], depth + 1))
+        return out
+    if depth == 0 and choice == 7:
+        return value
+    return draw(json_scalars())
+
+
+@st.composite
+def json_pairs(draw: st.DrawFn, max_leaves: int = 20) -> tuple[dict, dict]:
+    """(document, a variant of it): pairs that share most of their content, for properties of
+    comparators (symmetry, ignore globs, tolerance)."""
+    document = draw(json_documents(max_leaves))
+    return document, draw(json_variants(document))
+
+
 def exchanges() -> st.SearchStrategy[str]:
     """Exchange ids the services know."""
     return st.sampled_from(EXCHANGES)

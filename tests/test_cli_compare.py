@@ -1,4 +1,4 @@
-"""`parity compare`: exit codes, JSON output, and the real console script."""
+"""`parity compare`: exit codes, options, JSON and readable output, and the real console script."""
 
 from __future__ import annotations
 
@@ -7,54 +7,113 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
 
 BIN = Path(sys.executable).parent / "parity"
 
 
 def files(tmp_path, primary, candidate):
-    p, c = tmp_path / "p.json", tmp_path / "c.json"
-    p.write_text(json.dumps(primary) if not isinstance(primary, str) else primary)
-    c.write_text(json.dumps(candidate) if not isinstance(candidate, str) else candidate)
+    p, c = tmp_path / "primary.json", tmp_path / "candidate.json"
+    for path, body in ((p, primary), (c, candidate)):
+        path.write_bytes(body if isinstance(body, bytes) else
+                         body.encode() if isinstance(body, str) else json.dumps(body).encode())
     return str(p), str(c)
 
 
-def test_match_mismatch_and_json_output(tmp_path, capsys):
-    p, c = files(tmp_path, {"a": 1.0, "id": 1}, {"a": 1.0000001, "id": 2})
-    assert main(["compare", p, c, "--rtol", "1e-3", "--ignore", "id"]) == 0
+def run_json(capsys, *argv) -> tuple[int, dict]:
     capsys.readouterr()
-    assert main(["compare", p, c, "--json"]) == 1
-    out = json.loads(capsys.readouterr().out)
-    assert out["verdict"] == "mismatch"
+    code = main(["compare", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_match_mismatch_tolerance_and_ignore(tmp_path, capsys):
+    p, c = files(tmp_path, {"a": 1.0, "id": 1, "n": [1, 2]}, {"a": 1.0000001, "id": 2, "n": [1, 2]})
+    code, out = run_json(capsys, p, c)
+    assert code == 1 and out["verdict"] == "mismatch"
     assert {d["path"] for d in out["differences"]} == {"a", "id"}
     assert set(out["differences"][0]) == {"path", "kind", "primary", "candidate", "severity",
                                           "message"}
+    assert main(["compare", p, c, "--rtol", "1e-3", "--ignore", "id"]) == 0
+    assert main(["compare", p, c, "--atol", "1e-3", "--ignore", "id"]) == 0
+    assert main(["compare", p, c, "--atol", "1e-9", "--ignore", "id"]) == 1
+    code, out = run_json(capsys, p, p)
+    assert (code, out["verdict"], out["differences"]) == (0, "match", [])
 
 
-def test_route_picks_the_comparator(tmp_path, capsys):
-    p, c = files(tmp_path, [{"timestamp": "2024-01-01T00:00:00Z", "open": 1, "high": 1, "low": 1,
-                             "close": 1, "volume": 1}],
-                 [{"timestamp": "2024-01-01T00:00:00Z", "open": 1, "high": 1, "low": 1,
-                   "close": 1, "volume": 1}])
-    assert main(["compare", p, c, "--route", "GET /api/v1/data/ohlcv/binance/BTC-USDT/1h",
-                 "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["comparator"] == "ohlcv"
+def test_status_codes(tmp_path, capsys):
+    p, c = files(tmp_path, {"a": 1}, {"a": 1})
+    code, out = run_json(capsys, p, c, "--status-primary", "200", "--status-candidate", "503")
+    assert code == 1
+    (diff,) = out["differences"]
+    assert (diff["path"], diff["severity"], diff["primary"], diff["candidate"]) == (
+        "@status", "critical", 200, 503)
 
 
-def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
+def test_route_picks_comparator_and_options(tmp_path, capsys):
+    candle = {"timestamp": "2024-01-01T00:00:00Z", "open": 1, "high": 1, "low": 1, "close": 1,
+              "volume": 1}
+    p, c = files(tmp_path, [candle], [{**candle, "timestamp": "2024-01-01T01:00:00Z"}])
+    code, out = run_json(capsys, p, c, "--route", "GET /api/v1/data/ohlcv/binance/BTC-USDT/1h")
+    assert out["comparator"] == "ohlcv" and code == 1
+    # The status route ignores `status`: its option comes with --route.
+    p, c = files(tmp_path, {"status": "running", "x": 1}, {"status": "completed", "x": 1})
+    assert main(["compare", p, c, "--route", "GET /api/backtest/status/7"]) == 0
+    assert main(["compare", p, c]) == 1
+
+
+def test_config_file_and_comparator_option(tmp_path, capsys):
+    config = tmp_path / "parity.toml"
+    config.write_text('[[routes]]\nmethod = "GET"\npath = "/custom/{id}"\ngroup = "other"\n'
+                      '[routes.options]\nignore = ["volatile"]\n')
+    p, c = files(tmp_path, {"volatile": 1}, {"volatile": 2})
+    assert main(["compare", p, c, "--config", str(config), "--route", "GET /custom/3"]) == 0
+    code, out = run_json(capsys, p, c, "--comparator", "backtest")
+    assert (code, out["comparator"]) == (1, "backtest")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["{p}", "{missing}"], "cannot read"),
+        (["{p}", "{c}", "--comparator", "nope"], "unknown comparator 'nope' (known: auth,"),
+        (["{p}", "{c}", "--route", "nonsense"], '--route'),
+        (["{p}", "{c}", "--rtol", "-1"], "--rtol must be a non-negative number"),
+        (["{p}", "{c}", "--config", "{bad}"], "not valid TOML"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, needle):
     p, c = files(tmp_path, {}, {})
-    assert main(["compare", p, str(tmp_path / "missing.json")]) == 2
-    assert main(["compare", p, c, "--comparator", "nope"]) == 2
-    assert main(["compare", p, c, "--route", "nonsense"]) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("parity compare: error:") for line in errors)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[noise\n")
+    names = {"p": p, "c": c, "missing": str(tmp_path / "missing.json"), "bad": str(bad)}
+    capsys.readouterr()
+    assert main(["compare", *(a.format(**names) for a in argv)]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("parity compare: error:") and needle in line
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_readable_output_names_paths_and_values(tmp_path, capsys):
+    p, c = files(tmp_path, {"results": {"metrics": {"sharpe_ratio": 1.2034}}},
+                 {"results": {"metrics": {"sharpe_ratio": 1.1987}}})
+    capsys.readouterr()
+    assert main(["compare", p, c, "--rtol", "1e-9"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("mismatch")
+    assert "results.metrics.sharpe_ratio 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-09)" in out
+    assert "\x1b[" not in out  # no colour when not a terminal
 
 
 def test_console_script(tmp_path):
-    p, c = files(tmp_path, "not json at all", "not json either")
-    done = subprocess.run([str(BIN), "compare", p, c], capture_output=True, text=True)
+    p, c = files(tmp_path, "not json at all\n", "not json either\n")
+    done = subprocess.run([str(BIN), "compare", p, c], capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 1
-    assert "text bodies differ" in done.stdout
-    done = subprocess.run([str(BIN), "compare", p, c, "--comparator", "backtest", "--json"],
-                          capture_output=True, text=True)
-    assert done.returncode == 1 and json.loads(done.stdout)["verdict"] == "mismatch"
+    assert "text bodies differ at line 1" in done.stdout
+    done = subprocess.run([str(BIN), "compare", p, str(tmp_path / "nope.json"), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "cannot read" in done.stderr

@@ -31,8 +31,10 @@ def add_parser(
     parser.add_argument("--atol", type=float, metavar="Y", help="absolute tolerance for numbers")
     parser.add_argument("--ignore", action="append", default=[], metavar="PATH",
                         help="ignore paths matching this glob (items[*].created_at); repeatable")
-    parser.add_argument("--status", type=int, nargs=2, default=(200, 200),
-                        metavar=("PRIMARY", "CANDIDATE"), help="status codes (default 200 200)")
+    parser.add_argument("--status-primary", type=int, default=200, metavar="N",
+                        help="the primary's status code (default 200)")
+    parser.add_argument("--status-candidate", type=int, default=200, metavar="N",
+                        help="the candidate's status code (default 200)")
     parser.add_argument("--config", metavar="FILE", help="parity.toml")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     return parser
@@ -43,10 +45,21 @@ def _answer(path: str, status: int) -> Response:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    stripped = raw.lstrip()
-    content_type = "application/json" if stripped[:1] in (b"{", b"[") else "text/plain"
-    return Response(status=status, headers=[("content-type", content_type)],
+    return Response(status=status, headers=[("content-type", _content_type(raw))],
                     body=Body.from_bytes(raw))
+
+
+def _content_type(raw: bytes) -> str:
+    """JSON for a file that is (or tries to be) a JSON document, text otherwise."""
+    from harness.lift import parse_json
+
+    if raw.lstrip()[:1] in (b"{", b"["):
+        return "application/json"  # a broken document is reported as such, not diffed as text
+    try:
+        parse_json(raw)
+    except (ValueError, RecursionError):
+        return "text/plain"
+    return "application/json"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         route = dataclasses.replace(config.routes.match(method, path), comparator=name)
     for name in ("rtol", "atol"):
         value = getattr(args, name)
-        if value is not None and (value < 0 or value != value):
-            raise UserError(f"--{name} must be a non-negative number")
+        if value is not None and not 0 <= value < float("inf"):
+            raise UserError(f"--{name} must be a non-negative number, got {value}")
     options = dataclasses.replace(
         route.options,
         rtol=args.rtol if args.rtol is not None else route.options.rtol,
@@ -82,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     route = dataclasses.replace(route, options=options)
     exchange = Exchange(
         request=Request(method, path),
-        primary=_answer(args.primary, args.status[0]),
-        candidate=_answer(args.candidate, args.status[1]),
+        primary=_answer(args.primary, args.status_primary),
+        candidate=_answer(args.candidate, args.status_candidate),
         route=route.name,
         group=route.group,
         comparator=route.comparator,
@@ -106,15 +119,25 @@ def _public(diff: Difference) -> dict:
 
 
 def _print_readable(exchange) -> None:
+    """The verdict and one line per difference; colour only on a terminal (rich decides)."""
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(highlight=False)
     verdict = str(exchange.verdict)
     colour = {"match": "green", "mismatch": "red"}.get(verdict, "yellow")
-    console.print(f"[bold {colour}]{verdict}[/] ({exchange.comparator})"
-                  + (f": {exchange.reason}" if exchange.reason else ""))
+    count = len(exchange.differences)
+    head = f"[bold {colour}]{verdict}[/] ({escape(exchange.comparator)}"
+    head += f", {count} difference{'s' if count != 1 else ''})" if count else ")"
+    if exchange.reason:
+        head += f": {escape(exchange.reason)}"
+    console.print(head, soft_wrap=True)
     for diff in exchange.differences:
         mark = {"critical": "[bold red]✖[/]", "warning": "[yellow]•[/]"}.get(
             str(diff.severity), "[dim]·[/]")
-        console.print(f"  {mark} [bold]{diff.path or '(body)'}[/] {diff.kind}: {diff.message}",
-                      soft_wrap=True)
+        message = diff.message
+        if diff.path and message.startswith(diff.path):
+            text = f"[bold]{escape(diff.path)}[/]{escape(message[len(diff.path):])}"
+        else:
+            text = escape(message)
+        console.print(f"  {mark} {text} [dim]({diff.kind})[/]", soft_wrap=True)

@@ -1,21 +1,33 @@
-"""The judge: lift both answers, diff them with the route's comparator, count noise from the
-secondary, and give the exchange its verdict. Never raises for bad data: what cannot be compared
-is recorded `incomparable` with the reason."""
+"""The judge, Diffy's pipeline for one exchange: *lift* the answers, *diff* them with the route's
+comparator, *count* what the candidate and the secondary differ at, *judge* the differences
+against the noise. Never raises for bad data: what cannot be compared is recorded `incomparable`
+with the reason, a comparator that fails too.
+
+Verdicts: no differences → match; every difference noise → noise-only; a difference where the
+Docker copies disagree on content that does not look volatile (and nothing worse) → untestable;
+anything else → mismatch. Critical differences (a status code, a missing dry-run proof) are never
+explained away as noise.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from comparators import base as comparator_registry
-from comparators.base import Incomparable
+from comparators.base import Incomparable, Lifted
 from comparators.generic import compare_headers
 from comparators.paths import generalize
 from harness.compare.noise import NoiseModel
 from harness.compare.volatile import is_volatile
 from harness.config import Config, load_config
-from harness.lift import lift
-from harness.model import Difference, Exchange, Response, Severity, Verdict
+from harness.lift import lift, lift_headers
+from harness.model import Body, Difference, Exchange, Response, Severity, Verdict
 from harness.routes import Route
+
+# Exchanges judged again (the settle loop retries a backtest's results) are counted once.
+_REMEMBERED_IDS = 4096
 
 
 class Engine:
@@ -23,7 +35,9 @@ class Engine:
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or load_config()
-        self.noise = NoiseModel(self.config.noise)
+        self.noise = NoiseModel(self.config.noise, self.config.routes)
+        self._counted: OrderedDict[str, None] = OrderedDict()
+        self._counted_lock = threading.Lock()
 
     def route_of(self, exchange: Exchange) -> Route:
         """The route of `exchange`, filling its route/group/comparator when empty."""
@@ -34,9 +48,14 @@ class Engine:
         return route
 
     def judge(self, exchange: Exchange, route: Route | None = None) -> Exchange:
-        """Set `exchange`'s differences, verdict and reason; returns it. `route` overrides the
-        route table's (as `parity compare` does with command-line options)."""
-        route = route or self.route_of(exchange)
+        """Set `exchange`'s differences, verdict and reason, and learn from it; returns it.
+        `route` overrides the route table's (as `parity compare` does with its options)."""
+        if route is None:
+            route = self.route_of(exchange)
+        else:
+            exchange.route = exchange.route or route.name
+            exchange.group = exchange.group or route.group
+            exchange.comparator = exchange.comparator or route.comparator
         exchange.differences = []
         exchange.reason = None
         if exchange.mirror.startswith("skipped"):
@@ -52,8 +71,9 @@ class Engine:
             exchange.verdict = Verdict.INCOMPARABLE
             exchange.reason = f"primary failed: {exchange.primary.error}"
             return exchange
+        answers = _Answers(exchange.primary)
         try:
-            differences = self._diff(exchange.comparator, exchange.primary, candidate, route)
+            differences = self._diff(exchange.comparator, answers, candidate, route)
         except Incomparable as exc:
             exchange.verdict, exchange.reason = Verdict.INCOMPARABLE, str(exc)
             return exchange
@@ -63,66 +83,158 @@ class Engine:
                 f"comparator {exchange.comparator} failed: {type(exc).__name__}: {exc}"
             )
             return exchange
-        untestable = self._learn_from_secondary(exchange, route)
-        self._judge_noise(exchange.route, differences, untestable)
+        secondary = self._secondary(exchange, answers, route)
         exchange.differences = differences
+        untestable = self._mark_noise(exchange, route, differences, secondary)
         exchange.verdict, exchange.reason = _verdict(differences, untestable)
         return exchange
 
-    def _diff(self, comparator: str, primary: Response, candidate: Response,
+    # --- diff --------------------------------------------------------------------------------
+
+    def _diff(self, comparator: str, answers: _Answers, other: Response,
               route: Route) -> list[Difference]:
-        if primary.body.truncated or candidate.body.truncated:
-            if primary.body.sha256 == candidate.body.sha256 and primary.status == candidate.status:
+        primary = answers.response
+        if primary.body.truncated or other.body.truncated:
+            if primary.body.sha256 == other.body.sha256 and primary.status == other.status:
                 return []
             raise Incomparable("body over the recording cap and the digests differ")
-        for side, answer in (("primary", primary), ("candidate", candidate)):
+        same_body = _same_body(primary.body, other.body)
+        for side, answer in (("primary", primary), ("candidate", other)):
             if answer.body.decode_error:
-                if primary.body.raw == candidate.body.raw:
+                if same_body:
                     return []
                 raise Incomparable(f"{side} body: {answer.body.decode_error}")
         compare = comparator_registry.get(comparator)
-        if primary.status == candidate.status and primary.body.raw == candidate.body.raw:
-            # Fast path: identical bodies need no parsing; only the headers can differ.
-            return compare_headers(lift(primary, body=False), lift(candidate, body=False),
-                                   route.options)
-        return compare(lift(primary), lift(candidate), route.options)
+        identical = same_body and primary.status == other.status
+        if identical and (comparator == "json" or getattr(compare, "identical_is_match", False)):
+            # Fast path: identical bodies need no parsing; only the headers can differ. Other
+            # comparators run unless they say so: they may judge more than the body (cookies,
+            # dry-run proofs).
+            return compare_headers(answers.headers_only(), _headers_only(other), route.options)
+        return compare(answers.lifted(), answers.lift_other(other), route.options)
 
-    def _learn_from_secondary(self, exchange: Exchange, route: Route) -> set[str]:
+    # --- count -------------------------------------------------------------------------------
+
+    def _secondary(self, exchange: Exchange, answers: _Answers,
+                   route: Route) -> dict[str, tuple[Any, Any]] | None:
+        """What the secondary differs from the primary at (generalized path → example values),
+        or None when there is no usable secondary answer."""
         secondary = exchange.secondary
         if secondary is None or secondary.error:
-            return set()
+            return None
+        if secondary.status != exchange.primary.status:
+            # A secondary that failed or answered otherwise teaches nothing about the body.
+            return {"@status": (exchange.primary.status, secondary.status)}
         try:
-            noise = self._diff(exchange.comparator, exchange.primary, secondary, route)
+            found = self._diff(exchange.comparator, answers, secondary, route)
         except Exception:  # the secondary only teaches; a failure here judges nothing
-            return set()
-        paths: dict[str, tuple[Any, Any]] = {}
-        untestable: set[str] = set()
-        for diff in noise:
-            path = generalize(diff.path)
-            paths.setdefault(path, (diff.primary, diff.candidate))
-            if not is_volatile(diff.path, diff.primary, diff.candidate):
-                untestable.add(path)
-        self.noise.learn_secondary(exchange.route, paths, untestable)
-        return untestable
+            return None
+        learned: dict[str, tuple[Any, Any]] = {}
+        for diff in found:
+            learned.setdefault(generalize(diff.path), (diff.primary, diff.candidate))
+        return learned
 
-    def _judge_noise(self, route: str, differences: list[Difference],
-                     untestable: set[str]) -> None:
-        paths = {generalize(d.path) for d in differences}
-        self.noise.learn_candidate(route, paths)
+    def _first_count(self, exchange: Exchange) -> bool:
+        with self._counted_lock:
+            if exchange.id in self._counted:
+                return False
+            self._counted[exchange.id] = None
+            if len(self._counted) > _REMEMBERED_IDS:
+                self._counted.popitem(last=False)
+            return True
+
+    # --- judge -------------------------------------------------------------------------------
+
+    def _mark_noise(self, exchange: Exchange, route: Route, differences: list[Difference],
+                    secondary: dict[str, tuple[Any, Any]] | None) -> set[str]:
+        """Mark noise differences, learn the counts; returns the untestable paths the candidate
+        differs at. On a route whose answers age (latest candles, balances) everything the
+        Docker copies disagree at is noise: they answered at different moments."""
+        untestable_now: set[str] = set()
+        if secondary:
+            for path, (p_value, s_value) in secondary.items():
+                if not route.ages and not is_volatile(path, p_value, s_value, exchange.ts):
+                    untestable_now.add(path)
+        candidate_paths = {generalize(d.path) for d in differences}
+        if self._first_count(exchange):
+            self.noise.learn(exchange.route, candidate_paths, secondary, untestable_now)
+        untestable: set[str] = set()
         for diff in differences:
             if diff.severity is Severity.CRITICAL:
                 continue  # a critical finding is never explained away
             path = generalize(diff.path)
-            diff.noise = path in untestable or self.noise.explains(route, path)
+            if secondary is not None and path in secondary:
+                stuck = path in untestable_now
+            elif self.noise.explains(exchange.route, path):
+                stuck = self.noise.untestable_at(exchange.route, path)
+            else:
+                continue
+            if stuck:
+                untestable.add(path)  # kept as a finding: the Docker copies disagree here too
+            else:
+                diff.noise = True
+        return untestable
+
+
+class _Answers:
+    """The primary's answer, lifted once and shared by the candidate's and secondary's diffs; an
+    answer byte-identical to it (same content type) shares its parsed body."""
+
+    __slots__ = ("_headers", "_lifted", "response")
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        self._lifted: Lifted | None = None
+        self._headers: Lifted | None = None
+
+    def lifted(self) -> Lifted:
+        if self._lifted is None:
+            self._lifted = lift(self.response)
+        return self._lifted
+
+    def headers_only(self) -> Lifted:
+        if self._headers is None:
+            self._headers = _headers_only(self.response)
+        return self._headers
+
+    def lift_other(self, other: Response) -> Lifted:
+        primary = self.lifted()
+        if not _same_body(self.response.body, other.body):
+            return lift(other)
+        headers = lift_headers(other)
+        if headers.get("content-type") != primary.headers.get("content-type"):
+            return lift(other)
+        return Lifted(other.status, headers, primary.kind, primary.body, primary.raw,
+                      primary.parse_error)
+
+
+def _same_body(a: Body, b: Body) -> bool:
+    """Byte-identical bodies, compared without encoding them when possible."""
+    if a is b:
+        return True
+    if a.size != b.size or a.truncated != b.truncated:
+        return False
+    if a.sha256 and b.sha256:
+        return a.sha256 == b.sha256
+    if a.text is not None and b.text is not None:
+        return a.text == b.text
+    return a.raw == b.raw
+
+
+def _headers_only(response: Response) -> Lifted:
+    return lift(response, body=False)
 
 
 def _verdict(differences: list[Difference], untestable: set[str]) -> tuple[Verdict, str | None]:
     real = [d for d in differences if not d.noise]
-    if real:
+    if any(generalize(d.path) not in untestable for d in real):
         return Verdict.MISMATCH, None
-    if untestable:
-        paths = ", ".join(sorted(untestable)[:5])
-        return Verdict.UNTESTABLE, f"the two Docker copies disagree at {paths}"
+    if real:
+        shown = ", ".join(sorted(untestable)[:5])
+        return Verdict.UNTESTABLE, (
+            f"the two Docker copies disagree at {shown} (content that does not look volatile): "
+            "make it deterministic or ignore the path in parity.toml"
+        )
     if differences:
         return Verdict.NOISE_ONLY, None
     return Verdict.MATCH, None

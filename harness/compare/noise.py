@@ -1,6 +1,12 @@
 """Noise learning, Diffy-style but surfaced: per route and generalized path, count how often the
-candidate differs from the primary (raw) and how often the secondary Docker copy does (noise). A
-candidate difference that the noise explains is kept, marked ``noise``; it is never dropped."""
+candidate differs from the primary (raw) and how often the secondary Docker copy does (noise),
+out of how many exchanges. A candidate difference the noise explains is kept, marked ``noise``;
+it is never dropped. Paths where the Docker copies disagree on content that does not look
+volatile are *untestable*: listed per route so a person fixes the determinism or ignores them.
+
+Diffy's rule: a path is a real difference only if (raw − noise) / raw exceeds the relative
+threshold (20 %) and (raw − noise) / total exceeds the absolute threshold (0.03 %).
+"""
 
 from __future__ import annotations
 
@@ -9,52 +15,55 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from comparators.paths import generalize
-from harness.config import NoiseSettings
+from harness.config import NoiseSettings, route_toml
+from harness.routes import RouteTable
 
 
 @dataclass(slots=True)
 class RouteNoise:
-    """Counts of one route."""
+    """The counts of one route."""
 
     compared: int = 0  # exchanges compared primary ↔ candidate
-    with_secondary: int = 0  # of those, exchanges that also had a secondary answer
-    raw: Counter[str] = field(default_factory=Counter)
-    noise: Counter[str] = field(default_factory=Counter)
-    untestable: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    with_secondary: int = 0  # of those, exchanges that also had a usable secondary answer
+    raw: Counter[str] = field(default_factory=Counter)  # path → exchanges the candidate differed
+    noise: Counter[str] = field(default_factory=Counter)  # path → exchanges the secondary differed
+    untestable: Counter[str] = field(default_factory=Counter)  # ... on non-volatile content
+    examples: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # path → (primary, second.)
 
 
 class NoiseModel:
-    """Learned noise of every route; thread-safe, cheap per exchange."""
+    """Learned noise of every route. Thread-safe; one lock acquisition per exchange."""
 
-    def __init__(self, settings: NoiseSettings | None = None) -> None:
+    def __init__(self, settings: NoiseSettings | None = None,
+                 routes: RouteTable | None = None) -> None:
         self.settings = settings or NoiseSettings()
+        self.routes_table = routes
         self.routes: dict[str, RouteNoise] = defaultdict(RouteNoise)
         self._lock = threading.Lock()
 
-    def learn_secondary(self, route: str, paths: dict[str, tuple[Any, Any]],
-                        untestable: set[str]) -> None:
-        """Record what the secondary differed at in one exchange (generalized paths)."""
-        with self._lock:
-            counts = self.routes[route]
-            counts.with_secondary += 1
-            counts.noise.update(paths.keys())
-            counts.untestable.update(untestable)
-            for path, values in paths.items():
-                counts.examples.setdefault(path, values)
-
-    def learn_candidate(self, route: str, paths: set[str]) -> None:
-        """Record what the candidate differed at in one exchange (generalized paths)."""
+    def learn(self, route: str, candidate_paths: set[str],
+              secondary_paths: dict[str, tuple[Any, Any]] | None,
+              untestable: set[str] = frozenset()) -> None:
+        """Count one exchange: the generalized paths where the candidate differed, and (when it
+        had a secondary answer) where the secondary differed, with an example pair each."""
         with self._lock:
             counts = self.routes[route]
             counts.compared += 1
-            counts.raw.update(paths)
+            counts.raw.update(candidate_paths)
+            if secondary_paths is None:
+                return
+            counts.with_secondary += 1
+            counts.noise.update(secondary_paths.keys())
+            counts.untestable.update(untestable)
+            for path, values in secondary_paths.items():
+                if path not in counts.examples:
+                    counts.examples[path] = values
 
     def explains(self, route: str, path: str) -> bool:
-        """Diffy's judgement: is a candidate difference at `path` explained by noise?"""
+        """Diffy's judgement from the learned counts: is a candidate difference at generalized
+        `path` explained by noise?"""
         counts = self.routes.get(route)
-        if counts is None:
+        if counts is None or counts.with_secondary < self.settings.min_samples:
             return False
         noise = counts.noise.get(path, 0)
         if not noise:
@@ -62,34 +71,46 @@ class NoiseModel:
         raw = counts.raw.get(path, 0)
         if raw == 0:
             return True
-        excess = raw - noise * counts.compared / max(counts.with_secondary, 1)
-        relative = excess / raw
-        absolute = excess / max(counts.compared, 1)
-        real = (relative > self.settings.relative_threshold
-                and absolute > self.settings.absolute_threshold)
+        # Not every exchange had a secondary: scale its count to all compared exchanges.
+        excess = raw - noise * counts.compared / counts.with_secondary
+        real = (excess / raw > self.settings.relative_threshold
+                and excess / counts.compared > self.settings.absolute_threshold)
         return not real
 
+    def untestable_at(self, route: str, path: str) -> bool:
+        """Whether the Docker copies mostly disagree at `path` on content that is not volatile."""
+        counts = self.routes.get(route)
+        if counts is None:
+            return False
+        bad = counts.untestable.get(path, 0)
+        return bad > 0 and 2 * bad >= counts.noise.get(path, 0)
+
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """Per route, per noisy path: counts, rate and one example pair (primary, secondary)."""
+        """Per route, per path the secondary differed at: ``noise_count`` (exchanges where it
+        did), ``candidate_count`` (where the candidate did), ``total`` (exchanges with a
+        secondary), ``rate``, ``untestable`` and one ``example`` {primary, secondary}."""
         with self._lock:
-            return {
-                route: {
-                    path: {
-                        "noise": count,
-                        "raw": counts.raw.get(path, 0),
-                        "total": counts.with_secondary,
-                        "rate": count / counts.with_secondary if counts.with_secondary else 0.0,
-                        "example": counts.examples.get(path),
-                        "untestable": path in counts.untestable,
+            out: dict[str, dict[str, dict[str, Any]]] = {}
+            for route, counts in self.routes.items():
+                if not counts.noise:
+                    continue
+                total = counts.with_secondary
+                out[route] = {}
+                for path, count in counts.noise.most_common():
+                    primary, secondary = counts.examples.get(path, (None, None))
+                    out[route][path] = {
+                        "noise_count": count,
+                        "candidate_count": counts.raw.get(path, 0),
+                        "total": total,
+                        "rate": count / total if total else 0.0,
+                        "untestable": counts.untestable.get(path, 0) > 0,
+                        "example": {"primary": primary, "secondary": secondary},
                     }
-                    for path, count in counts.noise.most_common()
-                }
-                for route, counts in self.routes.items()
-                if counts.noise
-            }
+            return out
 
     def untestable_routes(self) -> dict[str, dict[str, float]]:
-        """Routes whose Docker copies disagree on non-volatile content: path → rate."""
+        """Routes whose Docker copies disagree on content that is not volatile: path → rate (of
+        the exchanges with a secondary answer)."""
         with self._lock:
             return {
                 route: {p: n / max(c.with_secondary, 1) for p, n in c.untestable.most_common()}
@@ -97,37 +118,38 @@ class NoiseModel:
                 if c.untestable
             }
 
-    def export_ignore_rules(self, routes) -> str:
+    def export_ignore_rules(self, routes: RouteTable | None = None) -> str:
         """A parity.toml snippet that ignores the learned noise, for a person to review.
 
-        `routes` is the RouteTable, so each exported route keeps its group, comparator and
-        policy (a user route replaces the default one with the same method and path)."""
+        Each route is written whole (a user route replaces the default one with the same method
+        and path), with the learned paths added to its `ignore` globs (headers to
+        `ignore_headers`) and the rate of each as a comment; untestable paths say so."""
+        routes = routes or self.routes_table
         lines = ["# Learned noise: review before adopting. Each path differed between the two",
-                 "# Docker copies (rate = share of exchanges with a secondary answer).", ""]
-        for name, paths in sorted(self.summary().items()):
+                 "# Docker copies; the rate is the share of exchanges with a secondary answer.",
+                 ""]
+        for name, learned in sorted(self.summary().items()):
             method, _, template = name.partition(" ")
-            route = routes.match(method, template)
-            ignore = sorted(set(route.options.ignore) | set(paths))
-            lines += [
-                "[[routes]]",
-                f'method = "{method}"',
-                f'path = "{template}"',
-                f'group = "{route.group}"',
-                f'comparator = "{route.comparator}"',
-                f'mirror = "{route.mirror}"',
-            ]
-            if route.correlate:
-                lines.append("correlate = [" + ", ".join(f'"{c}"' for c in route.correlate) + "]")
-            lines.append("[routes.options]")
-            lines.append("ignore = [")
-            for path in ignore:
-                stats = paths.get(path)
-                note = f"  # rate {stats['rate']:.0%}" if stats else ""
-                lines.append(f'    "{path}",{note}')
-            lines += ["]", ""]
+            route = routes.get(method, template) if routes is not None else None
+            if route is None and routes is not None:
+                route = routes.match(method, template)
+            if route is None:
+                continue
+            globs: list[str] = []
+            headers: list[str] = []
+            notes: dict[str, str] = {}
+            for path, stats in learned.items():
+                if path == "@status":
+                    continue  # a status code is never ignored
+                note = f"rate {stats['rate']:.0%}"
+                if stats["untestable"]:
+                    note += ", untestable: the Docker copies disagree on non-volatile content"
+                if path.startswith("@headers."):
+                    headers.append(path.removeprefix("@headers."))
+                else:
+                    globs.append(path or "**")
+                    notes[path or "**"] = note
+            if globs or headers:
+                lines.append(route_toml(route, ignore=tuple(globs), ignore_headers=tuple(headers),
+                                        notes=notes))
         return "\n".join(lines)
-
-
-def generalized(paths) -> set[str]:
-    """The generalized form of each difference path."""
-    return {generalize(p) for p in paths}
