@@ -1,22 +1,39 @@
 """The mirror policy: which requests may reach the candidate, and in what form.
 
-Shared by the shadow proxy and the replay so both obey one rule: safe methods are mirrored; any
-other method only when its route says `dry-run` (the request is rewritten into a dry run) or
-`always` (declared side-effect free on the candidate). Everything else is skipped. A dry-run route
-whose candidate answer does not prove the dry run trips a breaker that stops mirroring that route.
+Shared by the shadow proxy's workers and the replay so both obey one rule:
+
+- Safe methods are mirrored; any other method only when its route says `dry-run` (the request is
+  rewritten into a dry run) or `always` (declared side-effect free on the candidate). Everything
+  else is skipped, with the reason as the recorded label.
+- **Breakers.** When the candidate's answer to a dry-run mirror does not prove the dry run, that
+  route stops being mirrored at once. With a breaker file the stop is shared by every process of
+  one run (all shadow workers, a restarted one too): tripped routes are appended to it as JSON
+  lines and each decision looks at what was appended since.
+- **An order reaches the candidate at most once.** No retries of unsafe requests (the transport
+  never retries), and an unsafe request carrying an idempotency identifier (``client_order_id``,
+  ``Idempotency-Key``...) already sent is skipped. The shadow proxy sends all requests of one
+  client to the same worker, so this memory can stay in the process.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from harness.model import Request
+import orjson
+
+from harness.model import Request, header
 
 log = logging.getLogger("parity.policy")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REMEMBERED_ORDERS = 100_000
+IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key", "x-client-order-id")
+IDEMPOTENCY_FIELDS = ("client_order_id", "clientOrderId", "newClientOrderId", "idempotency_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,44 +48,144 @@ class MirrorDecision:
         return self.request is None
 
 
-class MirrorPolicy:
-    """Decides per request, and keeps the dry-run breaker per route (thread-safe)."""
+class Breakers:
+    """Routes whose mirroring is stopped; shared through an append-only file of JSON lines when
+    `path` is given, this object's alone otherwise."""
 
-    def __init__(self) -> None:
-        self._tripped: dict[str, str] = {}
-        self._lock = threading.Lock()
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path else None
+        self._open: dict[str, str] = {}
+        self._seen_size = 0
 
-    def decide(self, route, request: Request) -> MirrorDecision:  # route: harness.routes.Route
-        """The request to mirror for `route`, or a skip with its reason."""
-        method = request.method.upper()
-        reason = self._tripped.get(route.name)
-        if reason is not None:
-            return MirrorDecision(None, f"skipped:breaker open ({reason})")
-        if route.mirror == "never":
-            return MirrorDecision(None, "skipped:route never mirrored")
-        if route.mirror == "dry-run" and method not in SAFE_METHODS:
-            if route.dry_run is None:
-                return MirrorDecision(None, "skipped:dry-run route without a rewrite")
-            return MirrorDecision(route.dry_run.apply(request), "dry-run")
-        if method in SAFE_METHODS or route.mirror == "always":
-            return MirrorDecision(request, "mirrored")
-        return MirrorDecision(None, f"skipped:unsafe method {method}")
+    def reason(self, route_name: str) -> str | None:
+        """Why `route_name` is stopped, or None while it may be mirrored."""
+        self._refresh()
+        return self._open.get(route_name)
 
     def trip(self, route_name: str, reason: str) -> bool:
-        """Stop mirroring `route_name`; True the first time (the caller logs it loudly)."""
-        with self._lock:
-            if route_name in self._tripped:
-                return False
-            self._tripped[route_name] = reason
+        """Stop mirroring `route_name` everywhere; True the first time (then it logs loudly)."""
+        self._refresh()
+        if route_name in self._open:
+            return False
+        self._open[route_name] = reason
+        if self.path is not None:
+            line = orjson.dumps({"route": route_name, "reason": reason}) + b"\n"
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)  # one append: whole lines even with several writers
+            finally:
+                os.close(fd)
         log.critical(
             "BREAKER OPEN for %s: %s. Mirroring of this route is stopped: a real order may have "
-            "been placed on the candidate. Check the candidate's dry-run handling.",
-            route_name,
-            reason,
-        )
+            "been placed on the candidate. Check the candidate's dry-run handling before "
+            "mirroring this route again.", route_name, reason)
         return True
 
     @property
     def tripped(self) -> dict[str, str]:
+        """Stopped routes with their reasons."""
+        self._refresh()
+        return dict(self._open)
+
+    def _refresh(self) -> None:
+        if self.path is None:
+            return
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == self._seen_size:
+            return
+        with self.path.open("rb") as file:
+            file.seek(self._seen_size)
+            chunk = file.read(size - self._seen_size)
+        end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next look
+        self._seen_size += end
+        for line in chunk[:end].splitlines():
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            self._open.setdefault(entry["route"], entry["reason"])
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The identifier that makes an unsafe request one order: an idempotency header, or a
+    ``client_order_id``-like field at the top of the JSON body or in its ``order`` object."""
+    for name in IDEMPOTENCY_HEADERS:
+        value = header(request.headers, name)
+        if value:
+            return f"{name}={value}"
+    text = request.body.text
+    if not text or text.lstrip()[:1] != "{":
+        return None
+    try:
+        data: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    for node in (data, data.get("order") if isinstance(data, dict) else None):
+        if isinstance(node, dict):
+            for name in IDEMPOTENCY_FIELDS:
+                value = node.get(name)
+                if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                    return f"{name}={value}"
+    return None
+
+
+class MirrorPolicy:
+    """Decides per request; keeps the breakers and the orders already sent."""
+
+    def __init__(self, breakers: Breakers | None = None,
+                 remembered: int = REMEMBERED_ORDERS) -> None:
+        self.breakers = breakers or Breakers()
+        self._sent: OrderedDict[str, None] = OrderedDict()
+        self._remembered = remembered
+        self.duplicates = 0
+        self.trips = 0
+
+    def decide(self, route: Any, request: Request) -> MirrorDecision:
+        """The request to mirror for `route` (a `harness.routes.Route`), or a skip with its
+        reason as the label."""
+        reason = self.breakers.reason(route.name)
+        if reason is not None:
+            return MirrorDecision(None, f"skipped:breaker open ({reason})")
+        if route.mirror == "never":
+            return MirrorDecision(None, "skipped:route never mirrored")
+        method = request.method.upper()
+        if method in SAFE_METHODS:
+            return MirrorDecision(request, "mirrored")
+        if route.mirror == "dry-run":
+            if route.dry_run is None:
+                return MirrorDecision(None, "skipped:dry-run route without a rewrite")
+            decision = MirrorDecision(route.dry_run.apply(request), "dry-run")
+        elif route.mirror == "always":
+            decision = MirrorDecision(request, "mirrored")
+        else:
+            return MirrorDecision(None, f"skipped:unsafe method {method}")
+        return decision if self._first_time(route, request) else MirrorDecision(
+            None, "skipped:duplicate order: already sent to the candidate once")
+
+    def _first_time(self, route: Any, request: Request) -> bool:
+        key = idempotency_key(request)
+        if key is None:
+            return True
+        key = f"{route.name} {key}"
+        if key in self._sent:
+            self.duplicates += 1
+            return False
+        self._sent[key] = None
+        if len(self._sent) > self._remembered:
+            self._sent.popitem(last=False)
+        return True
+
+    def trip(self, route_name: str, reason: str) -> bool:
+        """Stop mirroring `route_name` (in every process sharing the breaker file); True the
+        first time."""
+        first = self.breakers.trip(route_name, reason)
+        self.trips += first
+        return first
+
+    @property
+    def tripped(self) -> dict[str, str]:
         """Routes whose breaker is open, with the reason."""
-        return dict(self._tripped)
+        return self.breakers.tripped

@@ -1,13 +1,19 @@
-"""The shadow proxy against real processes: production answers unchanged, every exchange recorded
-with the right verdict, orders only ever reach the candidate as dry runs, and a down, hanging or
-slow candidate costs clients nothing."""
+"""The shadow proxy against real processes: the reference Cryptobot as primary (Docker), secondary
+(Docker) and candidate (native, with drifts), the proxy as a subprocess, and a client running
+realistic sessions through it. Clients get the primary's answers unchanged; every exchange is
+recorded with the right verdict; orders reach the candidate only as dry runs, once each; a down,
+hanging or slow candidate costs clients nothing and the proxy's memory does not grow."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import signal
 import socket
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -19,91 +25,147 @@ from harness.store.reader import iter_records
 
 SHADOW = [sys.executable, "-m", "harness.cli", "shadow"]
 ADDON = Path(__file__).resolve().parent.parent / "harness" / "shadow" / "addon.py"
+ORDER = {"exchange": "binance", "symbol": "BTC/USDT", "side": "buy", "type": "limit",
+         "amount": 0.12345678, "price": 60000.0}
 
 
-def start_proxy(tmp_path, primary: str, candidate: str, secondary: str | None = None,
-                *extra: str) -> tuple[ManagedProcess, str, Path]:
-    port = free_port()
-    recordings = tmp_path / f"rec-{port}"
-    argv = [*SHADOW, "--primary", primary, "--candidate", candidate, "--listen",
-            f"127.0.0.1:{port}", "--recordings", str(recordings), "--timeout", "1", *extra]
-    if secondary:
-        argv += ["--secondary", secondary]
-    proxy = ManagedProcess(argv, health_url=f"http://127.0.0.1:{port}/health",
-                           log_path=tmp_path / f"shadow-{port}.log").start()
-    return proxy, f"http://127.0.0.1:{port}", recordings
+class Shadow:
+    """`parity shadow` as a subprocess on a free port, recording into its own directory."""
 
+    def __init__(self, tmp_path: Path, primary: str, candidate: str, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.recordings = tmp_path / f"rec-{self.port}"
+        argv = [*SHADOW, "--primary", primary, "--candidate", candidate, "--listen",
+                f"127.0.0.1:{self.port}", "--recordings", str(self.recordings), *extra]
+        self.process = ManagedProcess(argv, health_url=f"{self.url}/health",
+                                      log_path=tmp_path / f"shadow-{self.port}.log").start()
+        self.workers = psutil.Process(self.process.pid).children()
 
-def records_after_stop(proxy: ManagedProcess, recordings: Path) -> list[dict]:
-    assert proxy.stop(timeout=60) == 0, proxy.log_tail()
-    return list(iter_records([recordings])) if recordings.exists() else []
+    def stop(self, signum: int = signal.SIGTERM) -> list[dict]:
+        """Stop the proxy with `signum`; it must exit cleanly and leave no worker behind.
+        Returns the recorded exchanges."""
+        assert self.workers, "the proxy started no worker"
+        self.process.process.send_signal(signum)
+        assert self.process.process.wait(timeout=60) == 0, self.process.log_tail()
+        for worker in self.workers:
+            assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+        return list(iter_records([self.recordings])) if self.recordings.exists() else []
+
+    def log(self) -> str:
+        return self.process.log_tail(200)
 
 
 @pytest.fixture(scope="module")
 def apps(reference_factory):
+    """Primary and secondary (Docker flavour), candidate (native, two drifts)."""
     primary, secondary = reference_factory("docker"), reference_factory("docker")
     candidate = reference_factory("native", drifts=("tz-offset", "amount-precision"))
     return primary, secondary, candidate
 
 
-ORDER = {"symbol": "BTC/USDT", "side": "buy", "type": "limit", "amount": 0.12345678,
-         "price": 60000.0}
+def user_session(client: httpx.Client, direct: httpx.Client) -> int:
+    """A Cryptobot user's session through the proxy (`client`); reads are compared with the
+    primary's answers fetched directly (`direct`). Returns the number of requests proxied."""
+    sent = 0
+
+    def call(method: str, path: str, expect: int = 200, **kw) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        answer = client.request(method, path, **kw)
+        assert answer.status_code == expect, (method, path, answer.status_code, answer.text)
+        return answer
+
+    def same_as_direct(path: str, **kw) -> httpx.Response:
+        through = call("GET", path, **kw)
+        assert through.content == direct.get(path, **kw).content, path
+        return through
+
+    token = call("POST", "/auth/login", data={"username": "demo", "password": "demo"}).json()
+    auth = {"Authorization": f"Bearer {token['access_token']}"}
+    same_as_direct("/auth/users/me", headers=auth)
+    same_as_direct("/api/v1/data/ohlcv/binance/BTC-USDT/1h", params={"limit": "24"})
+
+    started = call("POST", "/api/backtest/start", 202, json={
+        "strategy": "sma_crossover", "parameters": {"fast": 5, "slow": 15, "fee": 0.001},
+        "symbol": "BTC/USDT", "exchange": "binance", "timeframe": "1h",
+        "start_date": "2024-03-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z",
+        "initial_capital": 10_000}).json()
+    deadline = time.monotonic() + 10
+    while call("GET", f"/api/backtest/status/{started['id']}").json()["status"] not in (
+            "completed", "failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    same_as_direct(f"/api/backtest/results/{started['id']}")
+
+    created = call("POST", "/api/strategies/strategies/", 201, headers=auth,
+                   json={"name": "shadow", "parameters": {"fast": 10, "slow": 30}}).json()
+    base = f"/api/strategies/strategies/{created['id']}"
+    same_as_direct(base)
+    call("PUT", base, json={"description": "tuned", "parameters": {"fast": 12, "slow": 36}})
+    call("POST", f"{base}/activate")
+    same_as_direct(f"{base}/versions")
+    call("DELETE", base, 204)
+
+    # A real order (the proxy mirrors it as a dry run), the client's retry of it, a dry run.
+    placed = call("POST", "/api/trades/orders", json={**ORDER, "client_order_id": "shadow-1"})
+    retried = call("POST", "/api/trades/orders", json={**ORDER, "client_order_id": "shadow-1"})
+    assert placed.json()["id"] == retried.json()["id"] and placed.json()["status"] == "open"
+    call("POST", "/api/trades/orders", json={**ORDER, "client_order_id": "shadow-2"},
+         headers={"X-Dry-Run": "true"})
+    call("GET", "/mcp/paper-trading/balances")
+    call("POST", "/mcp/paper-trading/orders", headers={"X-Dry-Run": "true"},
+         json={"symbol": "ETH/USDT", "side": "buy", "type": "market", "amount": 0.5})
+    return sent
 
 
-def test_answers_unchanged_orders_dry_run_once_and_verdicts_recorded(tmp_path, apps):
+def test_a_session_answered_by_the_primary_and_judged_against_the_native_candidate(
+        tmp_path, apps):
     primary, secondary, candidate = apps
-    proxy, url, recordings = start_proxy(tmp_path, primary.base_url, candidate.base_url,
-                                         secondary.base_url)
-    paths = ["/api/v1/data/ohlcv/binance/BTC-USDT/1h?limit=5", "/health",
-             "/api/v1/settings/dry_run", "/api/v1/data/ohlcv/binance/ETH-USDT/7h"]
-    with httpx.Client(base_url=url) as client:
-        for path in paths:
-            through, direct = client.get(path), httpx.get(primary.base_url + path)
-            assert (through.status_code, through.content) == (direct.status_code, direct.content)
-        orders = []
-        for number in range(5):
-            placed = client.post("/api/trades/orders",
-                                 json={**ORDER, "client_order_id": f"shadow-{number}"})
-            assert placed.status_code == 200 and placed.json()["status"] == "open"
-            orders.append(placed.json()["id"])
-        cancelled = client.delete(f"/api/trades/orders/{orders[0]}")
-        assert cancelled.json()["status"] == "cancelled"
-    records = records_after_stop(proxy, recordings)
-    assert len(records) == 1 + len(paths) + 6  # + the launcher's health check
-    by_route = {}
+    # The primary's strategy ids run ahead, so the candidate's differ and must be correlated.
+    httpx.post(primary.base_url + "/api/strategies/strategies/", json={"name": "ahead"})
+    shadow = Shadow(tmp_path, primary.base_url, candidate.base_url, "--secondary",
+                    secondary.base_url)
+    with httpx.Client(base_url=shadow.url) as client, \
+            httpx.Client(base_url=primary.base_url) as direct:
+        sent = user_session(client, direct)
+    records = shadow.stop()
+
+    assert len(records) == sent + 1  # and the launcher's health check
+    by_group: dict[str, Counter] = {}
     for record in records:
-        by_route.setdefault(record["route"], []).append(record)
-    candles = by_route["GET /api/v1/data/ohlcv/{exchange}/{symbol}/{timeframe}"]
-    # tz-offset on the candidate shifts the candles; both reject the 7h timeframe alike.
-    assert sorted(r["verdict"] for r in candles) == ["match", "mismatch"]
-    assert all(r["verdict"] == "mismatch" and r["mirror"] == "dry-run"
-               for r in by_route["POST /api/trades/orders"])
-    assert by_route["DELETE /api/trades/orders/{order_id}"][0]["verdict"] == "skipped"
-    assert httpx.get(candidate.base_url + "/_debug/orders").json() == []
-    assert httpx.get(candidate.base_url + "/_debug/dry-run-count").json()["trade"] == 5
-    assert httpx.get(secondary.base_url + "/_debug/orders").json() == []
-    assert len(httpx.get(primary.base_url + "/_debug/orders").json()) >= 5
+        by_group.setdefault(record["group"], Counter())[record["verdict"]] += 1
+        assert record["verdict"] != "candidate-error", record["reason"]
+    assert by_group["data"]["mismatch"] == 1  # tz-offset: candles shifted
+    assert set(by_group["strategy"]) <= {"match", "noise-only"}, by_group["strategy"]
+    orders = [r for r in records if r["route"] == "POST /api/trades/orders"]
+    assert [r["mirror"].split(":")[0] for r in orders] == ["dry-run", "skipped", "dry-run"]
+    assert orders[0]["verdict"] == "mismatch"  # amount-precision: 0.12345678 → 0.123457
+    assert "duplicate order" in orders[1]["reason"]
+    # Orders reached the candidate and the secondary only as dry runs, exactly once each.
+    for environment in (candidate, secondary):
+        assert httpx.get(environment.base_url + "/_debug/orders").json() == []
+        counts = httpx.get(environment.base_url + "/_debug/dry-run-count").json()
+        assert (counts["trade"], counts["paper"]) == (2, 1), (environment, counts)
+    real = httpx.get(primary.base_url + "/_debug/orders").json()
+    assert [o["client_order_id"] for o in real if o["venue"] == "trade"] == ["shadow-1"]
+    assert "mirrored" in shadow.log() and "(final)" in shadow.log()
 
 
-def test_docker_against_docker_is_all_match_or_noise(tmp_path, apps):
+def test_docker_against_docker_is_all_match_or_noise_and_ctrl_c_exits_cleanly(tmp_path, apps):
     primary, secondary, _ = apps
-    proxy, url, recordings = start_proxy(tmp_path, primary.base_url, secondary.base_url,
-                                         primary.base_url)
-    with httpx.Client(base_url=url) as client:
-        token = client.post("/auth/login", data={"username": "demo", "password": "demo"}).json()
-        auth = {"Authorization": f"Bearer {token['access_token']}"}
-        client.get("/auth/users/me", headers=auth)
-        client.get("/api/v1/data/ohlcv/binance/BTC-USDT/1h?limit=50")
-        created = client.post("/api/strategies/strategies/", json={"name": "s", "parameters": {}})
-        client.get(f"/api/strategies/strategies/{created.json()['id']}")
-        client.post("/api/trades/orders", json=ORDER, headers={"X-Dry-Run": "true"})
-    records = records_after_stop(proxy, recordings)
-    assert len(records) == 7  # + the launcher's health check
-    assert {r["verdict"] for r in records} <= {"match", "noise-only"}, [
-        (r["route"], r["verdict"], r["differences"][:2]) for r in records]
-    secret = token["access_token"]
-    written = b"".join(p.read_bytes() for p in recordings.iterdir())
-    assert secret.encode() not in written and b"redacted:sha256:" in written
+    shadow = Shadow(tmp_path, primary.base_url, secondary.base_url)
+    with httpx.Client(base_url=shadow.url) as client, \
+            httpx.Client(base_url=primary.base_url) as direct:
+        sent = user_session(client, direct)
+    records = shadow.stop(signal.SIGINT)
+    assert len(records) == sent + 1
+    verdicts = Counter(r["verdict"] for r in records)
+    assert set(verdicts) <= {"match", "noise-only", "skipped"}, [
+        (r["route"], r["verdict"], r["reason"], r["differences"][:2]) for r in records
+        if r["verdict"] not in ("match", "noise-only", "skipped")]
+    assert verdicts["skipped"] == 1  # the retried order
+    tokens = [r for r in records if r["route"] == "POST /auth/login"]
+    assert "redacted:sha256:" in str(tokens[0]["primary"]["body"])
 
 
 class Hanging:
@@ -112,7 +174,7 @@ class Hanging:
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(100)
+        self.sock.listen(512)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.held: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -120,10 +182,9 @@ class Hanging:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self.sock.accept()
+                self.held.append(self.sock.accept()[0])
             except OSError:
                 return
-            self.held.append(conn)
 
     def close(self) -> None:
         self.sock.close()
@@ -131,35 +192,78 @@ class Hanging:
             conn.close()
 
 
-@pytest.mark.parametrize("fault", ["down", "hanging"])
+class SlowCopy:
+    """Answers `path` like `primary` does, half a second late."""
+
+    def __init__(self, primary: str, path: str) -> None:
+        answer = httpx.get(primary + path)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                time.sleep(0.5)
+                self.send_response(answer.status_code)
+                self.send_header("content-type", answer.headers["content-type"])
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(answer.content)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512  # the default 5 makes concurrent connects wait a second
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize("fault", ["down", "hanging", "slow"])
 def test_a_faulty_candidate_costs_clients_nothing(tmp_path, apps, fault):
-    primary = apps[0]
-    hanging = Hanging() if fault == "hanging" else None
-    candidate = hanging.url if hanging else f"http://127.0.0.1:{free_port()}"
-    proxy, url, recordings = start_proxy(tmp_path, primary.base_url, candidate)
-    process = psutil.Process(proxy.pid)
-    path = "/api/v1/data/ohlcv/binance/BTC-USDT/1h?limit=20"
+    primary, path = apps[0], "/api/v1/settings/dry_run"
+    stand_in = Hanging() if fault == "hanging" else SlowCopy(primary.base_url, path) \
+        if fault == "slow" else None
+    candidate = stand_in.url if stand_in else f"http://127.0.0.1:{free_port()}"
+    shadow = Shadow(tmp_path, primary.base_url, candidate, "--timeout", "1",
+                    "--max-inflight", "256")
     expected = httpx.get(primary.base_url + path).content
+    proxy = psutil.Process(shadow.process.pid)
+    latencies = []
     try:
-        with httpx.Client(base_url=url, timeout=5) as client:
-            for _ in range(50):  # warm up
+        with httpx.Client(base_url=shadow.url, timeout=5) as client:
+            for _ in range(20):  # warm up
                 assert client.get(path).content == expected
-            rss_before = process.memory_info().rss
-            started = time.perf_counter()
-            for _ in range(300):
+            rss_before = proxy.memory_info().rss
+            for _ in range(120):
+                started = time.perf_counter()
                 answer = client.get(path)
+                latencies.append(time.perf_counter() - started)
                 assert answer.status_code == 200 and answer.content == expected
-            elapsed = time.perf_counter() - started
-            rss_after = process.memory_info().rss
+            rss_after = proxy.memory_info().rss
     finally:
-        records = records_after_stop(proxy, recordings)
-        if hanging:
-            hanging.close()
-    assert elapsed < 30, elapsed  # a hanging candidate (1 s timeout) never sits in the path
-    assert rss_after - rss_before < 20 * 1024 * 1024, (rss_before, rss_after)
-    assert records and {r["verdict"] for r in records} == {"candidate-error"}
-    reasons = {r["reason"] for r in records}
-    assert reasons <= {"connection refused", "timeout after 1s"}, reasons
+        records = shadow.stop()
+        if stand_in:
+            stand_in.close()
+    latencies.sort()
+    assert latencies[int(len(latencies) * 0.99)] < 0.25, latencies[-5:]  # never waits on a mirror
+    assert rss_after - rss_before < 8 * 1024 * 1024, (rss_before, rss_after)
+    assert len(records) == 141  # and the launcher's health check
+    records = [r for r in records if r["request"]["path"] == path]
+    verdicts = {r["verdict"] for r in records}
+    if fault == "slow":
+        assert verdicts == {"match"}, Counter((r["verdict"], r["reason"]) for r in records)
+        assert min(r["candidate"]["latency_ms"] for r in records) >= 450
+    else:
+        assert verdicts == {"candidate-error"}
+        reason = "connection refused" if fault == "down" else "timeout after 1s"
+        assert {r["reason"] for r in records} == {reason}
 
 
 def test_mitmdump_with_the_addon_script(tmp_path, apps):
@@ -169,21 +273,39 @@ def test_mitmdump_with_the_addon_script(tmp_path, apps):
     mitmdump = Path(sys.executable).parent / "mitmdump"
     proxy = ManagedProcess(
         [str(mitmdump), "--mode", f"reverse:{primary.base_url}", "--listen-host", "127.0.0.1",
-         "--listen-port", str(port), "-q", "-s", str(ADDON),
+         "--listen-port", str(port), "-s", str(ADDON),
          "--set", f"parity_candidate={candidate.base_url}",
-         "--set", f"parity_recordings={recordings}"],
+         "--set", f"parity_recordings={recordings}", "--set", "parity_timeout=2"],
         health_url=f"http://127.0.0.1:{port}/health", log_path=tmp_path / "mitmdump.log",
     ).start()
-    httpx.get(f"http://127.0.0.1:{port}/api/v1/settings/dry_run")
-    records = records_after_stop(proxy, recordings)
-    assert {r["route"] for r in records} >= {"GET /health", "GET /api/v1/settings/dry_run"}
-    assert all(r["verdict"] == "match" for r in records)
+    workers = psutil.Process(proxy.pid).children()
+    answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/data/ohlcv/binance/ETH-USDT/4h",
+                       params={"limit": "5"})
+    assert answer.content == httpx.get(
+        f"{primary.base_url}/api/v1/data/ohlcv/binance/ETH-USDT/4h", params={"limit": "5"}
+    ).content
+    assert proxy.stop(timeout=60) == 0, proxy.log_tail()
+    assert workers and not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
+                               for w in workers)
+    records = {r["route"]: r for r in iter_records([recordings])}
+    assert records["GET /health"]["verdict"] == "match"
+    assert records["GET /api/v1/data/ohlcv/{exchange}/{symbol}/{timeframe}"]["verdict"] \
+        == "mismatch"
+    assert "shadow: captured 2, mirrored 2" in proxy.log_tail(50)
 
 
-def test_bad_arguments_are_one_line_errors():
-    import subprocess
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    from harness.cli import main
 
-    done = subprocess.run([*SHADOW, "--primary", "ftp://x", "--candidate", "http://c"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert done.stderr.strip().startswith("parity shadow: error: --primary 'ftp://x'")
+    for argv, message in (
+            (["--primary", "ftp://x", "--candidate", "http://c"], "--primary 'ftp://x'"),
+            (["--primary", "http://p", "--candidate", "http://c:99999"], "--candidate"),
+            (["--primary", "http://p", "--candidate", "http://c", "--sample", "3"], "--sample"),
+            (["--primary", "http://p", "--candidate", "http://c", "--listen", "nope"],
+             "--listen 'nope'"),
+            (["--primary", "http://p", "--candidate", "http://c", "--certs",
+              str(tmp_path / "none.pem")], "--certs")):
+        assert main(["shadow", *argv]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"parity shadow: error: {message}"), error
+        assert len(error.strip().splitlines()) == 1

@@ -1,11 +1,14 @@
-"""`parity shadow`: a reverse proxy in front of production (the primary) that mirrors every
-request, off the hot path, to the candidate (and a secondary copy), then judges and records the
-exchanges. Ctrl-C or SIGTERM flushes the recordings and stops the workers."""
+"""`parity shadow`: a reverse proxy in front of production (the primary). Every client is answered
+by the primary, untouched; a copy of each exchange goes, off the hot path, to mirror workers that
+send it to the candidate (and a secondary Docker copy), judge and record it. Unsafe requests reach
+the candidate only as dry runs or where the route allows it. Ctrl-C or SIGTERM lets the workers
+finish what they hold (see --drain), flushes the recordings and exits."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
@@ -19,26 +22,35 @@ def add_parser(
     parser.add_argument("--primary", required=True, metavar="URL",
                         help="production (Docker): clients are answered from here")
     parser.add_argument("--candidate", required=True, metavar="URL",
-                        help="the native environment mirrors go to")
+                        help="the native environment mirrors are sent to")
     parser.add_argument("--secondary", metavar="URL",
                         help="a second Docker copy, to learn what is noise")
     parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                         help="where clients connect (default 127.0.0.1:8080)")
-    parser.add_argument("--config", metavar="FILE", help="parity.toml (routes, gates, shadow)")
+    parser.add_argument("--config", metavar="FILE", help="parity.toml (routes, gates, [shadow])")
     parser.add_argument("--recordings", default="recordings", metavar="DIR",
                         help="where exchanges are recorded (default recordings/)")
     parser.add_argument("--sample", type=float, metavar="RATE",
-                        help="share of requests mirrored, 0 to 1 (default from parity.toml: 1)")
+                        help="share of clients mirrored, 0 to 1: all of a client's requests "
+                             "or none (default [shadow] sample: 1)")
     parser.add_argument("--timeout", type=float, metavar="S",
-                        help="per-mirror timeout in seconds (default from parity.toml: 5)")
-    parser.add_argument("--workers", type=int, metavar="N", help="mirror worker processes")
+                        help="timeout of one mirrored request (default [shadow] timeout_s: 5)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="mirror worker processes (default [shadow] workers: 1)")
     parser.add_argument("--queue-size", type=int, metavar="N",
-                        help="exchanges waiting for a worker at most; beyond, mirrors are dropped")
-    parser.add_argument("--certs", action="append", metavar="[DOMAIN=]PEM",
-                        help="serve TLS to clients with this certificate+key PEM (mitmproxy's "
-                             "certs option); repeatable")
+                        help="exchanges a worker holds at most; beyond, mirrors are dropped and "
+                             "counted (default [shadow] queue_size: 10000)")
+    parser.add_argument("--max-inflight", type=int, default=128, metavar="N",
+                        help="mirrors a worker sends at once at most (default 128)")
+    parser.add_argument("--drain", type=float, default=15.0, metavar="S",
+                        help="seconds the workers get at exit to finish their mirrors "
+                             "(default 15)")
+    parser.add_argument("--certs", action="append", default=[], metavar="[DOMAIN=]PEM",
+                        help="serve TLS to clients with this PEM (certificate chain and key; "
+                             "mitmproxy's certs option); repeatable")
     parser.add_argument("--ca-bundle", metavar="PEM",
-                        help="CA bundle to verify candidate and secondary certificates")
+                        help="CA bundle that verifies the primary, candidate and secondary "
+                             "(default: the system's CAs)")
     parser.add_argument("--insecure", action="store_true",
                         help="do not verify upstream TLS certificates (test setups only)")
     return parser
@@ -50,6 +62,10 @@ def _url(option: str, value: str | None) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"{option} {value!r}: expected an http(s) URL such as http://host:8000")
+    try:
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        raise UserError(f"{option} {value!r}: the port is not valid") from None
     return value.rstrip("/")
 
 
@@ -57,13 +73,28 @@ def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host or "127.0.0.1", int(port)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _file(option: str, value: str) -> str:
+    path = value.partition("=")[2] if option == "--certs" and "=" in value else value
+    if not os.path.isfile(path):
+        raise UserError(f"{option} {value!r}: no such file")
+    return value
+
+
+def _positive(option: str, value: float | None, *, high: float | None = None) -> None:
+    if value is not None and (value <= 0 or (high is not None and value > high)):
+        raise UserError(f"{option} must be {'between 0 and ' + str(high) if high else 'positive'}"
+                        f", got {value}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
+    from mitmproxy.exceptions import OptionsError
+
     from harness.config import load_config
-    from harness.shadow.proxy import serve
+    from harness.shadow.proxy import ProxySettings, serve
 
     config = load_config(args.config)
     primary = _url("--primary", args.primary)
@@ -72,23 +103,42 @@ def run(args: argparse.Namespace) -> int:
     host, port = _listen(args.listen)
     sample = config.shadow.sample if args.sample is None else args.sample
     if not 0.0 <= sample <= 1.0:
-        raise UserError("--sample must be between 0 and 1")
+        raise UserError(f"--sample must be between 0 and 1, got {sample}")
     timeout = config.shadow.timeout_s if args.timeout is None else args.timeout
-    if timeout <= 0:
-        raise UserError("--timeout must be positive")
-    settings = {
-        "parity_candidate": candidate,
-        "parity_secondary": secondary or "",
-        "parity_config": args.config or "",
-        "parity_recordings": args.recordings,
-        "parity_sample": str(sample),
-        "parity_timeout": str(timeout),
-        "parity_workers": args.workers or config.shadow.workers,
-        "parity_queue_size": args.queue_size or config.shadow.queue_size,
-        "parity_insecure": args.insecure,
-        "parity_ca_bundle": args.ca_bundle or "",
-    }
+    for option, value in (("--timeout", timeout), ("--workers", args.workers),
+                          ("--queue-size", args.queue_size), ("--max-inflight", args.max_inflight)):
+        _positive(option, value)
+    if args.drain < 0:
+        raise UserError(f"--drain must be 0 or more, got {args.drain}")
+    certs = tuple(_file("--certs", value) for value in args.certs)
+    ca_bundle = _file("--ca-bundle", args.ca_bundle) if args.ca_bundle else None
+    settings = ProxySettings(
+        primary=primary or "",
+        listen_host=host,
+        listen_port=port,
+        certs=certs,
+        ca_bundle=ca_bundle,
+        insecure=args.insecure,
+        addon_options={
+            "parity_candidate": candidate,
+            "parity_secondary": secondary or "",
+            "parity_config": args.config or "",
+            "parity_recordings": args.recordings,
+            "parity_sample": str(sample),
+            "parity_timeout": str(timeout),
+            "parity_workers": args.workers or config.shadow.workers,
+            "parity_queue_size": args.queue_size or config.shadow.queue_size,
+            "parity_max_inflight": args.max_inflight,
+            "parity_drain": str(args.drain),
+            "parity_insecure": args.insecure,
+            "parity_ca_bundle": ca_bundle or "",
+        },
+    )
     print(f"parity shadow: listening on {host}:{port}, primary {primary}, candidate {candidate}"
-          + (f", secondary {secondary}" if secondary else ""), flush=True)
-    asyncio.run(serve(settings, host, port, primary, args.certs))
+          + (f", secondary {secondary}" if secondary else "")
+          + f", recordings in {args.recordings}", flush=True)
+    try:
+        asyncio.run(serve(settings))
+    except OptionsError as exc:
+        raise UserError(str(exc)) from None
     return 0

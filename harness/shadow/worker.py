@@ -1,185 +1,348 @@
-"""The mirror worker: a separate process that takes captured exchanges off a bounded queue, sends
-them to the candidate (and secondary), judges and records them. Nothing here runs in the proxy's
-event loop, so nothing the candidate does can slow production down."""
+"""The mirror worker: a separate process (``python -m harness.shadow.worker``, started by the
+shadow addon) that reads captured exchanges from its pipe, sends each to the candidate and the
+secondary, judges and records it. Nothing here runs in the proxy's event loop, so nothing the
+candidate does (slow, hanging, refusing, failing) can delay or fail a production answer.
+
+Bounded everywhere: at most `queue_size` exchanges (and `MAX_HELD_BYTES`) are held; beyond that
+the worker stops reading, its pipe fills and the proxy drops (and counts) further mirrors. At
+most `max_inflight` exchanges are being mirrored at once, each within its timeout. Requests of one
+client keep their order around writes (create → get, login → authorised calls), so the
+identifiers learned from a write are there for the requests after it.
+
+The worker ends when its pipe ends (the proxy closed it, or died) after finishing what it holds;
+on SIGTERM it abandons what is still queued, flushes the recordings and exits.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import os
-import queue as queue_module
+import pickle
 import signal
-import threading
-import time
-from dataclasses import dataclass, field
+import sys
+from collections import Counter, deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
 
-from harness.compare.engine import Engine
-from harness.config import load_config
-from harness.mirror import Mirror
-from harness.model import Exchange, Request, Response, Severity
-from harness.policy import SAFE_METHODS, MirrorPolicy
-from harness.replay.lanes import run_lanes
-from harness.store.bodies import body_from_wire
-from harness.store.writer import SegmentWriter, StoreError
-from harness.transport import TransportSettings, make_client
+import orjson
+
+from harness.correlation import Correlator
+from harness.model import Exchange, Response
+from harness.policy import SAFE_METHODS, Breakers, MirrorPolicy
+from harness.shadow import counters as c
+from harness.shadow.capture import Captured, to_exchange
+from harness.shadow.channel import FrameReader
+from harness.shadow.settings import WorkerSettings
 
 log = logging.getLogger("parity.shadow")
 
+MAX_HELD_BYTES = 256 * 1024 * 1024
 STATS_EVERY_S = 1.0
+READ_CHUNK = 1 << 18
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """What a worker needs; plain values, so it pickles into the worker process."""
-
-    candidate: str
-    secondary: str | None
-    config_path: str | None
-    recordings: str
-    timeout_s: float
-    concurrency: int = 64
-    verify: bool = True
-    ca_bundle: str | None = None
-    name: str = "w1"
+Item = tuple[Exchange, int]  # an exchange and the bytes it held in the intake
 
 
-@dataclass(slots=True)
-class Captured:
-    """What the addon captures of one flow (plain data: cheap to pickle)."""
+class Intake:
+    """Frames from the proxy's pipe as an async iterator of captured tuples (with their size).
 
-    session: str
-    method: str
-    path: str
-    query: list[tuple[str, str]]
-    request_headers: list[tuple[str, str]]
-    request_body: bytes
-    status: int
-    response_headers: list[tuple[str, str]]
-    response_body: bytes
-    latency_ms: float
-    ts: float = field(default_factory=time.time)
+    Reading stops while `max_items` or `max_bytes` are held (read and not yet released), so the
+    pipe fills up and the proxy drops instead of this process growing."""
 
-    def to_exchange(self) -> Exchange:
-        """The exchange with the primary's answer, bodies decoded from their Content-Encoding."""
-        def encoding(headers: list[tuple[str, str]]) -> str | None:
-            return next((v for k, v in headers if k.lower() == "content-encoding"), None)
+    def __init__(self, fd: int, max_items: int, max_bytes: int = MAX_HELD_BYTES) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.held = 0
+        self.held_bytes = 0
+        self.undecodable = 0
+        self._frames = FrameReader()
+        self._ready: deque[tuple[Captured, int]] = deque()
+        self._arrived = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading = False
+        self._eof = False
 
-        return Exchange(
-            request=Request(self.method, self.path, self.query, self.request_headers,
-                            body_from_wire(self.request_body, encoding(self.request_headers))),
-            primary=Response(self.status, self.response_headers,
-                             body_from_wire(self.response_body, encoding(self.response_headers)),
-                             self.latency_ms),
-            ts=self.ts,
-            session=self.session,
-        )
+    def start(self) -> None:
+        """Start reading (in the running event loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._resume()
+
+    def _resume(self) -> None:
+        if not self._reading and not self._eof and self._loop is not None:
+            self._loop.add_reader(self.fd, self._readable)
+            self._reading = True
+
+    def _pause(self) -> None:
+        if self._reading and self._loop is not None:
+            self._loop.remove_reader(self.fd)
+            self._reading = False
+
+    def _full(self) -> bool:
+        return self.held >= self.max_items or self.held_bytes >= self.max_bytes
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._eof = True
+            self._pause()
+            self._arrived.set()
+        self._frames.push(data)
+        self._admit()
+
+    def _admit(self) -> None:
+        """Take complete frames while there is room; stop reading the pipe when there is none."""
+        admitted = False
+        while not self._full():
+            payload = self._frames.pop()
+            if payload is None:
+                break
+            try:
+                captured = pickle.loads(payload)  # our own pipe from our own proxy process
+            except Exception:
+                self.undecodable += 1
+                continue
+            self._ready.append((captured, len(payload)))
+            self.held += 1
+            self.held_bytes += len(payload)
+            admitted = True
+        if admitted or self._eof:
+            self._arrived.set()
+        if self._full():
+            self._pause()
+        else:
+            self._resume()
+
+    def release(self, size: int) -> None:
+        """One item is finished: make room for more."""
+        self.held -= 1
+        self.held_bytes -= size
+        self._admit()
+
+    async def __aiter__(self) -> AsyncIterator[tuple[Captured, int]]:
+        while True:
+            while self._ready:
+                yield self._ready.popleft()
+            if self._eof and not self._full():  # not full: every complete frame was admitted
+                return
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    def close(self) -> None:
+        self._pause()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 class MirrorWorker:
-    """Mirrors, judges and records; reports counts on `stats_queue`."""
+    """Mirrors, judges and records exchanges; counts what happened to them."""
 
-    def __init__(self, settings: WorkerSettings, stats_queue) -> None:
+    def __init__(self, settings: WorkerSettings, *, engine: Any = None, writer: Any = None,
+                 policy: MirrorPolicy | None = None) -> None:
+        if engine is None:
+            from harness.compare.engine import Engine
+            from harness.config import load_config
+
+            engine = Engine(load_config(settings.config_path))
+        if writer is None:
+            from harness.store.writer import SegmentWriter
+
+            writer = SegmentWriter(settings.recordings, prefix=f"shadow-{settings.name}")
         self.settings = settings
-        self.engine = Engine(load_config(settings.config_path))
-        self.writer = SegmentWriter(settings.recordings, prefix=f"shadow-{settings.name}")
-        self.transport = TransportSettings(timeout_s=settings.timeout_s,
-                                           max_connections=settings.concurrency,
-                                           verify=settings.verify, ca_bundle=settings.ca_bundle)
-        self.stats_queue = stats_queue
-        self.counts: dict[str, int] = {}
+        self.engine = engine
+        self.writer = writer
+        self.policy = policy or MirrorPolicy(Breakers(settings.breakers))
+        self.correlators = {"candidate": Correlator(), "secondary": Correlator()}
+        self.counts: Counter[str] = Counter()
         self.recording_failed: str | None = None
-        self._mirror: Mirror | None = None
+        self._mirror: Any = None
+        self._release: Callable[[int], None] = lambda size: None
 
-    def count(self, name: str) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
+    async def run(self, items: AsyncIterable[tuple[Captured, int]],
+                  release: Callable[[int], None] | None = None, *, client: Any = None) -> None:
+        """Mirror every captured item until `items` ends; `release(size)` is called as each one
+        is finished. `client` (an httpx.AsyncClient) is made from the settings when None."""
+        from harness.replay.lanes import run_lanes
 
-    async def run(self, items) -> None:
-        """Process items (an async iterable of Captured) until it ends."""
-        async with make_client(self.transport) as client:
-            self._mirror = Mirror(client, self.engine, MirrorPolicy(), self.settings.candidate,
-                                  self.settings.secondary, self.settings.timeout_s)
-            reporter = asyncio.create_task(self._report_loop())
-            await run_lanes(items, self._handle, key=lambda c: c.session,
-                            is_safe=lambda c: c.method.upper() in SAFE_METHODS,
-                            concurrency=self.settings.concurrency, depth=1024)
-            reporter.cancel()
-        self.writer.close()
-        self._report()
+        self._release = release or self._release
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(self._client())
+            self.attach(client)
+            s = self.settings
+            await run_lanes(self._exchanges(items), self._handle,
+                            key=lambda item: item[0].session or "anonymous",
+                            is_safe=lambda item: item[0].request.method.upper() in SAFE_METHODS,
+                            concurrency=s.max_inflight, depth=s.queue_size)
 
-    async def _report_loop(self) -> None:
-        while True:
-            await asyncio.sleep(STATS_EVERY_S)
-            self._report()
+    def attach(self, client: Any) -> None:
+        """Send the mirrors with `client` (an httpx.AsyncClient, or a ClientGroup)."""
+        from harness.mirror import Mirror
 
-    def _report(self) -> None:
-        with contextlib.suppress(queue_module.Full):
-            self.stats_queue.put_nowait((self.settings.name, dict(self.counts)))
+        s = self.settings
+        self._mirror = Mirror(client, self.engine, self.policy, s.candidate, s.secondary,
+                              s.timeout_s, correlators=self.correlators)
 
-    async def _handle(self, captured: Captured) -> None:
+    def _client(self) -> Any:
+        from harness.shadow.clients import ClientGroup
+        from harness.transport import TransportSettings, make_client
+
+        s = self.settings
+
+        def client(connections: int) -> Any:
+            return make_client(TransportSettings(timeout_s=s.timeout_s,
+                                                 max_connections=connections, verify=s.verify,
+                                                 ca_bundle=s.ca_bundle))
+
+        # Candidate and secondary are asked at once: two connections per mirror in flight.
+        return ClientGroup(client, s.max_inflight * (2 if s.secondary else 1))
+
+    async def _exchanges(self, items: AsyncIterable[tuple[Captured, int]]
+                         ) -> AsyncIterator[Item]:
+        async for captured, size in items:
+            try:
+                exchange = to_exchange(captured)
+            except Exception:
+                log.exception("a captured exchange could not be read")
+                self.counts[c.WORKER_ERRORS] += 1
+                self._release(size)
+                continue
+            yield exchange, size
+
+    def _deadline(self, route: Any) -> float:
+        # httpx's timeout applies per phase (connect, write, read); this bounds the whole mirror,
+        # the settle retries of answers that become final shortly after a write included.
+        return 2 * self.settings.timeout_s + getattr(route, "settle_s", 0.0) + 1.0
+
+    async def _handle(self, item: Item) -> None:
+        exchange, size = item
         try:
-            exchange = captured.to_exchange()
-            await self._mirror.run(exchange, self.engine.route_of(exchange))
-            self.count(str(exchange.verdict))
-            if any(d.severity is Severity.CRITICAL and "dry run" in d.message
-                   for d in exchange.differences):
-                self.count("breaker-tripped")
+            await self.mirror_one(exchange)
             self._record(exchange)
         except Exception:  # one bad exchange must not stop the worker
-            log.exception("mirroring %s %s failed", captured.method, captured.path)
-            self.count("worker-errors")
+            log.exception("mirroring %s %s failed", exchange.request.method,
+                          exchange.request.path)
+            self.counts[c.WORKER_ERRORS] += 1
+        finally:
+            self._release(size)
+
+    async def mirror_one(self, exchange: Exchange) -> Exchange:
+        """Mirror and judge one exchange (its primary answer known); counts it."""
+        route = self.engine.route_of(exchange)
+        deadline = self._deadline(route)
+        try:
+            async with asyncio.timeout(deadline):
+                await self._mirror.run(exchange, route)
+        except TimeoutError:
+            exchange.candidate = Response(error=f"timeout after {deadline:g}s (whole mirror)")
+            self.engine.judge(exchange, route)
+        if exchange.mirror in ("mirrored", "dry-run"):
+            self.counts[c.MIRRORED] += 1
+            if exchange.mirror == "dry-run":
+                self.counts[c.DRY_RUN] += 1
+        self.counts[str(exchange.verdict)] += 1
+        return exchange
 
     def _record(self, exchange: Exchange) -> None:
         if self.recording_failed:
-            self.count("not-recorded")
+            self.counts[c.NOT_RECORDED] += 1
             return
         try:
             self.writer.write(exchange)
-        except StoreError as exc:
+        except Exception as exc:  # StoreError (disk full...) or a bug: stop recording loudly
             self.recording_failed = str(exc)
-            log.critical("RECORDING STOPPED: %s. Mirroring goes on unrecorded; production is "
-                         "not affected. Free space on the recordings volume and restart.", exc)
-            self.count("not-recorded")
+            log.critical("RECORDING STOPPED: %s. Mirroring goes on unrecorded; production is not "
+                         "affected. Free space on the recordings volume and restart.", exc)
+            self.counts[c.NOT_RECORDED] += 1
+
+    def report(self) -> dict[str, Any]:
+        """The worker's cumulative counts and open breakers, as sent to the proxy."""
+        counts = dict(self.counts)
+        counts[c.DUPLICATES] = self.policy.duplicates
+        counts[c.BREAKERS] = self.policy.trips
+        return {"worker": self.settings.name, "counts": counts, "breakers": self.policy.tripped}
+
+    def close(self) -> None:
+        """Flush and close the recordings."""
+        with contextlib.suppress(Exception):
+            self.writer.close()
 
 
-async def _items_from(mp_queue):
-    """The queue's items as an async iterator, read by a thread (the queue blocks). Ends at the
-    None sentinel, or when the proxy process is gone (then nothing more can arrive)."""
-    loop = asyncio.get_running_loop()
-    local: asyncio.Queue = asyncio.Queue(maxsize=1024)
-    parent = os.getppid()
+class StatsSender:
+    """Sends the worker's report to the proxy as JSON lines, never blocking."""
 
-    def pump() -> None:
-        item = None
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+
+    def send(self, report: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # full (the proxy reads later) or gone (it ended)
+            os.write(self.fd, orjson.dumps(report) + b"\n")
+
+    async def every(self, seconds: float, report: Callable[[], dict[str, Any]]) -> None:
         while True:
-            try:
-                item = mp_queue.get(timeout=1.0)
-            except queue_module.Empty:
-                if os.getppid() != parent:
-                    item = None
-                else:
-                    continue
-            except (EOFError, OSError):
-                item = None
-            asyncio.run_coroutine_threadsafe(local.put(item), loop).result()
-            if item is None:
-                return
+            await asyncio.sleep(seconds)
+            self.send(report())
 
-    threading.Thread(target=pump, daemon=True, name="parity-queue-reader").start()
-    while (item := await local.get()) is not None:
-        yield item
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
-def worker_main(settings: WorkerSettings, mp_queue, stats_queue) -> None:
-    """Entry point of a worker process: runs until it reads the None sentinel."""
-    # The proxy decides when workers stop (after they drained the queue), even when its whole
-    # process group is signalled.
+async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
+    """Run one worker on its pipe until the pipe ends (or SIGTERM)."""
+    loop = asyncio.get_running_loop()
+    stats = StatsSender(stats_fd)
+    intake = Intake(fd, settings.queue_size)
+    worker = MirrorWorker(settings)
+    intake.start()
+    main = asyncio.current_task()
+    assert main is not None
+    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    reporter = loop.create_task(stats.every(STATS_EVERY_S, worker.report))
+    try:
+        await worker.run(intake, intake.release)
+    except asyncio.CancelledError:
+        worker.counts[c.ABANDONED] += intake.held
+        log.warning("stopped: %d queued exchange(s) abandoned", intake.held)
+    finally:
+        reporter.cancel()
+        worker.counts[c.WORKER_ERRORS] += intake.undecodable
+        worker.close()
+        intake.close()
+        stats.send(worker.report())
+        stats.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a worker process (started by the shadow addon, not by hand)."""
+    parser = argparse.ArgumentParser(prog="python -m harness.shadow.worker")
+    parser.add_argument("--settings", required=True, help="WorkerSettings as JSON")
+    parser.add_argument("--fd", type=int, required=True, help="pipe to read exchanges from")
+    parser.add_argument("--stats-fd", type=int, required=True, help="pipe to report counts on")
+    args = parser.parse_args(argv)
+    settings = WorkerSettings.from_json(args.settings)
+    # The proxy decides when a worker stops (by closing its pipe); a Ctrl-C meant for the proxy
+    # must not cut the worker off before it has drained.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    logging.basicConfig(level=logging.INFO, format=f"parity-{settings.name}: %(message)s")
+    with contextlib.suppress(OSError):
+        os.nice(settings.nice)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"parity shadow {settings.name}: %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    worker = MirrorWorker(settings, stats_queue)
-    asyncio.run(worker.run(_items_from(mp_queue)))
+    asyncio.run(serve(settings, args.fd, args.stats_fd))
+    return 0
 
 
+if __name__ == "__main__":
+    sys.exit(main())
