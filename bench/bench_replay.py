@@ -4,7 +4,8 @@
 
 For each N, a recording of N exchanges (candle queries of many sessions, as the shadow proxy
 writes them) is replayed against a Docker-flavour reference app. Baseline: the same requests sent
-by a bare httpx loop with the same concurrency (no reading, comparing or judging). Reported:
+by a bare aiohttp loop with the same concurrency (no reading, comparing or judging): what the
+target can serve, so the ratio shows what the replay's own work costs. Reported:
 exchanges/s, the ratio to the baseline, and the replay's peak Python memory (tracemalloc), which
 must not grow with N.
 """
@@ -18,6 +19,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from harness.config import load_config
@@ -46,13 +48,15 @@ def make_recording(directory: Path, base_url: str, n: int) -> None:
 
 
 async def baseline(base_url: str, records) -> float:
+    """The same requests from a bare aiohttp loop: what the target serves to the cheapest client."""
     started = time.perf_counter()
     limit = asyncio.Semaphore(CONCURRENCY)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as client:
         async def one(record):
-            async with limit:
-                await client.get(base_url + record["request"]["path"],
-                                 params=record["request"]["query"])
+            async with limit, client.get(base_url + record["request"]["path"],
+                                         params=record["request"]["query"]) as answer:
+                await answer.read()
 
         await asyncio.gather(*(one(r) for r in records))
     return time.perf_counter() - started

@@ -8,15 +8,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-import httpx
-
 from harness.compare.engine import Engine
 from harness.correlation import Correlator
 from harness.lift import lift
 from harness.model import Difference, Exchange, Kind, Request, Response, Severity, Verdict
 from harness.policy import SAFE_METHODS, MirrorPolicy
 from harness.routes import Route
-from harness.transport import send
+from harness.transport import Client, send
 
 UNSETTLED = (Verdict.MISMATCH, Verdict.UNTESTABLE)
 
@@ -25,7 +23,7 @@ UNSETTLED = (Verdict.MISMATCH, Verdict.UNTESTABLE)
 class Mirror:
     """Everything one mirrored exchange needs; shared by all exchanges of a run."""
 
-    client: httpx.AsyncClient
+    client: Client
     engine: Engine
     policy: MirrorPolicy
     candidate_url: str

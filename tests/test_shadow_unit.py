@@ -10,9 +10,10 @@ import os
 import pickle
 import time
 
-import httpx
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow
 
@@ -32,6 +33,7 @@ from harness.shadow.pool import MAX_CAPTURE_BYTES, WorkerPool
 from harness.shadow.settings import WorkerSettings
 from harness.shadow.worker import Intake, MirrorWorker
 from harness.store.reader import iter_records
+from harness.transport import TransportSettings, make_client
 
 CONFIG = load_config()
 ROUTES = CONFIG.routes
@@ -279,29 +281,30 @@ def test_a_breaker_tripped_in_one_worker_stops_the_route_in_every_worker(tmp_pat
 
 
 class FakeCandidate:
-    """An httpx transport standing in for the candidate: ids differ from the primary's, orders
-    answer as dry runs unless `proves` is off, and every request is kept."""
+    """A real loopback server (aiohttp) standing in for the candidate: ids differ from the
+    primary's, orders answer as dry runs unless `proves` is off, and every request is kept as
+    (method, path, X-Dry-Run header)."""
 
     def __init__(self, proves: bool = True, delay: float = 0.0) -> None:
         self.proves = proves
         self.delay = delay
-        self.requests: list[httpx.Request] = []
+        self.requests: list[tuple[str, str, str | None]] = []
 
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path, request.headers.get("x-dry-run")))
         if self.delay:
             await asyncio.sleep(self.delay)
-        path = request.url.path
+        path = request.path
         if path == "/api/strategies/strategies/" and request.method == "POST":
-            return httpx.Response(201, json={"id": 70, "name": "s"})
+            return web.json_response({"id": 70, "name": "s"}, status=201)
         if path == "/api/strategies/strategies/70":
-            return httpx.Response(200, json={"id": 70, "name": "s"})
+            return web.json_response({"id": 70, "name": "s"})
         if path.startswith("/api/strategies/strategies/"):
-            return httpx.Response(404, json={"detail": "Strategy not found"})
+            return web.json_response({"detail": "Strategy not found"}, status=404)
         if path == "/api/trades/orders":
             status = "dry_run" if self.proves else "open"
-            return httpx.Response(200, json={"status": status, "order": {"amount": 0.1}})
-        return httpx.Response(200, json={"ok": True})
+            return web.json_response({"status": status, "order": {"amount": 0.1}})
+        return web.json_response({"ok": True})
 
 
 def make_exchange(method: str, path: str, data, answer, status: int = 200) -> Exchange:
@@ -311,18 +314,21 @@ def make_exchange(method: str, path: str, data, answer, status: int = 200) -> Ex
 
 def run_worker(candidate: FakeCandidate, exchanges: list[Exchange], *, breakers=None,
                timeout_s: float = 2.0) -> tuple[MirrorWorker, list[Exchange]]:
-    settings = WorkerSettings(candidate="http://candidate", timeout_s=timeout_s)
-    worker = MirrorWorker(settings, engine=Engine(CONFIG), writer=object(),
-                          policy=MirrorPolicy(breakers or Breakers()))
+    async def scenario() -> MirrorWorker:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", candidate.handle)
+        async with TestServer(app, host="127.0.0.1") as server:
+            settings = WorkerSettings(candidate=str(server.make_url("")).rstrip("/"),
+                                      timeout_s=timeout_s)
+            worker = MirrorWorker(settings, engine=Engine(CONFIG), writer=object(),
+                                  policy=MirrorPolicy(breakers or Breakers()))
+            async with make_client(TransportSettings(timeout_s=timeout_s)) as client:
+                worker.attach(client)
+                for exchange in exchanges:  # one after the other, as one client's lane does
+                    await worker.mirror_one(exchange)
+        return worker
 
-    async def scenario() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(candidate)) as client:
-            worker.attach(client)
-            for exchange in exchanges:  # one after the other, as one client's lane does
-                await worker.mirror_one(exchange)
-
-    asyncio.run(scenario())
-    return worker, exchanges
+    return asyncio.run(scenario()), exchanges
 
 
 def test_worker_mirrors_orders_once_as_dry_runs_and_follows_created_ids():
@@ -336,8 +342,7 @@ def test_worker_mirrors_orders_once_as_dry_runs_and_follows_created_ids():
         make_exchange("DELETE", "/api/trades/orders/o-1", None, {"status": "cancelled"}),
     ]
     worker, written = run_worker(candidate, exchanges)
-    sent = [(r.method, r.url.path, r.headers.get("x-dry-run")) for r in candidate.requests]
-    assert sent == [("POST", "/api/strategies/strategies/", None),
+    assert candidate.requests == [("POST", "/api/strategies/strategies/", None),
                     ("GET", "/api/strategies/strategies/70", None),
                     ("POST", "/api/trades/orders", "true")]
     assert [e.mirror.split(":")[0] for e in written] == [

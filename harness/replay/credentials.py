@@ -9,12 +9,12 @@ import os
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
-import httpx
 import orjson
 
 from harness.errors import UserError
 from harness.model import Body, Request
 from harness.store.redact import fingerprint
+from harness.transport import Client, send
 
 REDACTED = "redacted:sha256:"
 
@@ -55,21 +55,25 @@ class Tokens:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-async def login(client: httpx.AsyncClient, base_url: str, account: ServiceAccount) -> Tokens:
+async def login(client: Client, base_url: str, account: ServiceAccount,
+                timeout_s: float = 10.0) -> Tokens:
     """Log the service account in on one environment; UserError saying which one on failure."""
-    url = base_url.rstrip("/") + account.login_path
-    try:
-        answer = await client.post(
-            url, data={"username": account.username, "password": account.password}
-        )
-    except httpx.HTTPError as exc:
-        raise UserError(f"replay login on {base_url} failed: {exc}") from None
-    if answer.status_code != 200:
+    form = urllib.parse.urlencode({"username": account.username, "password": account.password})
+    request = Request("POST", account.login_path,
+                      headers=[("content-type", "application/x-www-form-urlencoded")],
+                      body=Body.from_bytes(form.encode()))
+    answer = await send(client, base_url, request, timeout_s=timeout_s)
+    if answer.error:
+        raise UserError(f"replay login on {base_url} failed: {answer.error}")
+    if answer.status != 200:
         raise UserError(
-            f"replay login on {base_url} failed with HTTP {answer.status_code}: check the service "
+            f"replay login on {base_url} failed with HTTP {answer.status}: check the service "
             "account (--login USER:PASSWORD or [replay] username/password in parity.toml)"
         )
-    data = answer.json()
+    try:
+        data = orjson.loads(answer.body.raw)
+    except orjson.JSONDecodeError:
+        raise UserError(f"replay login on {base_url}: the answer is not JSON") from None
     return Tokens(data.get("access_token"), data.get("refresh_token"))
 
 

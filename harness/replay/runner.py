@@ -10,16 +10,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from harness.compare.engine import Engine
 from harness.config import Config
+from harness.loop import run_async
 from harness.mirror import Mirror
 from harness.model import Exchange, Verdict
 from harness.policy import MirrorPolicy
 from harness.replay.credentials import ServiceAccount, Tokens, login, with_fresh_credentials
 from harness.replay.lanes import run_lanes, session_key
-from harness.transport import TransportSettings, make_client, send
+from harness.transport import Client, TransportSettings, make_client, send
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,7 @@ class Replayer:
         self._on_exchange = on_exchange
         self._limiter = _RateLimiter(rate)
         self._tokens: dict[str, Tokens] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._client: Client | None = None
         self._mirror: Mirror | None = None
 
     async def run(self, records: Iterable[dict[str, Any]]) -> ReplayStats:
@@ -126,7 +125,8 @@ class Replayer:
         if self.targets.secondary:
             envs["secondary"] = self.targets.secondary
         for name, url in envs.items():
-            self._tokens[name] = await login(self._client, url, self.account)
+            self._tokens[name] = await login(self._client, url, self.account,
+                                             self.transport.timeout_s)
 
     def _for_env(self, env: str, request):
         if self.account is None or env not in self._tokens:
@@ -169,6 +169,6 @@ def replay_records(
     **kwargs: Any,
 ) -> ReplayStats:
     """Synchronous wrapper: run a `Replayer` over `records` to completion."""
-    return asyncio.run(Replayer(config, targets, **kwargs).run(records))
+    return run_async(Replayer(config, targets, **kwargs).run(records))
 
 

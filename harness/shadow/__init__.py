@@ -6,7 +6,6 @@
     channel.py      the non-blocking pipe between the proxy and a worker (the bounded queue)
     pool.py         the worker processes: start, shard by client, supervise, drain and stop
     worker.py       a worker: mirror to candidate and secondary, judge, record, report counts
-    clients.py      the worker's HTTP clients (several small httpx pools)
     counters.py     the live counts logged by the proxy
     settings.py     what a worker is told when it starts
 """

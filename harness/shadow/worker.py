@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from harness.correlation import Correlator
+from harness.loop import run_async
 from harness.model import Exchange, Response
 from harness.policy import SAFE_METHODS, Breakers, MirrorPolicy
 from harness.shadow import counters as c
@@ -171,7 +172,8 @@ class MirrorWorker:
     async def run(self, items: AsyncIterable[tuple[Captured, int]],
                   release: Callable[[int], None] | None = None, *, client: Any = None) -> None:
         """Mirror every captured item until `items` ends; `release(size)` is called as each one
-        is finished. `client` (an httpx.AsyncClient) is made from the settings when None."""
+        is finished. `client` (a `harness.transport.Client`) is made from the settings when
+        None."""
         from harness.replay.lanes import run_lanes
 
         self._release = release or self._release
@@ -186,7 +188,7 @@ class MirrorWorker:
                             concurrency=s.max_inflight, depth=s.queue_size)
 
     def attach(self, client: Any) -> None:
-        """Send the mirrors with `client` (an httpx.AsyncClient, or a ClientGroup)."""
+        """Send the mirrors with `client` (a `harness.transport.Client`)."""
         from harness.mirror import Mirror
 
         s = self.settings
@@ -194,18 +196,13 @@ class MirrorWorker:
                               s.timeout_s, correlators=self.correlators)
 
     def _client(self) -> Any:
-        from harness.shadow.clients import ClientGroup
         from harness.transport import TransportSettings, make_client
 
         s = self.settings
-
-        def client(connections: int) -> Any:
-            return make_client(TransportSettings(timeout_s=s.timeout_s,
-                                                 max_connections=connections, verify=s.verify,
-                                                 ca_bundle=s.ca_bundle))
-
         # Candidate and secondary are asked at once: two connections per mirror in flight.
-        return ClientGroup(client, s.max_inflight * (2 if s.secondary else 1))
+        return make_client(TransportSettings(
+            timeout_s=s.timeout_s, max_connections=s.max_inflight * (2 if s.secondary else 1),
+            verify=s.verify, ca_bundle=s.ca_bundle))
 
     async def _exchanges(self, items: AsyncIterable[tuple[Captured, int]]
                          ) -> AsyncIterator[Item]:
@@ -220,7 +217,7 @@ class MirrorWorker:
             yield exchange, size
 
     def _deadline(self, route: Any) -> float:
-        # httpx's timeout applies per phase (connect, write, read); this bounds the whole mirror,
+        # The transport's timeout bounds one request; this bounds the whole mirror,
         # the settle retries of answers that become final shortly after a write included.
         return 2 * self.settings.timeout_s + getattr(route, "settle_s", 0.0) + 1.0
 
@@ -339,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(settings.nice)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"parity shadow {settings.name}: %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(serve(settings, args.fd, args.stats_fd))
+    run_async(serve(settings, args.fd, args.stats_fd))
     return 0
 
 
