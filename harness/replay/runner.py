@@ -15,7 +15,7 @@ from harness.config import Config
 from harness.loop import run_async
 from harness.mirror import Mirror
 from harness.model import Exchange, Verdict
-from harness.policy import MirrorPolicy
+from harness.policy import SAFE_METHODS, MirrorPolicy
 from harness.replay.credentials import ServiceAccount, Tokens, login, with_fresh_credentials
 from harness.replay.lanes import run_lanes, session_key
 from harness.transport import Client, TransportSettings, make_client, send
@@ -146,8 +146,9 @@ class Replayer:
             comparator=route.comparator,
             session=recorded.session or session_key(record),
         )
-        if self.targets.primary and route.ages and self.policy.decide(route, recorded.request
-                                                                      ).request is not None:
+        # Only safe requests are asked again of the live primary: it is production.
+        if (self.targets.primary and route.ages
+                and recorded.request.method.upper() in SAFE_METHODS):
             exchange.primary = await send(self._client, self.targets.primary,
                                           self._for_env("primary", recorded.request),
                                           timeout_s=self.transport.timeout_s)
