@@ -16,6 +16,7 @@ through `closes`, always unshifted (the `tz-offset` drift is a rendering fault o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
@@ -26,7 +27,7 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import JSONResponse
 
 from reference_cryptobot.clock import as_utc, iso
@@ -273,3 +274,26 @@ def get_ohlcv(
     settings: Settings = request.app.state.settings
     return JSONResponse(candles(settings, exchange.lower(), market, timeframe.value,
                                 start, end, limit))
+
+
+@router.websocket("/ws/ohlcv/{exchange}/{symbol}/{timeframe}")
+async def stream_ohlcv(websocket: WebSocket, exchange: str, symbol: str, timeframe: str) -> None:
+    """The latest candles of one market as a WebSocket stream: one JSON candle per message,
+    oldest first (`?limit=` of them, default 5), then the server closes. A client message is
+    echoed back as `{"echo": ...}` while the stream is open, so a test can check both ways."""
+    market = normalise_symbol(symbol)
+    if not is_symbol(market) or timeframe not in STEP:
+        await websocket.close(code=1008, reason="unknown market or timeframe")
+        return
+    await websocket.accept()
+    asked = websocket.query_params.get("limit", "5")
+    limit = min(MAX_LIMIT, int(asked)) if asked.isdigit() and int(asked) > 0 else 5
+    settings: Settings = websocket.app.state.settings
+    for candle in candles(settings, exchange.lower(), market, timeframe, limit=limit):
+        await websocket.send_json(candle)
+    try:
+        async with asyncio.timeout(0.2):
+            await websocket.send_json({"echo": await websocket.receive_text()})
+    except TimeoutError:
+        pass
+    await websocket.close()

@@ -1,7 +1,7 @@
 """The shadow proxy as production has it: TLS towards clients with the operator's certificate,
 HTTPS to the primary and the candidate verified against a CA bundle (verification on by default,
-an explicit switch to turn it off), and server-sent events passed through as they come, not
-mirrored. The CA and certificates are made here."""
+an explicit switch to turn it off), and streams (server-sent events, WebSocket upgrades) passed
+through as they come, not mirrored. The CA and certificates are made here."""
 
 from __future__ import annotations
 
@@ -161,3 +161,26 @@ def test_server_sent_events_stream_through_and_are_not_mirrored(tmp_path, server
     assert arrivals[-1][1] - arrivals[0][1] > 0.3  # each event as it came, not all at the end
     assert records_after(proxy, tmp_path) == []
     assert "streams 2" in proxy.log_tail()  # the start-up probe saw the stream too
+
+
+def test_websocket_streams_pass_through_both_ways_and_are_not_mirrored(tmp_path,
+                                                                        reference_factory):
+    from websockets.sync.client import connect
+
+    primary, candidate = reference_factory("docker"), reference_factory("native")
+    proxy, port = shadow(tmp_path, primary.base_url, candidate.base_url)
+    path = "/ws/ohlcv/binance/BTC-USDT/1h?limit=3"
+
+    def session(base: str) -> list:
+        with connect(base + path, open_timeout=10) as socket:
+            candles = [json.loads(socket.recv(timeout=10)) for _ in range(3)]
+            socket.send("ping")
+            return [*candles, json.loads(socket.recv(timeout=10))]
+
+    direct = session(primary.base_url.replace("http://", "ws://"))
+    through = session(f"ws://127.0.0.1:{port}")
+    assert through == direct  # the primary's stream, frame for frame, and the client's message
+    assert [frame.get("timeframe") for frame in through[:3]] == ["1h"] * 3
+    assert through[-1] == {"echo": "ping"}
+    assert records_after(proxy, tmp_path) == []  # upgrades are counted, not mirrored
+    assert "streams 1" in proxy.log_tail()

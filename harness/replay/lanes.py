@@ -66,20 +66,27 @@ class _Lane:
 
     async def _run(self) -> None:
         pending: set[asyncio.Task[None]] = set()
-        while (item := await self._next(pending)) is not None:
-            if self._is_safe(item):
-                await self._limit.acquire()
-                task = asyncio.create_task(self._guarded(item))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            else:
-                if pending:
-                    await asyncio.gather(*pending)
-                await self._limit.acquire()
-                await self._guarded(item)
-        self.closed = True
-        if pending:
-            await asyncio.gather(*pending)
+        try:
+            while (item := await self._next(pending)) is not None:
+                if self._is_safe(item):
+                    await self._limit.acquire()
+                    task = asyncio.create_task(self._guarded(item))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                else:
+                    if pending:
+                        await asyncio.gather(*pending)
+                    await self._limit.acquire()
+                    await self._guarded(item)
+            self.closed = True
+            if pending:
+                await asyncio.gather(*pending)
+        except BaseException:  # cancelled: what this lane started ends with it
+            self.closed = True
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
 
     async def _guarded(self, item: Any) -> None:
         try:
@@ -117,21 +124,33 @@ async def run_lanes(
     # number of sessions.
     room = asyncio.Semaphore(max(concurrency * 8, depth))
     lanes: dict[str, _Lane] = {}
+    running: set[asyncio.Task[None]] = set()  # every lane task not finished, closed or not
     scheduled = 0
-    async for item in _aiter(items):
-        lane_key = key(item)
-        if not in_shard(lane_key, shard):
-            continue
-        lane = lanes.get(lane_key)
-        if lane is None or lane.closed:
-            lane = lanes[lane_key] = _Lane(handler, limit, room, depth, is_safe)
-        await room.acquire()
-        await lane.queue.put(item)
-        scheduled += 1
-        if scheduled % 1024 == 0:
-            lanes = {k: v for k, v in lanes.items() if not v.closed}
-    for lane in lanes.values():
-        if not lane.closed:
-            await lane.queue.put(None)
-    await asyncio.gather(*(lane.task for lane in lanes.values()))
+    try:
+        async for item in _aiter(items):
+            lane_key = key(item)
+            if not in_shard(lane_key, shard):
+                continue
+            lane = lanes.get(lane_key)
+            if lane is None or lane.closed:
+                lane = lanes[lane_key] = _Lane(handler, limit, room, depth, is_safe)
+                running.add(lane.task)
+                lane.task.add_done_callback(running.discard)
+            await room.acquire()
+            await lane.queue.put(item)
+            scheduled += 1
+            if scheduled % 1024 == 0:
+                lanes = {k: v for k, v in lanes.items() if not v.closed}
+        for lane in lanes.values():
+            if not lane.closed:
+                await lane.queue.put(None)
+        await asyncio.gather(*(lane.task for lane in lanes.values()))
+    except BaseException:
+        # Cancelled (a worker told to stop) or the source failed: no lane may go on handling
+        # items after this returns (with the clients it uses already closed).
+        tasks = list(running)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return scheduled

@@ -19,7 +19,7 @@ from harness.errors import UserError
 from harness.model import Exchange
 from harness.report.aggregate import ReportBuilder, default_gates
 from harness.report.render import render_html
-from harness.report.sources import iter_sources
+from harness.report.sources import iter_sources, shadow_counters
 
 __all__ = ["ReportBuilder", "build_report", "default_gates", "render_html", "write_report"]
 
@@ -60,7 +60,8 @@ def build_report(
             f"none of the {builder.dropped} records read is an exchange "
             f"(no 'request'): {', '.join(names) or 'input'}"
         )
-    return write_report(builder, out_html, json_out=json_out, title=title, sources=names)
+    return write_report(builder, out_html, json_out=json_out, title=title, sources=names,
+                        not_mirrored=shadow_counters(names))
 
 
 def _config_gates(config: Any) -> Mapping[str, Any]:
@@ -78,13 +79,19 @@ def write_report(
     json_out: str | Path | None = None,
     title: str | None = None,
     sources: list[str] | None = None,
+    not_mirrored: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Write the report of a filled builder; returns the summary (the `--json` content)."""
+    """Write the report of a filled builder; returns the summary (the `--json` content).
+    `not_mirrored`: what the shadow proxy did not mirror (see `sources.shadow_counters`), shown
+    and summarised when given."""
     summary = builder.summary()
     if title:
         summary["title"] = title
+    if not_mirrored is not None:
+        summary["not_mirrored"] = dict(not_mirrored)
     if out_html is not None:
-        html = render_html(builder, summary=summary, title=title, sources=sources)
+        html = render_html(builder, summary=summary, title=title, sources=sources,
+                           not_mirrored=not_mirrored)
         _write_atomically(Path(out_html), html.encode("utf-8"))
     if json_out is not None:
         data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from markupsafe import Markup
 from harness.report.aggregate import FAILING, VERDICTS, ReportBuilder
 from harness.report.examples import BODY_CAP, ExampleView
 from harness.report.pretty import compact
+from harness.report.sources import NOT_MIRRORED
 
 TEMPLATES = Path(__file__).parent / "templates"
 NO_VALUE = "\u2013"  # en dash
@@ -158,8 +160,10 @@ def render_html(
     summary: dict[str, Any] | None = None,
     title: str | None = None,
     sources: list[str] | None = None,
+    not_mirrored: Mapping[str, int] | None = None,
 ) -> str:
-    """The report's HTML, from a filled builder (and its summary, when already computed)."""
+    """The report's HTML, from a filled builder (and its summary, when already computed);
+    with `not_mirrored` (the shadow proxy's counts), a "Not mirrored" section."""
     summary = summary or builder.summary()
     views = [
         {
@@ -182,6 +186,8 @@ def render_html(
         routes=views,
         anchors={(v["s"]["group"], v["s"]["route"]): v["anchor"] for v in views if v["detail"]},
         details=_details(builder, views),
+        not_mirrored=[(key, label, not_mirrored.get(key, 0)) for key, label in NOT_MIRRORED]
+        if not_mirrored is not None else None,
         verdicts=VERDICTS,
         failing=FAILING,
         css=Markup(_asset("report.css")),

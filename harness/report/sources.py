@@ -1,15 +1,34 @@
 """Where the report's exchanges come from: recordings files and directories (read by the
-store's streaming reader), record dicts and `Exchange` objects."""
+store's streaming reader), record dicts and `Exchange` objects. Also what the shadow proxy did
+not mirror, from the counter files it leaves beside its segments."""
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from harness.errors import UserError
 from harness.model import Exchange
+from harness.shadow import counters as c
 from harness.store.reader import iter_records, segment_files
+
+log = logging.getLogger("parity.report")
+
+COUNTERS_GLOB = "shadow-counters-*.json"  # written by the shadow addon, one per proxy run
+# What the shadow proxy did not mirror (or not record), as shown in the report: key, label.
+NOT_MIRRORED = (
+    (c.DROPPED, "dropped (a worker's queue was full)"),
+    (c.TOO_LARGE, "too large to capture"),
+    (c.STREAMS, "streams (WebSocket, server-sent events)"),
+    (c.NOT_SAMPLED, "not sampled"),
+    (c.RESTARTS, "worker restarts (what a dead worker held is lost)"),
+    (c.NOT_RECORDED, "mirrored but not recorded (recording stopped)"),
+)
 
 
 def iter_sources(sources: Iterable[Any]) -> Iterator[dict[str, Any] | Exchange]:
@@ -32,3 +51,28 @@ def _guarded(records: Iterator[Any], path: Path) -> Iterator[Any]:
         raise
     except (OSError, EOFError, ValueError) as exc:
         raise UserError(f"cannot read recordings {path}: {exc}") from None
+
+
+def shadow_counters(paths: Iterable[str | Path]) -> dict[str, int] | None:
+    """The counter totals of every shadow proxy run whose counter file
+    (``shadow-counters-*.json``) lies in the directories among `paths` (searched recursively,
+    like the segments), summed; None when there is none. Unreadable files are skipped with a
+    warning: they must not stop the report."""
+    totals: Counter[str] = Counter()
+    found = False
+    for item in paths:
+        path = Path(item)
+        if not path.is_dir():
+            continue
+        for file in sorted(path.rglob(COUNTERS_GLOB)):
+            try:
+                counts = orjson.loads(file.read_bytes())["totals"]
+                totals.update({str(k): int(v) for k, v in counts.items()})
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError,
+                    AttributeError) as exc:
+                log.warning("%s: not a shadow counters file, ignored: %s", file, exc)
+                continue
+            found = True
+    if not found:
+        return None
+    return {key: totals[key] for key, _ in NOT_MIRRORED}

@@ -6,7 +6,10 @@ The hook costs a few microseconds: it collects references into a tuple, pickles 
 to a non-blocking pipe. A full pipe drops (and counts) the mirror; the proxy never waits for a
 worker, and nothing the candidate does can change, delay or fail a production answer.
 WebSocket upgrades and server-sent events pass through untouched (events streamed as they come)
-and are counted, not mirrored.
+and are counted, not mirrored. The counter totals (what was not mirrored included: dropped, too
+large, streams, not sampled, worker restarts, not recorded) are also written, every supervision
+tick and at exit, to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where `parity
+report` finds them.
 
     mitmdump --mode reverse:http://primary:8000 -s harness/shadow/addon.py \\
              --set parity_candidate=http://native:8000 --set parity_recordings=recordings/
@@ -19,15 +22,18 @@ script and runs without it, silently. `parity shadow` runs the same addon in a l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import orjson
 from mitmproxy import ctx, exceptions, http
 
 from harness.shadow import counters as c
@@ -40,6 +46,21 @@ log = logging.getLogger("parity.shadow")
 
 LOG_EVERY_S = 10.0
 SUPERVISE_EVERY_S = 1.0
+COUNTERS_PREFIX = "shadow-counters-"  # <prefix><UTC yyyymmddTHHMMSS>-<pid>.json
+
+
+def write_counters(path: Path, data: dict) -> None:
+    """Write `data` as JSON to `path` atomically (a temporary file beside it, then a rename), so
+    a reader never sees half a file. Raises OSError (disk full...)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def check_url(option: str, value: str) -> None:
@@ -80,6 +101,10 @@ class ShadowAddon:
         self._watcher: asyncio.Task[None] | None = None
         self._runtime_dir: str | None = None
         self._started = False
+        self._started_at = ""
+        self.counters_path: Path | None = None
+        self._counters_written: dict[str, int] | None = None
+        self._counters_failed = False
 
     def load(self, loader) -> None:
         loader.add_option("parity_candidate", str, "",
@@ -167,6 +192,10 @@ class ShadowAddon:
             log.error("shadow: parity_recordings %r: %s", opts.parity_recordings, exc)
             return
         self._runtime_dir = tempfile.mkdtemp(prefix="parity-shadow-")
+        now = datetime.now(UTC)
+        self._started_at = now.isoformat(timespec="seconds")
+        self.counters_path = Path(opts.parity_recordings) / (
+            f"{COUNTERS_PREFIX}{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json")
         settings = WorkerSettings(
             candidate=opts.parity_candidate.rstrip("/"),
             secondary=opts.parity_secondary.rstrip("/") or None,
@@ -226,11 +255,33 @@ class ShadowAddon:
             if self.pool is None:
                 return
             self.pool.supervise()
+            self._save_counters(final=False)
             if time.monotonic() - last_line >= LOG_EVERY_S:
                 totals = self.counters.totals()
                 if totals != last_totals:  # an idle proxy does not repeat itself
                     log.info(self.counters.summary())
                 last_line, last_totals = time.monotonic(), totals
+
+    def _save_counters(self, *, final: bool) -> None:
+        """The counter totals to `counters_path` (when they changed, and always at exit). A
+        failure (disk full) is logged once and never affects the proxy."""
+        if self.counters_path is None:
+            return
+        totals = self.counters.totals()
+        if not final and totals == self._counters_written:
+            return
+        data = {"started": self._started_at, "pid": os.getpid(),
+                "updated": datetime.now(UTC).isoformat(timespec="seconds"), "final": final,
+                "totals": totals}
+        try:
+            write_counters(self.counters_path, data)
+        except OSError as exc:
+            if not self._counters_failed:
+                log.warning("shadow: cannot write the counters to %s: %s", self.counters_path,
+                            exc)
+            self._counters_failed = True
+            return
+        self._counters_written = totals
 
     async def done(self) -> None:
         pool, self.pool = self.pool, None
@@ -239,6 +290,7 @@ class ShadowAddon:
         if pool is None:
             return
         await pool.stop(float(ctx.options.parity_drain))
+        self._save_counters(final=True)
         log.info("%s (final)", self.counters.summary())
         if self._runtime_dir:
             shutil.rmtree(self._runtime_dir, ignore_errors=True)

@@ -141,6 +141,7 @@ class Intake:
 
     def close(self) -> None:
         self._pause()
+        self._eof = True  # a later `release` must not watch the closed descriptor again
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
