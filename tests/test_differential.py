@@ -12,7 +12,8 @@ import asyncio
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, rule
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
 
 from harness.compare.engine import Engine
 from harness.model import Exchange, Request, Verdict
@@ -175,3 +176,96 @@ def test_strategy_lifecycles_stay_in_parity(targets):
     StrategyLifecycle.TestCase.settings = settings(max_examples=15, stateful_step_count=8,
                                                    deadline=None, database=None)
     StrategyLifecycle.TestCase().runTest()
+
+
+class AuthSessions(RuleBasedStateMachine):
+    """Random login / refresh / authorised call / logout sequences, each step sent to both
+    environments with that environment's own tokens, judged by the auth comparator (claims and
+    lifetimes, never token strings). With `drifted` set, the token-lifetime drift must be caught
+    on every answer that carries an access token, and nothing else may differ."""
+
+    primary = candidate = ""
+    drifted = False
+    sessions = Bundle("sessions")
+
+    @initialize()
+    def start(self) -> None:
+        self.engine = Engine()
+        self.client = httpx.Client(timeout=10)
+
+    def both(self, method: str, path: str, tokens=(None, None),
+             options=lambda token: {}) -> tuple[httpx.Response, httpx.Response]:
+        """`path` on each environment; `options(token)` gives the request's keyword arguments
+        with that environment's token."""
+        return tuple(self.client.request(method, base + path, **options(token))
+                     for base, token in zip((self.primary, self.candidate), tokens, strict=True))
+
+    def check(self, method: str, path: str, p: httpx.Response, c: httpx.Response) -> None:
+        from harness.model import Body, Response
+
+        def as_response(r: httpx.Response) -> Response:
+            return Response(r.status_code, list(r.headers.items()), Body.from_bytes(r.content))
+
+        exchange = Exchange(request=Request(method, path), primary=as_response(p),
+                            candidate=as_response(c))
+        self.engine.judge(exchange)
+        carries_token = p.status_code == 200 and "access_token" in p.json()
+        if self.drifted and carries_token:
+            assert exchange.verdict is Verdict.MISMATCH, explain(exchange)
+            assert any("lifetime" in d.message for d in exchange.differences), explain(exchange)
+        else:
+            assert exchange.verdict in PASSING, explain(exchange)
+
+    @rule(target=sessions, user=st.sampled_from(["demo", "admin"]), wrong=st.booleans())
+    def login(self, user, wrong):
+        form = {"username": user, "password": user + ("-wrong" if wrong else "")}
+        p, c = self.both("POST", "/auth/login", options=lambda _: {"data": form})
+        self.check("POST", "/auth/login", p, c)
+        if p.status_code != 200:
+            return multiple()
+        return ((p.json()["access_token"], c.json()["access_token"]),
+                (p.json()["refresh_token"], c.json()["refresh_token"]))
+
+    @rule(target=sessions, session=sessions)
+    def refresh(self, session):
+        p, c = self.both("POST", "/auth/refresh", session[1],
+                         lambda token: {"json": {"refresh_token": token}})
+        self.check("POST", "/auth/refresh", p, c)
+        if p.status_code != 200:
+            return multiple()
+        return (p.json()["access_token"], c.json()["access_token"]), session[1]
+
+    @rule(session=sessions, path=st.sampled_from(["/auth/users/me", "/auth/validate",
+                                                  "/auth/api-keys"]))
+    def authorised_call(self, session, path):
+        p, c = self.both("GET", path, session[0],
+                         lambda token: {"headers": {"Authorization": f"Bearer {token}"}})
+        self.check("GET", path, p, c)
+
+    @rule(session=sessions)
+    def logout(self, session):
+        p, c = self.both("POST", "/auth/logout", session[1],
+                         lambda token: {"params": {"refresh_token": token}})
+        self.check("POST", "/auth/logout", p, c)
+
+    def teardown(self) -> None:
+        self.client.close()
+
+
+AUTH_RUNS = settings(max_examples=12, stateful_step_count=8, deadline=None, database=None)
+
+
+def test_login_refresh_sessions_stay_in_parity(targets):
+    primary, _, candidate, _ = targets
+    AuthSessions.primary, AuthSessions.candidate, AuthSessions.drifted = primary, candidate, False
+    AuthSessions.TestCase.settings = AUTH_RUNS
+    AuthSessions.TestCase().runTest()
+
+
+def test_the_token_lifetime_drift_is_caught_on_every_token(targets, reference_factory):
+    if targets[3] is None:
+        pytest.skip("needs the reference app (a drifted native)")
+    drifted = reference_factory("native", drifts=("token-lifetime",)).base_url
+    AuthSessions.primary, AuthSessions.candidate, AuthSessions.drifted = targets[0], drifted, True
+    AuthSessions.TestCase.settings = AUTH_RUNS
+    AuthSessions.TestCase().runTest()
