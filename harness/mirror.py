@@ -14,7 +14,7 @@ from harness.lift import lift
 from harness.model import Difference, Exchange, Kind, Request, Response, Severity, Verdict
 from harness.policy import SAFE_METHODS, MirrorPolicy
 from harness.routes import Route
-from harness.transport import Client, send
+from harness.transport import Client, send, unsendable
 
 UNSETTLED = (Verdict.MISMATCH, Verdict.UNTESTABLE)
 
@@ -48,7 +48,9 @@ class Mirror:
         """Mirror `exchange` (whose primary answer is known) and judge it."""
         decision = self.policy.decide(route, exchange.request)
         exchange.mirror = decision.label
-        if decision.skipped:
+        if not decision.skipped and (problem := unsendable(decision.request)):
+            exchange.mirror = f"skipped:{problem}"
+        if exchange.mirror.startswith("skipped"):
             return self.engine.judge(exchange, route)
         deadline = time.monotonic() + route.settle_s
         delay = 0.05

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ _DROP_REQUEST_HEADERS = frozenset(
 )
 
 Client = aiohttp.ClientSession
+_RECEIVED = re.compile(r"received (\d+) of (\d+) bytes")
 MAX_ANSWER_BYTES = MAX_DECODED_BYTES  # an answer larger than this is an error, not held
 
 
@@ -78,13 +80,42 @@ def make_client(settings: TransportSettings) -> Client:
     )
 
 
+def _wire_text(text: str) -> str | None:
+    """A recorded header value as aiohttp must be given it to put the client's exact bytes on
+    the wire (it writes UTF-8). Recorded values were decoded as latin-1, one character per byte;
+    None when those bytes are not UTF-8 (aiohttp cannot send them unchanged). Text that never
+    came off the wire (a hand-written recording) is sent as it is."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def unsendable(request: Request) -> str | None:
+    """Why `request` cannot be sent as the client sent it, or None: a header value whose bytes
+    are not UTF-8."""
+    for name, value in request.headers:
+        if _wire_text(value) is None:
+            return f"request header {name.lower()} is not UTF-8: it cannot be mirrored unchanged"
+    return None
+
+
 def request_headers(request: Request) -> list[tuple[str, str]]:
-    """The request's headers fit for re-sending."""
-    return [(k, v) for k, v in request.headers if k.lower() not in _DROP_REQUEST_HEADERS]
+    """The request's headers fit for re-sending (see `unsendable` for those that are not)."""
+    return [(name, _wire_text(value) or value) for name, value in request.headers
+            if name.lower() not in _DROP_REQUEST_HEADERS]
 
 
 def describe_error(exc: BaseException, timeout_s: float) -> str:
-    """A short reason for the recordings: 'timeout after 2s', 'connection refused', ..."""
+    """A short reason for the recordings, naming the fault and where it happened: 'timeout after
+    2s', 'connection refused', 'connection reset while reading the answer', 'connection closed
+    mid-answer: ...', 'protocol error (not a valid HTTP answer): ...'."""
     if isinstance(exc, _TooLarge):
         return str(exc)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -93,22 +124,35 @@ def describe_error(exc: BaseException, timeout_s: float) -> str:
         return f"tls error: certificate not trusted ({exc.certificate_error})"
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
         return f"tls error: {exc}"
-    for cause in _causes(exc):
-        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == \
-                errno.ECONNREFUSED:
-            return "connection refused"
-        if isinstance(cause, ConnectionResetError) or getattr(cause, "errno", None) == \
-                errno.ECONNRESET:
-            return "connection reset"
+    # aiohttp sometimes names the reset only in the message of the error it raises.
+    reset = "connection reset" in str(exc).lower() or any(
+        isinstance(cause, ConnectionResetError)
+        or getattr(cause, "errno", None) == errno.ECONNRESET for cause in _causes(exc))
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connect error: {exc.os_error}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection closed before an answer"
+        if isinstance(exc.os_error, ConnectionRefusedError) or \
+                exc.os_error.errno == errno.ECONNREFUSED:
+            return "connection refused"
+        return "connection reset while connecting" if reset else f"connect error: {exc.os_error}"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"answer cut short: {exc}"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"not an HTTP answer: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
+        if reset:
+            return "connection reset while reading the answer"
+        counted = _RECEIVED.search(str(exc))
+        return "connection closed mid-answer" + (
+            f" (received {counted.group(1)} of {counted.group(2)} bytes)" if counted
+            else f": {_short(exc)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed before an answer (server disconnected without sending a " \
+               "response)"
+    if isinstance(exc, aiohttp.ClientResponseError):  # the answer could not be parsed
+        return f"protocol error (not a valid HTTP answer): {_short(exc.message)}"
+    if reset:
+        return "connection reset before an answer"
+    return f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = " ".join(str(value).split())  # parser errors span lines
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _causes(exc: BaseException):
