@@ -1,5 +1,3 @@
-"""Comparators: one module per answer shape, registered by name."""
+"""Comparators: one module per answer shape, registered by name (`comparators.base.get`).
 
-from comparators import auth, backtest, generic, ohlcv, order, strategy
-
-__all__ = ["auth", "backtest", "generic", "ohlcv", "order", "strategy"]
+The modules are imported when a comparator is first asked for, not with this package."""

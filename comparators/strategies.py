@@ -2,7 +2,7 @@
 of the comparators (or of their own code) from ours.
 
     from hypothesis import given
-    from comparators import get
+    from comparators.base import get
     from comparators.strategies import answer, candles
 
     @given(candles())

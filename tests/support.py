@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import psutil
 
 from harness.processes import ManagedProcess, free_port
@@ -39,3 +44,85 @@ class Shadow:
 
     def log(self) -> str:
         return self.process.log_tail(200)
+
+
+def make_pki(directory: Path) -> Path:
+    """A CA and a certificate for 127.0.0.1 and localhost that it signed, as PEM files in
+    `directory`: ca.pem, cert.pem, key.pem, and server.pem (certificate and key, the form
+    mitmproxy's `certs` option takes)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("parity test CA"))
+          .issuer_name(name("parity test CA")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "server.pem").write_bytes(cert.public_bytes(pem) + key_pem)
+    (directory / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (directory / "key.pem").write_bytes(key_pem)
+    return directory
+
+
+class SlowCopy:
+    """A stand-in candidate answering GETs exactly like the primary's `path` (fetched once), each
+    after `delay_s`; with `one_at_a_time`, one request at a time. `answered` counts answers."""
+
+    def __init__(self, primary: str, path: str, delay_s: float = 0.5, *,
+                 params: dict[str, str] | None = None, one_at_a_time: bool = False) -> None:
+        answer = httpx.get(primary + path, params=params)
+        gate = threading.Lock() if one_at_a_time else contextlib.nullcontext()
+        self.answered = 0
+        copy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                with gate:
+                    time.sleep(delay_s)
+                    copy.answered += 1
+                self.send_response(answer.status_code)
+                self.send_header("content-type", answer.headers["content-type"])
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(answer.content)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512  # the default 5 makes concurrent connects wait a second
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -16,11 +16,9 @@ or the HTML report built from them."""
 from __future__ import annotations
 
 import base64
-import datetime
 import gzip
 import hashlib
 import http.server
-import ipaddress
 import json
 import re
 import socket
@@ -41,7 +39,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import Shadow
+from support import Shadow, make_pki
 
 from harness.store.reader import iter_records
 
@@ -502,41 +500,10 @@ def test_requests_right_behind_a_5_mb_exchange_are_recorded_or_counted_dropped_n
 # --- HTTP/2 --------------------------------------------------------------------------------
 
 
-def _name(common: str):
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
-    """A CA and a 127.0.0.1 certificate it signed (as in test_shadow_tls_streams.py)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    directory = tmp_path_factory.mktemp("pki")
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("parity test CA"))
-          .issuer_name(_name("parity test CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now)
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (directory / "server.pem").write_bytes(cert.public_bytes(pem) + key_pem)
-    return directory
+    """A CA and a 127.0.0.1 certificate it signed."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 class H2First(ssl.SSLContext):
@@ -649,13 +616,14 @@ def _recorded_bytes(directory: Path) -> bytes:
     return out
 
 
+@pytest.mark.parametrize("examples", [25, pytest.param(300, marks=pytest.mark.slow)])
 def test_secrets_reach_neither_the_recordings_nor_the_log_nor_the_report(tmp_path, stand_in,
-                                                                          config):
+                                                                          config, examples):
     primary, candidate = stand_in
     shadow = Shadow(tmp_path, primary, candidate, "--config", str(config))
     sent: list[SecretRequest] = []
 
-    @settings(max_examples=25, deadline=None,
+    @settings(max_examples=examples, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(request=secret_requests())
     def send(request: SecretRequest) -> None:

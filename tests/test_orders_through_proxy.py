@@ -95,8 +95,17 @@ class OrderTraffic(RuleBasedStateMachine):
         self.client.close()
 
 
-def test_no_duplicate_and_no_real_orders(stack):
+def run_order_traffic(stack, examples: int, steps: int) -> None:
     OrderTraffic.urls = stack
-    OrderTraffic.TestCase.settings = settings(max_examples=8, stateful_step_count=8,
+    OrderTraffic.TestCase.settings = settings(max_examples=examples, stateful_step_count=steps,
                                               deadline=None, database=None)
     OrderTraffic.TestCase().runTest()
+
+
+def test_no_duplicate_and_no_real_orders(stack):
+    run_order_traffic(stack, examples=8, steps=8)
+
+
+@pytest.mark.slow
+def test_no_duplicate_and_no_real_orders_long(stack):
+    run_order_traffic(stack, examples=60, steps=20)

@@ -27,7 +27,6 @@ clients' pools. Baselines are measured after a warm-up, before the overload.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ import httpx
 import orjson
 import psutil
 import pytest
-from support import Shadow
+from support import Shadow, SlowCopy
 from traffic import Load, counted, final_summary, wait_for
 
 from harness.report import build_report
@@ -56,46 +55,6 @@ FRAME_OVERHEAD = 4 * 1024  # request line, headers, timings, pickling
 EXPANSION = 3  # an exchange decoded in memory vs its frame (bytes → text, headers as lists)
 PER_HELD = 16 * 1024  # objects, task and lane slot around one held exchange
 SLACK = 32 * MiB
-
-
-class OneAtATime:
-    """A candidate that answers like the primary, one request at a time, each after `delay_s`."""
-
-    def __init__(self, primary: str, delay_s: float) -> None:
-        answer = httpx.get(primary + PATH, params=PARAMS)
-        gate = threading.Lock()
-        self.answered = 0
-
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with gate:
-                    time.sleep(delay_s)
-                    outer.answered += 1
-                self.send_response(answer.status_code)
-                self.send_header("content-type", answer.headers["content-type"])
-                self.send_header("content-length", str(len(answer.content)))
-                self.end_headers()
-                with contextlib.suppress(OSError):
-                    self.wfile.write(answer.content)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 512
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Peaks:
@@ -149,7 +108,7 @@ def mb(value: int) -> str:
     pytest.param(15, id="15s", marks=pytest.mark.slow),
 ])
 def test_overload_drops_and_counts_with_a_bounded_memory(tmp_path, primary, seconds):
-    candidate = OneAtATime(primary.base_url, DELAY_S)
+    candidate = SlowCopy(primary.base_url, PATH, DELAY_S, params=PARAMS, one_at_a_time=True)
     expected = httpx.get(primary.base_url + PATH, params=PARAMS).content
     shadow = Shadow(tmp_path, primary.base_url, candidate.url, "--queue-size", str(QUEUE_SIZE),
                     "--max-inflight", str(MAX_INFLIGHT), "--timeout", "30", "--drain", "1")

@@ -6,8 +6,6 @@ hanging or slow candidate costs clients nothing and the proxy's memory does not 
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import signal
 import socket
 import sys
@@ -19,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from support import Shadow
+from support import Shadow, SlowCopy
 
 from harness.processes import ManagedProcess, free_port
 from harness.store.reader import iter_records
@@ -163,39 +161,6 @@ class Hanging:
         self.sock.close()
         for conn in self.held:
             conn.close()
-
-
-class SlowCopy:
-    """Answers `path` like `primary` does, half a second late."""
-
-    def __init__(self, primary: str, path: str) -> None:
-        answer = httpx.get(primary + path)
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                time.sleep(0.5)
-                self.send_response(answer.status_code)
-                self.send_header("content-type", answer.headers["content-type"])
-                self.send_header("content-length", str(len(answer.content)))
-                self.end_headers()
-                with contextlib.suppress(OSError):
-                    self.wfile.write(answer.content)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 512  # the default 5 makes concurrent connects wait a second
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.mark.parametrize("fault", ["down", "hanging", "slow"])

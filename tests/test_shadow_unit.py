@@ -413,6 +413,11 @@ def test_pool_workers_mirror_record_report_and_stop(tmp_path):
     async def scenario() -> list[int]:
         pool = WorkerPool(settings, 2, counters)
         pool.start()
+        if hasattr(os, "SCHED_IDLE"):  # production first: workers only take idle CPU time
+            deadline = time.monotonic() + 20
+            while any(os.sched_getscheduler(pid) != os.SCHED_IDLE for pid in pool.pids):
+                assert time.monotonic() < deadline, "workers never switched to SCHED_IDLE"
+                await asyncio.sleep(0.05)
         for n in range(20):
             flow = tflow.tflow(resp=True)
             flow.request.path = f"/health?n={n}"

@@ -135,6 +135,10 @@ class ShadowAddon:
         loader.add_option("parity_worker_nice", int, 10,
                           "CPU niceness added to the workers, so the proxy wins when CPU is "
                           "short.")
+        loader.add_option("parity_worker_idle", bool, True,
+                          "Run the workers in Linux's SCHED_IDLE class: they only get CPU time "
+                          "nothing else wants, so when CPU is short mirrors are dropped (and "
+                          "counted), never production slowed. Off: niceness alone.")
         loader.add_option("parity_insecure", bool, False,
                           "Do not verify the candidate's and secondary's TLS certificates (test "
                           "setups only).")
@@ -208,6 +212,7 @@ class ShadowAddon:
             ca_bundle=opts.parity_ca_bundle or None,
             breakers=os.path.join(self._runtime_dir, "breakers.jsonl"),
             nice=opts.parity_worker_nice,
+            idle=opts.parity_worker_idle,
         )
         self.pool = WorkerPool(settings, opts.parity_workers, self.counters)
         self.pool.start()

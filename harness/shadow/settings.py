@@ -23,6 +23,7 @@ class WorkerSettings:
     ca_bundle: str | None = None
     breakers: str | None = None  # the breaker file shared by the proxy's workers
     nice: int = 10  # below the proxy's CPU priority: production wins when CPU is short
+    idle: bool = True  # SCHED_IDLE: CPU only when nothing else wants it (Linux)
     name: str = "w1"
 
     def to_json(self) -> str:

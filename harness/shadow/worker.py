@@ -335,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(settings.nice)
+    if settings.idle and hasattr(os, "SCHED_IDLE"):
+        # Measured: with niceness alone a slow candidate still cost the proxy's p99 about 6 %
+        # on a 2-core machine; under SCHED_IDLE the difference is within noise.
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"parity shadow {settings.name}: %(levelname)s %(message)s")
     run_async(serve(settings, args.fd, args.stats_fd))
