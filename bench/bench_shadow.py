@@ -14,7 +14,8 @@ half a second late; `GET /__count` says how many requests one answered). Configu
     shadow down           candidate refusing connections
 
 Loads: paced (an open-loop Python client at --rate req/s; latency counted from each request's
-scheduled time) and saturated (wrk, 16 connections). Reported per cell: requests/s, p50/p99
+scheduled time; p50/p99 over every request of all rounds pooled) and saturated (wrk, 16
+connections; wrk's percentiles, medians over the rounds). Reported per cell: requests/s, p50/p99
 latency, the proxy's CPU µs per request (the workers' separately), and the share of requests the
 candidate received (mirrors delivered). Goals checked at the end:
 
@@ -26,7 +27,7 @@ All configurations run at once and take turns, round after round (medians are re
 neighbour on a shared machine hits them alike. The shadow proxies run with production defaults but
 `--queue-size 2000` and `--drain 2`, so a slow candidate's backlog after a saturated run drains in
 seconds. Needs Linux, 2 cores, `taskset` and `wrk` (apt-get install -y wrk). Loopback only; about
-4 minutes with the defaults.
+6 minutes with the defaults (`--loads paced` alone: about 3).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Requests of one client always go to the same worker, so the identifiers it learned (correlation)
 and the orders it sent (no order twice) are there for that client's later requests. Workers run
 in their own session (a Ctrl-C or SIGTERM for the proxy's process group does not cut them off),
-at a lower CPU priority than the proxy, and on the other cores when the proxy is pinned. A worker
+at a lower CPU priority than the proxy (niced, and in SCHED_IDLE by default: CPU time nothing
+else wants), and on the other cores when the proxy is pinned. A worker
 that dies is restarted; at exit the pool closes the pipes, lets the workers finish what they hold
 (up to a drain time), then stops stragglers with SIGTERM (they flush and exit) and SIGKILL.
 """
