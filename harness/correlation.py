@@ -159,7 +159,9 @@ class Correlator:
         if (path == request.path and query == request.query and headers == request.headers
                 and body is request.body):
             return request
-        return replace(request, path=path, query=query, headers=headers, body=body)
+        raw_query = request.raw_query if query == request.query else None
+        return replace(request, path=path, query=query, headers=headers, body=body,
+                       raw_query=raw_query)
 
     def _segment(self, segment: str, scope: str) -> str:
         if not segment:

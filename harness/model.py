@@ -182,6 +182,9 @@ class Request:
     query: list[tuple[str, str]] = field(default_factory=list)
     headers: Headers = field(default_factory=list)
     body: Body = field(default_factory=Body)
+    # The query string exactly as the client sent it, while `query` is unchanged (live mirrors
+    # send these bytes); never recorded, as it may hold secrets. Whoever changes `query` drops it.
+    raw_query: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -59,7 +59,8 @@ class DryRunRewrite:
                 data = None
             if isinstance(data, dict):
                 body = Body.from_bytes(orjson.dumps({**data, **self.body}))
-        return replace(request, headers=headers, query=query, body=body)
+        raw_query = request.raw_query if query == request.query else None
+        return replace(request, headers=headers, query=query, body=body, raw_query=raw_query)
 
     def proven(self, answer: Lifted) -> bool:
         """Whether the candidate's answer says it was a dry run (`proof_path` == `proof_value`)."""

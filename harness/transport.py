@@ -166,9 +166,13 @@ def _causes(exc: BaseException):
 
 def url_of(base_url: str, request: Request) -> URL:
     """The request's URL on the environment at `base_url`: the path exactly as recorded
-    (percent-escapes kept), the query re-encoded from its recorded pairs."""
-    url = URL(base_url.rstrip("/") + request.path, encoded=True)
-    return url.with_query(request.query) if request.query else url
+    (percent-escapes kept); the query exactly as the client sent it when known (a live mirror
+    whose query nothing rewrote), else re-encoded from its recorded pairs."""
+    url = base_url.rstrip("/") + request.path
+    if request.raw_query is not None:
+        return URL(f"{url}?{request.raw_query}", encoded=True)
+    return URL(url, encoded=True).with_query(request.query) if request.query else \
+        URL(url, encoded=True)
 
 
 async def _read(answer: aiohttp.ClientResponse) -> bytes:

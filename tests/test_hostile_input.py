@@ -136,7 +136,7 @@ class StandIn(http.server.BaseHTTPRequestHandler):
             value = self.headers.get("x-name", "")
             body = json.dumps({"x-name": value}).encode()
             self._send(200, body, (("x-echo", value),))
-        elif path == "/long":
+        elif path in ("/long", "/long/odd"):
             query = urlsplit(self.path).query
             self._send(200, json.dumps({"length": len(query),
                                         "sha256": hashlib.sha256(query.encode()).hexdigest()})
@@ -363,8 +363,8 @@ def _latin1_header(answer: Raw, record: dict) -> None:
     assert ["X-Name", "caf\xe9 \xff\xfe"] in record["request"]["headers"]
 
 
-# 16 KB of parameters with escapes that survive the mirror's decode and re-encode (see
-# /long: primary and candidate answer the digest of the query as they got it).
+# 16 KB of parameters with escapes (/long: primary and candidate answer the digest of the query
+# as they got it, so the candidate must get the client's exact bytes).
 LONG_QUERY = "&".join(f"k{i}=a+b%2Bc%C3%A9-{i}" for i in range(16 * 1024 // 20))
 MALFORMED = b'{"symbol": "BTC-USDT", "amount": 0.5, "tags": ["a", '
 CASES: dict[str, Case] = {
@@ -414,6 +414,9 @@ CASES: dict[str, Case] = {
         http_request("GET", "/header-echo/utf-8", ((b"X-Name", "café ✓".encode()),)),
         "/header-echo/utf-8"),
     "16 KB query string": Case(http_request("GET", "/long?" + LONG_QUERY), "/long"),
+    "query escapes a re-encoding would change": Case(
+        http_request("GET", "/long/odd?a=%7E&b&c=%ZZ&d=a%20b&e=x;y&f=%2f&g=caf%C3%A9+x"),
+        "/long/odd"),
 }
 
 

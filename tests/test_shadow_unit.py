@@ -23,7 +23,7 @@ from harness.correlation import Correlator, is_identifier_key, values_at
 from harness.model import Body, Exchange, Request, Response, Severity, Verdict
 from harness.policy import Breakers, MirrorPolicy, idempotency_key
 from harness.processes import free_port
-from harness.routes import Route
+from harness.routes import DryRunRewrite, Route
 from harness.shadow import counters as c
 from harness.shadow.addon import ShadowAddon, client_of
 from harness.shadow.capture import capture, to_exchange
@@ -33,7 +33,7 @@ from harness.shadow.pool import MAX_CAPTURE_BYTES, WorkerPool
 from harness.shadow.settings import WorkerSettings
 from harness.shadow.worker import Intake, MirrorWorker
 from harness.store.reader import iter_records
-from harness.transport import TransportSettings, make_client
+from harness.transport import TransportSettings, make_client, url_of
 
 CONFIG = load_config()
 ROUTES = CONFIG.routes
@@ -131,6 +131,24 @@ def test_captured_flow_becomes_the_exchange_with_decoded_bodies_and_a_session():
     other.request.headers["x-forwarded-for"] = "203.0.113.9"
     assert exchange.session == to_exchange(capture(other)).session
     assert "203.0.113.9" not in exchange.session
+
+
+def test_the_candidate_gets_the_clients_exact_query_until_something_rewrites_it():
+    flow = tflow.tflow(resp=True)
+    flow.request.path = "/api/strategies/strategies/5?a=%7E&b&c=%ZZ&d=a%20b&e=x;y"
+    request = to_exchange(capture(flow)).request
+    assert request.raw_query == "a=%7E&b&c=%ZZ&d=a%20b&e=x;y"
+    assert "raw_query" not in request.to_dict()  # live only, never recorded
+    assert str(url_of("http://c", request)).endswith("?a=%7E&b&c=%ZZ&d=a%20b&e=x;y")
+    rewritten = DryRunRewrite(query={"dry_run": "true"}).apply(request)
+    assert rewritten.raw_query is None and ("dry_run", "true") in rewritten.query
+    correlator = Correlator()
+    correlator.add("5", "70", scope="strategy")
+    kept = correlator.translate(request)  # only the path changes: the query stays exact
+    assert kept.path.endswith("/70") and kept.raw_query == request.raw_query
+    flow.request.path = "/api/strategies/strategies/?strategy_id=5&a=%7E"
+    swapped = correlator.translate(to_exchange(capture(flow)).request)
+    assert swapped.raw_query is None and ("strategy_id", "70") in swapped.query
 
 
 # --- counters --------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ def to_exchange(captured: Captured) -> Exchange:
             method=method.decode("ascii", "replace"),
             path=path.decode("utf-8", "replace"),
             query=parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True),
+            raw_query=query.decode("latin-1") if query else None,
             headers=req_headers,
             body=body_from_wire(request_body, header(req_headers, "content-encoding")),
         ),
