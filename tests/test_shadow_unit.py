@@ -419,6 +419,26 @@ def test_the_intake_stops_reading_when_it_holds_its_limit():
     assert held == 10 and got == 50 and rest == 0
 
 
+def test_a_stopped_intake_counts_everything_it_will_not_mirror():
+    async def scenario() -> int:
+        read_fd, write_fd = open_pipe(size=65536)
+        sender = Sender(write_fd)
+        for _ in range(40):
+            assert sender.send(pickle.dumps(("y" * 100,)))
+        intake = Intake(read_fd, max_items=10)
+        intake.start()
+        await asyncio.sleep(0.05)
+        async for _captured, size in intake:  # one finished; nine held; thirty not read
+            intake.release(size)
+            break
+        abandoned = intake.abandon()
+        intake.close()
+        sender.close()
+        return abandoned
+
+    assert asyncio.run(scenario()) == 39
+
+
 # --- pool: real worker processes ------------------------------------------------------------------
 
 

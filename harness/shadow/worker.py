@@ -139,6 +139,24 @@ class Intake:
             self._arrived.clear()
             await self._arrived.wait()
 
+    def abandon(self) -> int:
+        """Stop reading and count what will not be mirrored: exchanges held and not finished,
+        plus every whole frame still in the buffer or the pipe (read out, not decoded)."""
+        self._pause()
+        self._eof = True
+        while True:
+            try:
+                data = os.read(self.fd, READ_CHUNK)
+            except OSError:  # BlockingIOError: the pipe is empty
+                break
+            if not data:
+                break
+            self._frames.push(data)
+        frames = 0
+        while self._frames.pop() is not None:
+            frames += 1
+        return self.held + frames
+
     def close(self) -> None:
         self._pause()
         self._eof = True  # a later `release` must not watch the closed descriptor again
@@ -311,8 +329,9 @@ async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
     try:
         await worker.run(intake, intake.release)
     except asyncio.CancelledError:
-        worker.counts[c.ABANDONED] += intake.held
-        log.warning("stopped: %d queued exchange(s) abandoned", intake.held)
+        abandoned = intake.abandon()
+        worker.counts[c.ABANDONED] += abandoned
+        log.warning("stopped: %d queued exchange(s) abandoned", abandoned)
     finally:
         reporter.cancel()
         worker.counts[c.WORKER_ERRORS] += intake.undecodable
