@@ -11,6 +11,7 @@ half a second late; `GET /__count` says how many requests one answered). Configu
     mitmdump              plain `mitmdump --mode reverse:PRIMARY`
     shadow fast           `parity shadow`, candidate answering at once
     shadow slow 500 ms    candidate answering after 500 ms
+    shadow hanging        candidate accepting connections and requests, never answering
     shadow down           candidate refusing connections
 
 Loads: paced (an open-loop Python client at --rate req/s; latency counted from each request's
@@ -21,7 +22,7 @@ candidate received (mirrors delivered). Goals checked at the end:
 
     saturated, shadow with mirroring on ≥ 1.5 × plain mitmdump
     paced, candidate fast or slow: ≥ 99 % of mirrors delivered
-    paced, p99 with the candidate slow or down ≤ 1.10 × p99 with it fast
+    paced, p99 with the candidate slow, hanging or down ≤ 1.10 × p99 with it fast
 
 All configurations run at once and take turns, round after round (medians are reported), so a noisy
 neighbour on a shared machine hits them alike. The shadow proxies run with production defaults but
@@ -63,7 +64,8 @@ PACED_CONNECTIONS = 16
 
 
 class _Upstream(asyncio.Protocol):
-    """HTTP/1.1 keep-alive, every request answered with BODY after `delay` seconds."""
+    """HTTP/1.1 keep-alive, every request answered with BODY after `delay` seconds (a negative
+    delay: counted, never answered, the connection held open: a hanging candidate)."""
 
     count = 0
 
@@ -89,6 +91,8 @@ class _Upstream(asyncio.Protocol):
                 self._answer(str(_Upstream.count).encode())
                 continue
             _Upstream.count += 1
+            if self.delay < 0:
+                continue
             if self.delay:
                 asyncio.get_running_loop().call_later(self.delay, self._answer, BODY)
             else:
@@ -336,7 +340,8 @@ def report(cells: dict) -> int:
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    order = ["direct", "mitmdump", "shadow fast", "shadow slow 500 ms", "shadow down"]
+    order = ["direct", "mitmdump", "shadow fast", "shadow slow 500 ms", "shadow hanging",
+             "shadow down"]
     for (name, load), cell in sorted(cells.items(),
                                      key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         rps = median(cell.rps)
@@ -361,6 +366,9 @@ def report(cells: dict) -> int:
          lambda: get("shadow slow 500 ms", "paced", "delivered") * 100, 99.0, ">="),
         ("paced: p99 slow / p99 fast ≤ 1.10",
          lambda: get("shadow slow 500 ms", "paced", "p99") / get("shadow fast", "paced", "p99"),
+         1.10, "<="),
+        ("paced: p99 hanging / p99 fast ≤ 1.10",
+         lambda: get("shadow hanging", "paced", "p99") / get("shadow fast", "paced", "p99"),
          1.10, "<="),
         ("paced: p99 down / p99 fast ≤ 1.10",
          lambda: get("shadow down", "paced", "p99") / get("shadow fast", "paced", "p99"), 1.10,
@@ -406,7 +414,7 @@ def main() -> int:
     cells: dict = {}
     try:
         upstreams = {}
-        for name, delay in (("primary", 0.0), ("fast", 0.0), ("slow", 0.5)):
+        for name, delay in (("primary", 0.0), ("fast", 0.0), ("slow", 0.5), ("hanging", -1.0)):
             process, upstreams[name] = upstream(delay)
             started.append(process)
         primary, down = upstreams["primary"], f"http://127.0.0.1:{free_port()}"
@@ -415,6 +423,7 @@ def main() -> int:
                 ("mitmdump", "mitmdump", None, None),
                 ("shadow fast", "shadow", upstreams["fast"], upstreams["fast"]),
                 ("shadow slow 500 ms", "shadow", upstreams["slow"], upstreams["slow"]),
+                ("shadow hanging", "shadow", upstreams["hanging"], upstreams["hanging"]),
                 ("shadow down", "shadow", down, None)):
             process, url = start_proxy(kind, primary, candidate, work)
             started.append(process)
