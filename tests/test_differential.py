@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
 
 from harness.compare.engine import Engine
-from harness.model import Exchange, Request, Verdict
+from harness.model import Body, Exchange, Request, Response, Verdict
 from harness.strategies import ohlcv_requests, order_requests, strategy_payloads
 from harness.transport import TransportSettings, make_client, send
 
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.parity
 PASSING = (Verdict.MATCH, Verdict.NOISE_ONLY)
 EXAMPLES = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+DRIFT_EXAMPLES = settings(EXAMPLES, max_examples=15)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,12 @@ def judge(engine: Engine, request: Request, primary: str, candidate: str,
     return engine.judge(exchange)
 
 
+def as_response(answer: httpx.Response) -> Response:
+    """An httpx answer as the model's `Response`."""
+    return Response(answer.status_code, list(answer.headers.items()),
+                    Body.from_bytes(answer.content))
+
+
 def explain(exchange: Exchange) -> str:
     return f"{exchange.request.method} {exchange.request.path} {exchange.request.query}: " + \
         "; ".join(d.message for d in exchange.differences if not d.noise)
@@ -72,8 +79,7 @@ def test_dry_run_orders_agree_docker_vs_docker(targets, request):
     assert exchange.verdict in PASSING, explain(exchange)
 
 
-@settings(max_examples=15, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@DRIFT_EXAMPLES
 @given(request=ohlcv_requests())
 def test_tz_drift_is_caught_on_every_non_empty_answer(targets, request):
     primary, _, _, drifted = targets
@@ -88,8 +94,7 @@ def test_tz_drift_is_caught_on_every_non_empty_answer(targets, request):
         assert exchange.verdict in PASSING, explain(exchange)
 
 
-@settings(max_examples=15, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@DRIFT_EXAMPLES
 @given(request=order_requests())
 def test_amount_precision_drift_is_caught_exactly_when_it_matters(targets, request):
     primary, _, _, drifted = targets
@@ -156,11 +161,6 @@ class StrategyLifecycle(RuleBasedStateMachine):
         self.check(*self.both("GET", lambda _: "/api/strategies/strategies/"))
 
     def check(self, p: httpx.Response, c: httpx.Response) -> None:
-        from harness.model import Body, Response
-
-        def as_response(r: httpx.Response) -> Response:
-            return Response(r.status_code, list(r.headers.items()), Body.from_bytes(r.content))
-
         exchange = Exchange(request=Request(p.request.method, p.request.url.path),
                             primary=as_response(p), candidate=as_response(c))
         self.engine.judge(exchange)
@@ -201,11 +201,6 @@ class AuthSessions(RuleBasedStateMachine):
                      for base, token in zip((self.primary, self.candidate), tokens, strict=True))
 
     def check(self, method: str, path: str, p: httpx.Response, c: httpx.Response) -> None:
-        from harness.model import Body, Response
-
-        def as_response(r: httpx.Response) -> Response:
-            return Response(r.status_code, list(r.headers.items()), Body.from_bytes(r.content))
-
         exchange = Exchange(request=Request(method, path), primary=as_response(p),
                             candidate=as_response(c))
         self.engine.judge(exchange)

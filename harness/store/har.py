@@ -40,7 +40,14 @@ def _har_headers(headers: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in headers]
 
 
-def _body_extras(body: Body, target: dict[str, Any]) -> None:
+def _put_body(body: Body, target: dict[str, Any]) -> None:
+    """The body's text (base64-encoded when binary) and our extras, into a HAR content or
+    postData object."""
+    if body.text is not None:
+        target["text"] = body.text
+    elif body.b64 is not None:
+        target["text"] = body.b64
+        target["encoding"] = "base64"
     if body.sha256:
         target["_sha256"] = body.sha256
     if body.truncated:
@@ -51,12 +58,7 @@ def _body_extras(body: Body, target: dict[str, Any]) -> None:
 
 def _har_content(body: Body, headers: list[tuple[str, str]]) -> dict[str, Any]:
     content: dict[str, Any] = {"size": body.size, "mimeType": header(headers, "content-type", "")}
-    if body.text is not None:
-        content["text"] = body.text
-    elif body.b64 is not None:
-        content["text"] = body.b64
-        content["encoding"] = "base64"
-    _body_extras(body, content)
+    _put_body(body, content)
     return content
 
 
@@ -100,12 +102,7 @@ def _har_request(request: Request) -> dict[str, Any]:
     if body.text is not None or body.b64 is not None or body.size:
         post: dict[str, Any] = {"mimeType": header(request.headers, "content-type", ""),
                                 "_size": body.size}
-        if body.text is not None:
-            post["text"] = body.text
-        elif body.b64 is not None:
-            post["text"] = body.b64
-            post["encoding"] = "base64"
-        _body_extras(body, post)
+        _put_body(body, post)
         har["postData"] = post
     return har
 
