@@ -2,8 +2,14 @@
 
 One rule, used by `parity replay`, the pytest plugin, `parity demo` and the report: the share of
 failing exchanges (mismatch, incomparable, candidate-error) among the compared ones stays at or
-under the group's `max_mismatch_rate`; at least `min_exchanges` were compared; no critical
-difference that is not noise; no untestable route unless the group's gate allows it.
+under the group's `max_mismatch_rate`; at least `min_exchanges` were compared in the group (a
+single route has no minimum); no critical difference that is not noise; no untestable route
+unless the group's gate allows it.
+
+Exchanges the mirror policy skipped (a route never mirrored, an unsafe method, an open breaker...)
+were not compared: they neither pass nor fail a gate, they are counted and named ("skipped by
+policy: 3 (route never mirrored x3)"). A group where nothing was compared because everything was
+skipped is `untestable` with that reason, unless its gate asks for no minimum.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from typing import Any
 from comparators.paths import generalize
 
 FAILING = ("mismatch", "incomparable", "candidate-error")
-NOT_COMPARED = ("skipped",)
+SKIPPED = "skipped"
+NOT_COMPARED = (SKIPPED,)
 MAX_EXAMPLES = 3
+MAX_SKIP_REASONS = 8
+OTHER_SKIP_REASONS = "(other reasons)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +35,11 @@ class GateRule:
     max_mismatch_rate: float = 0.0
     min_exchanges: int = 1
     allow_untestable: bool = False
+
+    def for_route(self) -> GateRule:
+        """The rule one route of the group is held to: the same rates, no minimum count (the
+        minimum applies to the whole group)."""
+        return GateRule(self.max_mismatch_rate, 0, self.allow_untestable)
 
 
 @dataclass(slots=True)
@@ -38,18 +52,23 @@ class Tally:
     messages: dict[str, str] = field(default_factory=dict)  # first message seen per finding path
     examples: list[str] = field(default_factory=list)  # one line per failing exchange
     untestable_paths: Counter[str] = field(default_factory=Counter)
+    skip_reasons: Counter[str] = field(default_factory=Counter)  # why exchanges were not mirrored
 
     def add(self, record: dict[str, Any]) -> None:
         """Count one judged exchange (a recordings line as a dict)."""
         verdict = record.get("verdict") or "unjudged"
         self.verdicts[verdict] += 1
+        if verdict == SKIPPED:
+            self._skip(str(record.get("reason") or "not mirrored"), 1)
+            return
         real = [d for d in record.get("differences", []) if not d.get("noise")]
         if verdict == "untestable":
+            # The Docker copies disagree there (a critical status difference included): a
+            # finding nobody can judge, not a critical one.
             for diff in real:
                 self.untestable_paths[generalize(diff["path"])] += 1
-        for diff in real:
-            if diff.get("severity") == "critical":
-                self.critical += 1
+        else:
+            self.critical += sum(1 for d in real if d.get("severity") == "critical")
         if verdict in FAILING or (verdict != "untestable" and any(
             d.get("severity") == "critical" for d in real
         )):
@@ -72,12 +91,32 @@ class Tally:
         for path, message in other.messages.items():
             self.messages.setdefault(path, message)
         self.untestable_paths.update(other.untestable_paths)
+        for reason, count in other.skip_reasons.items():
+            self._skip(reason, count)
         room = MAX_EXAMPLES - len(self.examples)
         self.examples.extend(other.examples[: max(room, 0)])
+
+    def _skip(self, reason: str, count: int) -> None:
+        if reason not in self.skip_reasons and len(self.skip_reasons) >= MAX_SKIP_REASONS:
+            reason = OTHER_SKIP_REASONS
+        self.skip_reasons[reason] += count
 
     @property
     def compared(self) -> int:
         return sum(n for v, n in self.verdicts.items() if v not in NOT_COMPARED)
+
+    @property
+    def skipped(self) -> int:
+        """Exchanges the mirror policy did not send to the candidate."""
+        return self.verdicts.get(SKIPPED, 0)
+
+    def skipped_line(self) -> str:
+        """'skipped by policy: 3 (route never mirrored x2, unsafe method POST x1)', or ''."""
+        if not self.skipped:
+            return ""
+        reasons = ", ".join(f"{r} x{n}" for r, n in self.skip_reasons.most_common(3))
+        more = " ..." if len(self.skip_reasons) > 3 else ""
+        return f"skipped by policy: {self.skipped} ({reasons}{more})"
 
     @property
     def failing(self) -> int:
@@ -101,9 +140,26 @@ class GateResult:
 
 
 def evaluate(tally: Tally, rule: GateRule) -> GateResult:
-    """Apply `rule` to `tally`."""
+    """Apply `rule` to `tally` (a group's, or a route's with `rule.for_route()`). Exchanges
+    skipped by policy count neither way; they are named in the reasons."""
+    skipped = tally.skipped_line()
     if tally.compared == 0:
-        return GateResult("no data", ("no exchange was compared",))
+        if not skipped:
+            return GateResult("no data", ("no exchange was compared",))
+        why = f"no data by policy: nothing was sent to the candidate, {skipped}"
+        if rule.min_exchanges <= 0:
+            return GateResult("ready", (why,))
+        return GateResult("untestable", (
+            why, f"the gate needs {rule.min_exchanges} compared exchange(s): mirror these "
+            "routes (a dry-run rewrite, or `mirror = \"always\"` where the candidate has no side "
+            "effects) or set min_exchanges = 0 for this group in parity.toml"))
+    result = _judge_compared(tally, rule)
+    if skipped:
+        return GateResult(result.status, (*result.reasons, skipped))
+    return result
+
+
+def _judge_compared(tally: Tally, rule: GateRule) -> GateResult:
     reasons: list[str] = []
     if tally.compared < rule.min_exchanges:
         reasons.append(

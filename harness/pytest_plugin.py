@@ -1,21 +1,27 @@
 """The parity gate as a pytest plugin (`pytest11` entry point `parity`).
 
     pytest -m parity --parity-recordings recordings/ [--parity-candidate URL] [--parity-config F]
+                     [--parity-login USER [--parity-password-file FILE]]
 
 Recordings are judged once, on the controller (replayed against `--parity-candidate` when given,
 else judged from the candidate answers they hold), and become one test item per route and one per
 migration group: `parity::backtest[GET /api/backtest/results/{id}]`, `parity::backtest`, so
-`-k backtest` works. Each item asserts its group's gate. Under pytest-xdist the controller hands the
+`-k backtest` works. A route item holds its group's rates; the group item also its minimum count.
+A route whose exchanges were all skipped by the mirror policy (never mirrored) is reported as a
+pytest skip with the reason, not a failure. Replaying recordings whose requests carry credentials
+needs `--parity-login USER` (password from `--parity-password-file`, PARITY_PASSWORD or a prompt):
+without it the run stops at once with a usage error. Under pytest-xdist the controller hands the
 judged file to the workers, so `-n auto` gives the same items and verdicts as a serial run.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import pytest
@@ -23,6 +29,7 @@ import pytest
 from harness.gate import GateResult, GateRule, Tally, evaluate
 
 JUDGED_KEY = "parity_judged"
+USAGE_ERROR = 2
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,8 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--parity-config", metavar="FILE", help="parity.toml (routes, gates)")
     group.addoption(
         "--parity-login",
-        metavar="USER:PASSWORD",
-        help="service account the replay logs in with on each environment",
+        metavar="USER",
+        help="service account the replay logs in with on each environment; its password comes "
+        "from --parity-password-file, else PARITY_PASSWORD, else a prompt (never the command line)",
+    )
+    group.addoption(
+        "--parity-password-file",
+        metavar="FILE",
+        help="file whose first line is the --parity-login password (keep it owner-only)",
     )
 
 
@@ -62,17 +75,17 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; on the controller, judge the recordings once."""
     config.addinivalue_line(
         "markers",
-        "parity: parity gate (recordings judged per route and group, or generated requests sent "
-        "to primary and candidate)",
+        "parity: parity gate (recordings judged, or replayed against --parity-candidate, per "
+        "route and migration group)",
     )
     if hasattr(config, "workerinput"):
         judged = config.workerinput.get(JUDGED_KEY)
         config.stash[_judged_key] = Path(judged) if judged else None
         return
     recordings = config.getoption("parity_recordings")
-    wants_parity = "parity" in (config.getoption("markexpr") or "")
-    if wants_parity and not recordings and not config.getoption("parity_candidate"):
-        raise pytest.UsageError(
+    wants_parity = _selects_parity(config.getoption("markexpr") or "")
+    if wants_parity and not recordings:
+        _usage_error(
             "pytest -m parity needs something to gate on: --parity-recordings PATH (and "
             "optionally --parity-candidate URL). A gate that silently passes is worse than none."
         )
@@ -80,6 +93,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _judged_key = pytest.StashKey[Path | None]()
+
+
+def _selects_parity(markexpr: str) -> bool:
+    """Whether `-m` asks for the parity gate (`parity`, `parity and ...`; not `not parity`)."""
+    return bool(re.search(r"(?<![\w-])parity(?![\w-])", markexpr)) and not re.search(
+        r"\bnot\s+parity(?![\w-])", markexpr)
 
 
 def pytest_configure_node(node: Any) -> None:
@@ -100,17 +119,18 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
     from harness.errors import UserError
     from harness.store.reader import iter_records
 
+    name = None
     try:
         parity_config = load_config(config.getoption("parity_config"))
+        candidate = config.getoption("parity_candidate")
+        account = _account(config, parity_config, recordings) if candidate else None
         fd, name = tempfile.mkstemp(prefix="parity-judged-", suffix=".jsonl")
         with os.fdopen(fd, "wb") as out:
 
             def keep(exchange) -> None:
                 out.write(orjson.dumps(exchange.to_dict()) + b"\n")
 
-            candidate = config.getoption("parity_candidate")
             if candidate:
-                from harness.replay.credentials import ServiceAccount
                 from harness.replay.runner import ReplayTargets, replay_records
 
                 replay_records(
@@ -121,9 +141,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                         config.getoption("parity_primary"),
                         config.getoption("parity_secondary"),
                     ),
-                    account=ServiceAccount.from_sources(
-                        config.getoption("parity_login"), parity_config.replay
-                    ),
+                    account=account,
                     on_exchange=keep,
                 )
             else:
@@ -134,8 +152,55 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                 for record in iter_records(recordings):
                     keep(engine.judge(Exchange.from_dict(record)))
     except UserError as exc:
-        raise pytest.UsageError(f"parity: {exc}") from None
+        if name:
+            Path(name).unlink(missing_ok=True)
+        _usage_error(str(exc))
     return Path(name)
+
+
+def _usage_error(message: str) -> NoReturn:
+    """Stop the run before any test with one line on stderr and exit status 2, the usage-error
+    status of `parity replay` (so one CI script reads both the same way)."""
+    pytest.exit(f"parity: {message}", returncode=USAGE_ERROR)
+
+
+def _account(config: pytest.Config, parity_config: Any, recordings: list[str]) -> Any:
+    """The replay's service account; UserError when the recordings need one and none is given."""
+    from harness.errors import UserError
+    from harness.replay.credentials import ServiceAccount, first_credential
+    from harness.store.reader import iter_records
+
+    account = ServiceAccount.from_sources(
+        config.getoption("parity_login"), parity_config.replay,
+        password_file=config.getoption("parity_password_file"),
+        prompt=lambda message: _prompt(config, message),
+        option="--parity-login",
+    )
+    if account is None and (where := first_credential(iter_records(recordings))):
+        raise UserError(
+            f"the recorded requests carry credentials (first: {where}) and no service account "
+            "was given: pass --parity-login USER (password from --parity-password-file, "
+            "PARITY_PASSWORD or a prompt)"
+        )
+    return account
+
+
+def _prompt(config: pytest.Config, message: str) -> str | None:
+    """The password typed on the terminal, with pytest's capture suspended; None without one."""
+    import getpass
+    import sys
+
+    stdin = sys.__stdin__
+    if stdin is None or not stdin.isatty():
+        return None
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    try:
+        return getpass.getpass(message)
+    finally:
+        if capture is not None:
+            capture.resume_global_capture()
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m / -k deselection, so they apply to our items
@@ -201,17 +266,12 @@ class ParityItem(pytest.Item):
         self.add_marker("parity")
 
     def runtest(self) -> None:
-        result = evaluate(self.tally, self.rule)
-        if self.whole_group:
-            ok = result.passed
-        else:
-            # A route only has to hold the rates; the group item checks the minimum count.
-            ok = result.status in ("ready",) or (
-                result.status == "not ready" and all("compared exchanges" in r for r in
-                                                     _blocking(result))
-            )
-        if not ok:
+        # A route only has to hold the rates; the group item checks the minimum count.
+        result = evaluate(self.tally, self.rule if self.whole_group else self.rule.for_route())
+        if not result.passed:
             raise ParityGateFailure(self._summary(result))
+        if not self.whole_group and self.tally.compared == 0:
+            pytest.skip(f"{self.scope}: {self.tally.skipped_line()}")
 
     def _summary(self, result: GateResult) -> str:
         counts = ", ".join(f"{v} {n}" for v, n in sorted(self.tally.verdicts.items()))
@@ -229,7 +289,3 @@ class ParityItem(pytest.Item):
 
     def reportinfo(self):
         return Path("parity"), None, self.name
-
-
-def _blocking(result: GateResult) -> list[str]:
-    return [r for r in result.reasons if not r.startswith("finding:")]

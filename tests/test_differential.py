@@ -2,8 +2,10 @@
 exported in `harness.strategies`), sends each to the primary and the candidate, and asserts parity
 with the same engine the gate uses. Docker against Docker holds; each drifted native is caught.
 
-With `--parity-primary URL --parity-candidate URL` they run against real environments instead of
-the reference app (`pytest -m parity -k differential ...`)."""
+Marked `differential` (not `parity`: a user's `pytest -m parity` gate runs only the gate items);
+they run with the rest of the suite. With `--parity-primary URL --parity-candidate URL` they run
+against real environments instead of the reference app
+(`pytest -m differential --parity-primary URL --parity-candidate URL`)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from harness.model import Body, Exchange, Request, Response, Verdict
 from harness.strategies import ohlcv_requests, order_requests, strategy_payloads
 from harness.transport import TransportSettings, make_client, send
 
-pytestmark = pytest.mark.parity
+pytestmark = pytest.mark.differential
 PASSING = (Verdict.MATCH, Verdict.NOISE_ONLY)
 EXAMPLES = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,11 +9,13 @@ import time
 import tomllib
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.compare.engine import Engine
 from harness.config import NoiseSettings, build_config, load_config
+from harness.gate import GateRule, Tally, evaluate
 from harness.model import Body, Exchange, Request, Response, Severity, Verdict
 
 JSON = [("content-type", "application/json")]
@@ -111,10 +113,38 @@ def test_identical_answers_still_go_through_a_domain_comparator():
 
 def test_status_code_differences_are_critical_and_never_noise():
     engine = Engine()
-    judged = engine.judge(exchange(answer({}), answer({}, status=500), answer({}, status=500)))
-    (diff,) = judged.differences
-    assert diff.path == "@status" and diff.severity is Severity.CRITICAL and not diff.noise
-    assert judged.verdict is Verdict.MISMATCH
+    for secondary in (None, answer({})):  # no secondary, or one that agrees with the primary
+        judged = engine.judge(exchange(answer({}), answer({}, status=500), secondary))
+        (diff,) = judged.differences
+        assert diff.path == "@status" and diff.severity is Severity.CRITICAL and not diff.noise
+        assert judged.verdict is Verdict.MISMATCH
+
+
+@pytest.mark.parametrize(("primary", "secondary", "candidate"), [(200, 500, 500), (400, 200, 200),
+                                                                  (200, 404, 503)])
+def test_a_status_the_docker_copies_disagree_on_makes_the_exchange_untestable(
+        primary, secondary, candidate):
+    engine = Engine()
+    judged = engine.judge(exchange(answer({"a": 1}, status=primary),
+                                   answer({"detail": "x"}, status=candidate),
+                                   answer({"detail": "x"}, status=secondary)))
+    assert judged.verdict is Verdict.UNTESTABLE
+    assert f"primary {primary}, secondary {secondary}; candidate {candidate}" in judged.reason
+    status = next(d for d in judged.differences if d.path == "@status")
+    assert status.severity is Severity.CRITICAL and not status.noise  # kept, shown, not hidden
+    tally = Tally()
+    tally.add(judged.to_dict())
+    assert tally.critical == 0 and tally.untestable_paths["@status"] == 1
+    result = evaluate(tally, GateRule())
+    assert result.status == "untestable" and "@status" in result.reasons[-1]
+
+
+def test_a_candidate_that_answers_like_the_primary_is_judged_whatever_the_secondary_says():
+    engine = Engine()
+    same = engine.judge(exchange({"a": 1}, {"a": 1}, answer({"detail": "boom"}, status=500)))
+    assert same.verdict is Verdict.MATCH
+    changed = engine.judge(exchange({"a": 1}, {"a": 2}, answer({"detail": "boom"}, status=500)))
+    assert changed.verdict is Verdict.MISMATCH
 
 
 # --- noise --------------------------------------------------------------------------------------

@@ -29,9 +29,14 @@ def add_parser(
     parser.add_argument("--secondary", metavar="URL",
                         help="live secondary Docker copy, for noise learning")
     parser.add_argument("--config", metavar="FILE", help="parity.toml (routes, gates)")
-    parser.add_argument("--login", metavar="USER:PASSWORD",
-                        help="service account to log in with on each environment "
-                             "(else [replay] in parity.toml or PARITY_REPLAY_USERNAME/PASSWORD)")
+    parser.add_argument("--login", metavar="USER",
+                        help="service account to log in with on each environment (else [replay] "
+                             "username in parity.toml or PARITY_REPLAY_USERNAME); needed when the "
+                             "recorded requests carry credentials. Its password comes from "
+                             "--password-file, else PARITY_PASSWORD, else a prompt (never from "
+                             "the command line)")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="file whose first line is the --login password (keep it owner-only)")
     parser.add_argument("--concurrency", type=int, default=32, metavar="N",
                         help="requests in flight at once (default 32)")
     parser.add_argument("--rate", type=float, metavar="R", help="at most R requests per second")
@@ -61,7 +66,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     """Replay, judge, gate; print the per-group verdicts."""
     from harness.config import load_config
-    from harness.replay.credentials import ServiceAccount
+    from harness.replay.credentials import ServiceAccount, first_credential, terminal_prompt
     from harness.replay.progress import ReplayProgress
     from harness.replay.runner import ReplayTargets, replay_records
     from harness.store.reader import count_records, iter_records
@@ -77,7 +82,15 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     config = load_config(args.config)
     total = count_records(args.recordings)
-    account = ServiceAccount.from_sources(args.login, config.replay)
+    account = ServiceAccount.from_sources(args.login, config.replay,
+                                          password_file=args.password_file,
+                                          prompt=terminal_prompt)
+    if account is None and (where := first_credential(iter_records(args.recordings))):
+        raise UserError(
+            f"the recorded requests carry credentials (first: {where}) and no service account "
+            "was given: pass --login USER (password from --password-file, PARITY_PASSWORD or a "
+            "prompt)"
+        )
     judged_file = tempfile.NamedTemporaryFile(prefix="parity-replay-", suffix=".jsonl")  # noqa: SIM115 - closed below, after the report reads it
     tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
     writer = None
@@ -142,11 +155,14 @@ def print_gates(tallies: dict[tuple[str, str], Tally], gates: dict) -> bool:
     """Print one line per migration group; True when any gate failed."""
     failed = False
     for group, (result, tally) in group_results(tallies, gates).items():
-        failed |= result.status in ("not ready", "untestable")
+        failed |= not result.passed
         first = next(iter(result.reasons), "")
         print(f"{group:<10} {result.status.upper():<11} compared {tally.compared:>6}  "
               f"failing {tally.failing:>5}  {first}")
-        if not result.passed:
-            for reason in result.reasons[1:4]:
-                print(f"{'':<10} {reason}")
+        rest = list(result.reasons[1:4] if not result.passed else ())
+        skipped = tally.skipped_line()
+        if skipped and skipped not in first and skipped not in rest:
+            rest.append(skipped)  # what the policy kept from the candidate, even when ready
+        for reason in rest:
+            print(f"{'':<10} {reason}")
     return failed

@@ -6,7 +6,9 @@ with the reason, a comparator that fails too.
 Verdicts: no differences → match; every difference noise → noise-only; a difference where the
 Docker copies disagree on content that does not look volatile (and nothing worse) → untestable;
 anything else → mismatch. Critical differences (a status code, a missing dry-run proof) are never
-explained away as noise.
+explained away as noise; but when the Docker copies themselves answer with different statuses and
+the candidate's status differs from the primary's, the exchange is untestable (Diffy's rule for a
+field, applied to the status line).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class Engine:
         exchange.differences = differences
         untestable = self._mark_noise(exchange, route, differences, secondary)
         exchange.verdict, exchange.reason = _verdict(differences, untestable)
+        if split := _status_split(exchange):
+            exchange.verdict, exchange.reason = Verdict.UNTESTABLE, split
         return exchange
 
     # --- diff --------------------------------------------------------------------------------
@@ -223,6 +227,21 @@ def _same_body(a: Body, b: Body) -> bool:
 
 def _headers_only(response: Response) -> Lifted:
     return lift(response, body=False)
+
+
+def _status_split(exchange: Exchange) -> str | None:
+    """Diffy's rule applied to the status line: when the two Docker copies answer with different
+    statuses and the candidate differs from the primary's, nothing can be said about the candidate
+    (which copy is right?): the reason the exchange is untestable, else None."""
+    primary, secondary, candidate = exchange.primary, exchange.secondary, exchange.candidate
+    if (secondary is None or secondary.error or candidate is None
+            or secondary.status == primary.status or candidate.status == primary.status):
+        return None
+    return (
+        f"the two Docker copies disagree on the status (primary {primary.status}, secondary "
+        f"{secondary.status}; candidate {candidate.status}): replay it when they agree, or find "
+        "what makes the primary's answer differ (state, timing)"
+    )
 
 
 def _verdict(differences: list[Difference], untestable: set[str]) -> tuple[Verdict, str | None]:

@@ -16,7 +16,13 @@ from harness.loop import run_async
 from harness.mirror import Mirror
 from harness.model import Exchange, Verdict
 from harness.policy import SAFE_METHODS, MirrorPolicy
-from harness.replay.credentials import ServiceAccount, Tokens, login, with_fresh_credentials
+from harness.replay.credentials import (
+    MintedTokens,
+    ServiceAccount,
+    Tokens,
+    login,
+    with_fresh_credentials,
+)
 from harness.replay.lanes import run_lanes, session_key
 from harness.transport import Client, TransportSettings, make_client, send
 
@@ -98,6 +104,7 @@ class Replayer:
         self._on_exchange = on_exchange
         self._limiter = _RateLimiter(rate)
         self._tokens: dict[str, Tokens] = {}
+        self._minted = MintedTokens()
         self._client: Client | None = None
         self._mirror: Mirror | None = None
 
@@ -128,16 +135,20 @@ class Replayer:
             self._tokens[name] = await login(self._client, url, self.account,
                                              self.transport.timeout_s)
 
-    def _for_env(self, env: str, request):
+    def _for_env(self, env: str, request, minted_in: str):
         if self.account is None or env not in self._tokens:
             return request
-        return with_fresh_credentials(request, self._tokens[env], self.account)
+        return with_fresh_credentials(request, self._tokens[env], self.account,
+                                      lambda value: self._minted.kind(minted_in, value))
 
     async def _replay_one(self, record: dict[str, Any]) -> None:
         recorded = Exchange.from_dict(record)
+        # Recordings without sessions (imported HAR files) share one scope for minted tokens.
+        minted_in = recorded.session or ""
+        self._minted.learn(minted_in, recorded.primary)
         route = self.config.routes.match(recorded.request.method, recorded.request.path)
         exchange = Exchange(
-            request=self._for_env("candidate", recorded.request),
+            request=self._for_env("candidate", recorded.request, minted_in),
             primary=recorded.primary,
             id=recorded.id,
             ts=recorded.ts,
@@ -150,7 +161,8 @@ class Replayer:
         if (self.targets.primary and route.ages
                 and recorded.request.method.upper() in SAFE_METHODS):
             exchange.primary = await send(self._client, self.targets.primary,
-                                          self._for_env("primary", recorded.request),
+                                          self._for_env("primary", recorded.request,
+                                                        minted_in),
                                           timeout_s=self.transport.timeout_s)
         await self._limiter.wait()
         await self._mirror.run(exchange, route, secondary_recorded=recorded.secondary)
