@@ -20,6 +20,7 @@ import pytest
 
 from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.processes import ManagedProcess, free_port
+from harness.replay.runner import UNRESTORABLE
 from harness.store.reader import iter_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,13 +64,19 @@ def recordings(envs, tmp_path_factory) -> Path:
 
 
 def real_world_extras(client: httpx.Client, primary: str) -> None:
-    """What real traffic also holds: a refresh with a valid and with a garbage token, and reads and
-    a cancel of an order placed on the primary (routes the policy never mirrors)."""
+    """What real traffic also holds: a refresh with a valid and with a garbage token, a token
+    minted before the recordings began and a garbage one, and reads and a cancel of an order placed
+    on the primary (routes the policy never mirrors)."""
     tokens = client.post("/auth/login", data={"username": "demo", "password": "demo"}).json()
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
                        ).status_code == 200
     assert client.post("/auth/refresh", json={"refresh_token": GARBAGE}).status_code == 401
+    earlier = httpx.post(f"{primary}/auth/login", data={"username": "demo", "password": "demo"})
+    assert client.get("/auth/users/me", headers={
+        "Authorization": f"Bearer {earlier.json()['access_token']}"}).status_code == 200
+    assert client.get("/auth/users/me", headers={"Authorization": f"Bearer {GARBAGE}"}
+                      ).status_code == 401
     placed = httpx.post(f"{primary}/api/trades/orders", json={
         "exchange": "binance", "symbol": "BTC/USDT", "side": "buy", "type": "limit",
         "amount": 0.01, "price": 1000.0, "time_in_force": "GTC"}, headers=auth)
@@ -109,6 +116,13 @@ def test_replay_against_docker_passes_and_against_drifted_fails(recordings, envs
     statuses = sorted((r["primary"]["status"], r["candidate"]["status"], r["verdict"])
                       for r in refreshes)
     assert statuses == [(200, 200, "match"), (401, 401, "match")], statuses
+    # A token from before the recordings cannot be replayed: skipped, saying so; a garbage one
+    # is sent as recorded and refused again.
+    whoami = [r for r in iter_records([tmp_path / "replayed"])
+              if r["request"]["path"] == "/auth/users/me"]
+    seen = {(r["primary"]["status"], r["verdict"], r["reason"]) for r in whoami}
+    assert (200, "skipped", UNRESTORABLE) in seen and (401, "match", None) in seen, seen
+    assert {v for s, v, _ in seen if s == 200} == {"match", "skipped"}, seen
     drifted = parity("replay", str(recordings), "--candidate", envs["drifted"].base_url, *login,
                      "--no-progress", "--report", str(tmp_path / "r.html"))
     assert drifted.returncode == 1, drifted.stdout + drifted.stderr

@@ -2,9 +2,10 @@
 with a configured service account on each environment and puts that environment's own tokens where
 the recording has fingerprints — but only for tokens a login (or refresh) answer of the same
 recorded session minted. Any other fingerprint (a garbage refresh token, a token from before the
-recording started) is sent as recorded, so a negative test stays negative. A recorded password is
-restored only when its fingerprint is the service account's; record traffic of the service account
-to replay logins.
+recording started) is left as recorded: the replay sends it when the primary refused it, so a
+negative test stays negative, and skips the exchange when the primary accepted it (see
+`harness.replay.runner`). A recorded password is restored only when its fingerprint is the service
+account's; record traffic of the service account to replay logins.
 
 The service account's password never comes from the command line (every user of the host sees
 it there): `--password-file`, the environment (PARITY_PASSWORD) or a prompt."""
@@ -123,18 +124,23 @@ def first_credential(records: Iterable[dict[str, Any]]) -> str | None:
     query or body fingerprint), or None when none does. Stops at the first one."""
     for record in records:
         request = record.get("request")
-        if isinstance(request, dict) and _carries_credential(request):
-            return f"{request.get('method', '?')} {request.get('path', '?')}"
+        if not isinstance(request, dict):
+            continue
+        try:
+            parsed = Request.from_dict(request)
+        except (KeyError, TypeError, ValueError):
+            continue  # not an exchange line: the replay reports it
+        if carries_redacted(parsed):
+            return f"{parsed.method} {parsed.path}"
     return None
 
 
-def _carries_credential(request: dict[str, Any]) -> bool:
-    for pairs in (request.get("headers") or (), request.get("query") or ()):
-        for pair in pairs:
-            if len(pair) == 2 and REDACTED in str(pair[1]):
-                return True
-    body = request.get("body") or {}
-    return isinstance(body, dict) and REDACTED in (body.get("text") or "")
+def carries_redacted(request: Request) -> bool:
+    """Whether `request` still holds a fingerprint where the client sent a secret: sent like this,
+    it cannot be what the client sent."""
+    return (any(REDACTED in value for _, value in request.headers)
+            or any(REDACTED in value for _, value in request.query)
+            or REDACTED in (request.body.text or ""))
 
 
 # --- tokens minted by the recorded sessions ------------------------------------------------------

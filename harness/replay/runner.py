@@ -1,6 +1,8 @@
 """The replay: recorded requests are sent again to the candidate (and, for routes whose answers age,
 to the live primary), then compared with the same comparators, noise learning and correlation as
-the shadow proxy. Nothing is ever replayed as a real order: the mirror policy applies unchanged."""
+the shadow proxy. Nothing is ever replayed as a real order: the mirror policy applies unchanged.
+A request carrying a secret the replay cannot restore is sent as recorded when the primary refused
+it (a negative test stays negative) and skipped, with the reason, when the primary accepted it."""
 
 from __future__ import annotations
 
@@ -20,11 +22,15 @@ from harness.replay.credentials import (
     MintedTokens,
     ServiceAccount,
     Tokens,
+    carries_redacted,
     login,
     with_fresh_credentials,
 )
 from harness.replay.lanes import run_lanes, session_key
 from harness.transport import Client, TransportSettings, make_client, send
+
+UNRESTORABLE = ("credential not replayable: the primary accepted a secret the replay cannot "
+                "restore (minted before the recordings, or another user's)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,17 @@ class Replayer:
             comparator=route.comparator,
             session=recorded.session or session_key(record),
         )
+        if not recorded.primary.error and recorded.primary.status < 400 and carries_redacted(
+                exchange.request):
+            # The primary accepted a credential the replay cannot restore (minted before the
+            # recordings began, another user's password, an API key): sent as recorded it could
+            # only be refused. A refused one (a garbage token) is sent as recorded: it stays a
+            # negative test.
+            exchange.mirror = f"skipped:{UNRESTORABLE}"
+            self.engine.judge(exchange, route)
+            exchange.request = recorded.request
+            self._finish(exchange)
+            return
         # Only safe requests are asked again of the live primary: it is production.
         if (self.targets.primary and route.ages
                 and recorded.request.method.upper() in SAFE_METHODS):
