@@ -166,8 +166,7 @@ def _usage_error(message: str) -> NoReturn:
 
 def _account(config: pytest.Config, parity_config: Any, recordings: list[str]) -> Any:
     """The replay's service account; UserError when the recordings need one and none is given."""
-    from harness.errors import UserError
-    from harness.replay.credentials import ServiceAccount, first_credential
+    from harness.replay.credentials import ServiceAccount, require_login
     from harness.store.reader import iter_records
 
     account = ServiceAccount.from_sources(
@@ -176,12 +175,7 @@ def _account(config: pytest.Config, parity_config: Any, recordings: list[str]) -
         prompt=lambda message: _prompt(config, message),
         option="--parity-login",
     )
-    if account is None and (where := first_credential(iter_records(recordings))):
-        raise UserError(
-            f"the recorded requests carry credentials (first: {where}) and no service account "
-            "was given: pass --parity-login USER (password from --parity-password-file, "
-            "PARITY_PASSWORD or a prompt)"
-        )
+    require_login(account, iter_records(recordings), option="--parity-login")
     return account
 
 

@@ -16,6 +16,7 @@ from harness.replay.credentials import (
     ServiceAccount,
     Tokens,
     first_credential,
+    require_login,
     with_fresh_credentials,
 )
 from harness.store.redact import redact_request, redact_response
@@ -104,6 +105,11 @@ def test_recordings_with_credentials_are_recognised():
         b"username=demo&password=demo"))).to_dict()}
     assert first_credential([plain, plain]) is None
     assert first_credential([plain, login]) == "POST /auth/login"
+    require_login(None, [plain])  # nothing to log in for
+    require_login(ACCOUNT, [login])
+    with pytest.raises(UserError, match=r"pass --parity-login USER \(password from "
+                                        r"--parity-password-file, PARITY_PASSWORD or a prompt\)"):
+        require_login(None, [plain, login], option="--parity-login")
 
 
 def test_the_password_comes_from_a_file_the_environment_or_a_prompt(tmp_path, monkeypatch):

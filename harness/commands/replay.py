@@ -66,7 +66,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     """Replay, judge, gate; print the per-group verdicts."""
     from harness.config import load_config
-    from harness.replay.credentials import ServiceAccount, first_credential, terminal_prompt
+    from harness.replay.credentials import ServiceAccount, require_login, terminal_prompt
     from harness.replay.progress import ReplayProgress
     from harness.replay.runner import ReplayTargets, replay_records
     from harness.store.reader import count_records, iter_records
@@ -85,12 +85,7 @@ def run(args: argparse.Namespace) -> int:
     account = ServiceAccount.from_sources(args.login, config.replay,
                                           password_file=args.password_file,
                                           prompt=terminal_prompt)
-    if account is None and (where := first_credential(iter_records(args.recordings))):
-        raise UserError(
-            f"the recorded requests carry credentials (first: {where}) and no service account "
-            "was given: pass --login USER (password from --password-file, PARITY_PASSWORD or a "
-            "prompt)"
-        )
+    require_login(account, iter_records(args.recordings))
     judged_file = tempfile.NamedTemporaryFile(prefix="parity-replay-", suffix=".jsonl")  # noqa: SIM115 - closed below, after the report reads it
     tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
     writer = None

@@ -135,6 +135,19 @@ def first_credential(records: Iterable[dict[str, Any]]) -> str | None:
     return None
 
 
+def require_login(account: ServiceAccount | None, records: Iterable[dict[str, Any]],
+                  option: str = "--login") -> None:
+    """UserError (a usage error, before anything is replayed) when the recorded requests carry
+    credentials and no service account was given: the replay would only report false auth
+    findings."""
+    if account is None and (where := first_credential(records)):
+        raise UserError(
+            f"the recorded requests carry credentials (first: {where}) and no service account "
+            f"was given: pass {option} USER (password from {_password_file_option(option)}, "
+            f"{PASSWORD_ENV} or a prompt)"
+        )
+
+
 def carries_redacted(request: Request) -> bool:
     """Whether `request` still holds a fingerprint where the client sent a secret: sent like this,
     it cannot be what the client sent."""
