@@ -1,11 +1,12 @@
 """Fresh credentials for replay: recordings hold only fingerprints of secrets, so the replay logs in
 with a configured service account on each environment and puts that environment's own tokens where
 the recording has fingerprints — but only for tokens a login (or refresh) answer of the same
-recorded session minted. Any other fingerprint (a garbage refresh token, a token from before the
-recording started) is left as recorded: the replay sends it when the primary refused it, so a
-negative test stays negative, and skips the exchange when the primary accepted it (see
-`harness.replay.runner`). A recorded password is restored only when its fingerprint is the service
-account's; record traffic of the service account to replay logins.
+recorded session minted, to a request the replay could send as it was (the service account's
+login, a refresh with a token so swapped). Any other fingerprint (a garbage refresh token, a token
+from before the recording started, another user's) is left as recorded: the replay sends it when
+the primary refused it, so a negative test stays negative, and skips the exchange when the primary
+accepted it (see `harness.replay.runner`). A recorded password is restored only when its
+fingerprint is the service account's; record traffic of the service account to replay logins.
 
 The service account's password never comes from the command line (every user of the host sees
 it there): `--password-file`, the environment (PARITY_PASSWORD) or a prompt."""
@@ -167,8 +168,9 @@ def _fingerprint_of(value: str) -> str | None:
 
 class MintedTokens:
     """Per recorded session, the fingerprints of the tokens its recorded answers minted (a login,
-    a refresh) and their kind. Requests of one session are replayed in order, so a login is seen
-    before the requests that use its tokens. Bounded: the least recently seen sessions go first."""
+    a refresh; the caller learns only answers to requests it could restore) and their kind.
+    Requests of one session are replayed in order, so a login is seen before the requests that
+    use its tokens. Bounded: the least recently seen sessions go first."""
 
     def __init__(self, max_sessions: int = MAX_SESSIONS) -> None:
         self._sessions: OrderedDict[str, dict[str, str]] = OrderedDict()

@@ -151,10 +151,15 @@ class Replayer:
         recorded = Exchange.from_dict(record)
         # Recordings without sessions (imported HAR files) share one scope for minted tokens.
         minted_in = recorded.session or ""
-        self._minted.learn(minted_in, recorded.primary)
+        request = self._for_env("candidate", recorded.request, minted_in)
+        restorable = not carries_redacted(request)
+        if restorable:
+            # Tokens this answer minted (a login, a refresh) have fresh stand-ins only when the
+            # replay can do the same: the service account's login, a refresh with a swapped token.
+            self._minted.learn(minted_in, recorded.primary)
         route = self.config.routes.match(recorded.request.method, recorded.request.path)
         exchange = Exchange(
-            request=self._for_env("candidate", recorded.request, minted_in),
+            request=request,
             primary=recorded.primary,
             id=recorded.id,
             ts=recorded.ts,
@@ -163,8 +168,7 @@ class Replayer:
             comparator=route.comparator,
             session=recorded.session or session_key(record),
         )
-        if not recorded.primary.error and recorded.primary.status < 400 and carries_redacted(
-                exchange.request):
+        if not restorable and not recorded.primary.error and recorded.primary.status < 400:
             # The primary accepted a credential the replay cannot restore (minted before the
             # recordings began, another user's password, an API key): sent as recorded it could
             # only be refused. A refused one (a garbage token) is sent as recorded: it stays a
