@@ -31,6 +31,7 @@ import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -105,6 +106,7 @@ class ShadowAddon:
         self.counters_path: Path | None = None
         self._counters_written: dict[str, int] | None = None
         self._counters_failed = False
+        self.metrics: Any = None  # harness.metrics.shadow.ShadowMetrics with parity_metrics
 
     def load(self, loader) -> None:
         loader.add_option("parity_candidate", str, "",
@@ -145,6 +147,9 @@ class ShadowAddon:
         loader.add_option("parity_ca_bundle", str, "",
                           "CA bundle (PEM) to verify the candidate's and secondary's "
                           "certificates; the system's CAs when empty.")
+        loader.add_option("parity_metrics", str, "",
+                          "HOST:PORT where /metrics (Prometheus) is served, on a listener of "
+                          "its own; off when empty.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -163,6 +168,13 @@ class ShadowAddon:
                                               f"{getattr(opts, name)}")
         if "parity_worker_nice" in updated and not 0 <= opts.parity_worker_nice <= 19:
             raise exceptions.OptionsError("parity_worker_nice: must be between 0 and 19")
+        if "parity_metrics" in updated and opts.parity_metrics:
+            from harness.metrics.shadow import parse_listen
+
+            try:
+                parse_listen(opts.parity_metrics, "parity_metrics")
+            except ValueError as exc:
+                raise exceptions.OptionsError(str(exc)) from None
         if "parity_ca_bundle" in updated and opts.parity_ca_bundle \
                 and not os.path.isfile(opts.parity_ca_bundle):
             raise exceptions.OptionsError(
@@ -196,6 +208,8 @@ class ShadowAddon:
             log.error("shadow: parity_recordings %r: %s", opts.parity_recordings, exc)
             return
         self._runtime_dir = tempfile.mkdtemp(prefix="parity-shadow-")
+        if opts.parity_metrics and not self._start_metrics(opts.parity_metrics):
+            return
         now = datetime.now(UTC)
         self._started_at = now.isoformat(timespec="seconds")
         self.counters_path = Path(opts.parity_recordings) / (
@@ -213,6 +227,7 @@ class ShadowAddon:
             breakers=os.path.join(self._runtime_dir, "breakers.jsonl"),
             nice=opts.parity_worker_nice,
             idle=opts.parity_worker_idle,
+            metrics_dir=str(self.metrics.directory) if self.metrics else None,
         )
         self.pool = WorkerPool(settings, opts.parity_workers, self.counters)
         self.pool.start()
@@ -221,6 +236,25 @@ class ShadowAddon:
                  settings.candidate,
                  f" (secondary {settings.secondary})" if settings.secondary else "",
                  opts.parity_workers, self.sample, opts.parity_timeout)
+
+    def _start_metrics(self, listen: str) -> bool:
+        """Serve /metrics (see harness.metrics.shadow); False, logged, when it cannot listen."""
+        from harness.metrics.shadow import MetricsError, ShadowMetrics, parse_listen
+
+        assert self._runtime_dir is not None
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
+            self._runtime_dir, "metrics")
+        self.metrics = ShadowMetrics(*parse_listen(listen, "parity_metrics"), directory,
+                                     breakers=os.path.join(self._runtime_dir, "breakers.jsonl"))
+        try:
+            self.metrics.start()
+        except MetricsError as exc:
+            self.metrics = None
+            log.error("shadow: %s", exc)  # during start-up: errorcheck exits
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            return False
+        log.info("shadow: metrics on http://%s:%d/metrics", self.metrics.host, self.metrics.port)
+        return True
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -259,8 +293,11 @@ class ShadowAddon:
             await asyncio.sleep(SUPERVISE_EVERY_S)
             if self.pool is None:
                 return
+            workers = self.pool.pids
             self.pool.supervise()
             self._save_counters(final=False)
+            if self.metrics is not None:
+                self.metrics.tick(self.counters.totals(), set(workers) - set(self.pool.pids))
             if time.monotonic() - last_line >= LOG_EVERY_S:
                 totals = self.counters.totals()
                 if totals != last_totals:  # an idle proxy does not repeat itself
@@ -297,6 +334,8 @@ class ShadowAddon:
         await pool.stop(float(ctx.options.parity_drain))
         self._save_counters(final=True)
         log.info("%s (final)", self.counters.summary())
+        if self.metrics is not None:
+            self.metrics.close()
         if self._runtime_dir:
             shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
