@@ -15,6 +15,8 @@ from harness.model import Exchange, Severity
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"  # the route label of requests no route of the table names
+SIDES = ("primary", "candidate")
+ERROR_REASONS = ("no-answer", "server-error")
 
 
 class WorkerMetrics:
@@ -44,6 +46,7 @@ class WorkerMetrics:
                                        registry=None, multiprocess_mode="livemax")
         self.recording_stopped.set(0)
         self.queue_depth.set(0)
+        self._mirrored_groups: set[str] = set()
         self._first_open = 0  # the first recording segment that may still grow
         self._open_bytes = 0  # bytes of it already counted
 
@@ -59,7 +62,12 @@ class WorkerMetrics:
             self.critical.labels(group).inc(critical)
         if exchange.mirror.startswith("skipped"):
             return
-        for side, response in (("primary", exchange.primary), ("candidate", exchange.candidate)):
+        if group not in self._mirrored_groups:  # error series at 0: a ratio of 0, not absent
+            self._mirrored_groups.add(group)
+            for side in SIDES:
+                for reason in ERROR_REASONS:
+                    self.errors.labels(group, side, reason)
+        for side, response in zip(SIDES, (exchange.primary, exchange.candidate), strict=True):
             if response is None or response.error:
                 self.errors.labels(group, side, "no-answer").inc()
                 continue
