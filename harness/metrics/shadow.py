@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -92,11 +94,14 @@ def fold_dead(directory: Path, pid: int) -> None:
 class ShadowMetrics:
     """The collector behind the proxy's `/metrics` and the HTTP server that serves it."""
 
-    def __init__(self, host: str, port: int, directory: str | os.PathLike[str],
-                 breakers: str | None = None) -> None:
+    def __init__(self, host: str, port: int,
+                 directory: str | os.PathLike[str] | None = None) -> None:
+        """`directory`: the multiprocess directory (emptied); a new temporary one, removed by
+        `close`, when None."""
         self.host, self.port = host, port
-        self.directory = prepare_directory(directory)
-        self._breakers = Breakers(breakers) if breakers else None
+        self._owns_directory = directory is None
+        self.directory = prepare_directory(directory or tempfile.mkdtemp(prefix="parity-metrics-"))
+        self._breakers: Breakers | None = None
         self._lock = threading.Lock()
         self._totals: Mapping[str, int] = {}
         self._open_breakers: Mapping[str, str] = {}
@@ -113,6 +118,10 @@ class ShadowMetrics:
         except OSError as exc:
             raise MetricsError(f"--metrics {self.host}:{self.port}: cannot listen: "
                                f"{exc.strerror or exc}") from None
+
+    def watch_breakers(self, path: str | None) -> None:
+        """Show the breakers the workers trip in the file at `path` (as `tick` finds them)."""
+        self._breakers = Breakers(path) if path else None
 
     def tick(self, totals: Mapping[str, int], gone: Iterable[int] = ()) -> None:
         """Take the proxy's counter totals (called from the proxy's loop once a second) and
@@ -155,9 +164,11 @@ class ShadowMetrics:
         yield breakers
 
     def close(self) -> None:
-        """Stop serving."""
+        """Stop serving; remove the directory when this object made it."""
         server, self._server = self._server, None
         if server is not None:
             with contextlib.suppress(Exception):
                 server.shutdown()
                 server.server_close()
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -169,12 +169,7 @@ class ShadowAddon:
         if "parity_worker_nice" in updated and not 0 <= opts.parity_worker_nice <= 19:
             raise exceptions.OptionsError("parity_worker_nice: must be between 0 and 19")
         if "parity_metrics" in updated and opts.parity_metrics:
-            from harness.metrics.shadow import parse_listen
-
-            try:
-                parse_listen(opts.parity_metrics, "parity_metrics")
-            except ValueError as exc:
-                raise exceptions.OptionsError(str(exc)) from None
+            self._start_metrics(opts.parity_metrics)
         if "parity_ca_bundle" in updated and opts.parity_ca_bundle \
                 and not os.path.isfile(opts.parity_ca_bundle):
             raise exceptions.OptionsError(
@@ -208,8 +203,6 @@ class ShadowAddon:
             log.error("shadow: parity_recordings %r: %s", opts.parity_recordings, exc)
             return
         self._runtime_dir = tempfile.mkdtemp(prefix="parity-shadow-")
-        if opts.parity_metrics and not self._start_metrics(opts.parity_metrics):
-            return
         now = datetime.now(UTC)
         self._started_at = now.isoformat(timespec="seconds")
         self.counters_path = Path(opts.parity_recordings) / (
@@ -229,6 +222,8 @@ class ShadowAddon:
             idle=opts.parity_worker_idle,
             metrics_dir=str(self.metrics.directory) if self.metrics else None,
         )
+        if self.metrics is not None:
+            self.metrics.watch_breakers(settings.breakers)
         self.pool = WorkerPool(settings, opts.parity_workers, self.counters)
         self.pool.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -237,24 +232,22 @@ class ShadowAddon:
                  f" (secondary {settings.secondary})" if settings.secondary else "",
                  opts.parity_workers, self.sample, opts.parity_timeout)
 
-    def _start_metrics(self, listen: str) -> bool:
-        """Serve /metrics (see harness.metrics.shadow); False, logged, when it cannot listen."""
+    def _start_metrics(self, listen: str) -> None:
+        """Serve /metrics on `listen` (see harness.metrics.shadow) from now on, so a bad or
+        taken address fails the start-up as an option error."""
         from harness.metrics.shadow import MetricsError, ShadowMetrics, parse_listen
 
-        assert self._runtime_dir is not None
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
-            self._runtime_dir, "metrics")
-        self.metrics = ShadowMetrics(*parse_listen(listen, "parity_metrics"), directory,
-                                     breakers=os.path.join(self._runtime_dir, "breakers.jsonl"))
+        if self.metrics is not None:
+            log.warning("shadow: parity_metrics changed; restart the proxy for it to take effect")
+            return
         try:
-            self.metrics.start()
-        except MetricsError as exc:
-            self.metrics = None
-            log.error("shadow: %s", exc)  # during start-up: errorcheck exits
-            shutil.rmtree(self._runtime_dir, ignore_errors=True)
-            return False
-        log.info("shadow: metrics on http://%s:%d/metrics", self.metrics.host, self.metrics.port)
-        return True
+            metrics = ShadowMetrics(*parse_listen(listen, "parity_metrics"),
+                                    os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+            metrics.start()
+        except (ValueError, MetricsError) as exc:
+            raise exceptions.OptionsError(str(exc)) from None
+        self.metrics = metrics
+        log.info("shadow: metrics on http://%s:%d/metrics", metrics.host, metrics.port)
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -329,11 +322,10 @@ class ShadowAddon:
         pool, self.pool = self.pool, None
         if self._watcher is not None:
             self._watcher.cancel()
-        if pool is None:
-            return
-        await pool.stop(float(ctx.options.parity_drain))
-        self._save_counters(final=True)
-        log.info("%s (final)", self.counters.summary())
+        if pool is not None:
+            await pool.stop(float(ctx.options.parity_drain))
+            self._save_counters(final=True)
+            log.info("%s (final)", self.counters.summary())
         if self.metrics is not None:
             self.metrics.close()
         if self._runtime_dir:
