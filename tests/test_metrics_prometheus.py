@@ -313,3 +313,6 @@ def test_real_prometheus_sees_parity_latency_alerts_and_replay(stack) -> None:
     check_the_proxy_exports_only_catalogued_names_without_ids(stack, driven)
     check_replay_textfile_scraped_and_alerted(stack, driven)
     check_a_killed_worker_keeps_its_counts_and_its_files_are_folded(stack, driven)
+    stack["shadow"].stop()  # exits 0, no worker left behind, with the metrics listener too
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(stack["metrics"], timeout=5)
