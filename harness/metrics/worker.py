@@ -46,7 +46,7 @@ class WorkerMetrics:
                                        registry=None, multiprocess_mode="livemax")
         self.recording_stopped.set(0)
         self.queue_depth.set(0)
-        self._mirrored_groups: set[str] = set()
+        self._sides: dict[str, tuple[tuple[Any, dict[str, Any]], ...]] = {}  # group → children
         self._first_open = 0  # the first recording segment that may still grow
         self._open_bytes = 0  # bytes of it already counted
 
@@ -62,19 +62,21 @@ class WorkerMetrics:
             self.critical.labels(group).inc(critical)
         if exchange.mirror.startswith("skipped"):
             return
-        if group not in self._mirrored_groups:  # error series at 0: a ratio of 0, not absent
-            self._mirrored_groups.add(group)
-            for side in SIDES:
-                for reason in ERROR_REASONS:
-                    self.errors.labels(group, side, reason)
-        for side, response in zip(SIDES, (exchange.primary, exchange.candidate), strict=True):
+        sides = self._sides.get(group)
+        if sides is None:  # error series made at once, at 0: an error ratio of 0, not absent
+            sides = self._sides[group] = tuple(
+                (self.latency.labels(group, side),
+                 {reason: self.errors.labels(group, side, reason) for reason in ERROR_REASONS})
+                for side in SIDES)
+        for (latency, errors), response in zip(sides, (exchange.primary, exchange.candidate),
+                                               strict=True):
             if response is None or response.error:
-                self.errors.labels(group, side, "no-answer").inc()
+                errors["no-answer"].inc()
                 continue
             if response.status >= 500:
-                self.errors.labels(group, side, "server-error").inc()
+                errors["server-error"].inc()
             if response.latency_ms is not None:
-                self.latency.labels(group, side).observe(response.latency_ms / 1000)
+                latency.observe(response.latency_ms / 1000)
 
     def recording_failed(self) -> None:
         """Recording stopped in this worker (it stays stopped until the worker restarts)."""
