@@ -6,6 +6,7 @@ processes writing real multiprocess files), the replay's textfile, and the optio
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -236,6 +237,20 @@ def test_bad_metrics_options_are_one_line_errors(argv, message) -> None:
     run = subprocess.run([*PARITY, *argv], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 2, run.stdout + run.stderr
     assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_a_multiprocess_dir_that_is_a_file_is_a_one_line_error(tmp_path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    run = subprocess.run(
+        [*PARITY, "shadow", "--primary", "http://127.0.0.1:1", "--candidate",
+         "http://127.0.0.1:2", "--listen", f"127.0.0.1:{free_port()}", "--recordings",
+         str(tmp_path / "rec"), "--metrics", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(not_a_directory)})
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "PROMETHEUS_MULTIPROC_DIR" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 def test_a_taken_metrics_port_stops_the_proxy_with_a_clear_error(tmp_path) -> None:

@@ -92,7 +92,8 @@ def fold_dead(directory: Path, pid: int) -> None:
 
 
 class ShadowMetrics:
-    """The collector behind the proxy's `/metrics` and the HTTP server that serves it."""
+    """The collector behind the proxy's `/metrics` and the HTTP server that serves it.
+    MetricsError when the multiprocess directory cannot be made or emptied."""
 
     def __init__(self, host: str, port: int,
                  directory: str | os.PathLike[str] | None = None) -> None:
@@ -100,7 +101,12 @@ class ShadowMetrics:
         `close`, when None."""
         self.host, self.port = host, port
         self._owns_directory = directory is None
-        self.directory = prepare_directory(directory or tempfile.mkdtemp(prefix="parity-metrics-"))
+        try:
+            self.directory = prepare_directory(
+                directory or tempfile.mkdtemp(prefix="parity-metrics-"))
+        except OSError as exc:
+            raise MetricsError(f"metrics directory {directory!r} (PROMETHEUS_MULTIPROC_DIR): "
+                               f"{exc.strerror or exc}") from None
         self._breakers: Breakers | None = None
         self._lock = threading.Lock()
         self._totals: Mapping[str, int] = {}
