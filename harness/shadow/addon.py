@@ -168,8 +168,6 @@ class ShadowAddon:
                                               f"{getattr(opts, name)}")
         if "parity_worker_nice" in updated and not 0 <= opts.parity_worker_nice <= 19:
             raise exceptions.OptionsError("parity_worker_nice: must be between 0 and 19")
-        if "parity_metrics" in updated and opts.parity_metrics:
-            self._start_metrics(opts.parity_metrics)
         if "parity_ca_bundle" in updated and opts.parity_ca_bundle \
                 and not os.path.isfile(opts.parity_ca_bundle):
             raise exceptions.OptionsError(
@@ -182,6 +180,8 @@ class ShadowAddon:
                 load_config(opts.parity_config)
             except ConfigError as exc:
                 raise exceptions.OptionsError(f"parity_config: {exc}") from None
+        if "parity_metrics" in updated and opts.parity_metrics:  # last: every option is valid
+            self._start_metrics(opts.parity_metrics)
         if self.pool is not None and updated & {"parity_candidate", "parity_secondary",
                                                 "parity_config", "parity_workers"}:
             log.warning("shadow: %s changed; restart the proxy for it to take effect",
