@@ -181,7 +181,8 @@ def count(url: str) -> int:
     return int(httpx.get(url + "/__count").text)
 
 
-def start_proxy(kind: str, primary: str, candidate: str | None, work: Path):
+def start_proxy(kind: str, primary: str, candidate: str | None, work: Path,
+                extra: tuple[str, ...] = ()):
     port = free_port()
     if kind == "mitmdump":
         argv = [str(Path(sys.executable).parent / "mitmdump"), "-q", "--mode",
@@ -190,7 +191,7 @@ def start_proxy(kind: str, primary: str, candidate: str | None, work: Path):
         argv = [sys.executable, "-m", "harness.cli", "shadow", "--primary", primary,
                 "--candidate", candidate, "--listen", f"127.0.0.1:{port}", "--recordings",
                 str(work / f"rec-{port}"), "--timeout", "2", "--drain", "2",
-                "--queue-size", "2000"]
+                "--queue-size", "2000", *extra]
     process = ManagedProcess(pinned(PROXY_CORE, argv), log_path=work / f"proxy-{port}.log",
                              health_url=f"http://127.0.0.1:{port}/__count").start()
     return process, f"http://127.0.0.1:{port}"

@@ -28,4 +28,6 @@ args=(replay "${segments[@]}" --candidate "$PARITY_CANDIDATE" --no-progress
       --report "$PARITY_REPORTS/replay-$day.html" --json "$PARITY_REPORTS/replay-$day.json")
 [ -n "${PARITY_PRIMARY:-}" ] && args+=(--primary "$PARITY_PRIMARY")
 [ -n "${PARITY_CONFIG:-}" ] && args+=(--config "$PARITY_CONFIG")
+# Per-group results for node_exporter's textfile collector (a path ending in .prom).
+[ -n "${PARITY_METRICS_FILE:-}" ] && args+=(--metrics-file "$PARITY_METRICS_FILE")
 exec "$parity" "${args[@]}"

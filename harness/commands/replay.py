@@ -47,6 +47,9 @@ def add_parser(
     parser.add_argument("--json", metavar="OUT.json", help="write the machine-readable summary")
     parser.add_argument("--save", metavar="DIR", help="also record the replayed exchanges in DIR")
     parser.add_argument("--no-progress", action="store_true", help="plain progress lines only")
+    parser.add_argument("--metrics-file", metavar="PATH.prom",
+                        help="write per-group results for node_exporter's textfile collector "
+                             "(atomically)")
     return parser
 
 
@@ -80,6 +83,13 @@ def run(args: argparse.Namespace) -> int:
         if url and not url.startswith(("http://", "https://")):
             raise UserError(f"{url!r} is not an http(s) URL")
     shard = parse_shard(args.shard)
+    if args.metrics_file:
+        from harness.metrics.replay import check_metrics_file
+
+        try:
+            check_metrics_file(args.metrics_file)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     config = load_config(args.config)
     total = count_records(args.recordings)
     account = ServiceAccount.from_sources(args.login, config.replay,
@@ -119,6 +129,14 @@ def run(args: argparse.Namespace) -> int:
         writer.close()
     judged_file.flush()
     failed = print_gates(tallies, config.gates)
+    if args.metrics_file:
+        from harness.metrics.replay import write_replay_metrics
+
+        try:
+            write_replay_metrics(args.metrics_file, group_results(tallies, config.gates))
+        except OSError as exc:
+            raise UserError(f"--metrics-file {args.metrics_file!r}: {exc}") from None
+        print(f"wrote {args.metrics_file}")
     print(f"replayed {stats.total} exchanges in {stats.rate and stats.total / stats.rate:.1f}s "
           f"({stats.rate:.0f}/s)")
     if args.report or args.json:

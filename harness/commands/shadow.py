@@ -53,6 +53,9 @@ def add_parser(
                              "(default: the system's CAs)")
     parser.add_argument("--insecure", action="store_true",
                         help="do not verify upstream TLS certificates (test setups only)")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics, a listener "
+                             "of its own (default: off)")
     return parser
 
 
@@ -111,6 +114,15 @@ def run(args: argparse.Namespace) -> int:
     if args.drain < 0:
         raise UserError(f"--drain must be 0 or more, got {args.drain}")
     certs = tuple(_file("--certs", value) for value in args.certs)
+    if args.metrics:
+        from harness.metrics.shadow import parse_listen
+
+        try:
+            metrics = parse_listen(args.metrics)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if metrics[1] == port:
+            raise UserError(f"--metrics {args.metrics!r}: must not be the proxied port ({port})")
     ca_bundle = _file("--ca-bundle", args.ca_bundle) if args.ca_bundle else None
     settings = ProxySettings(
         primary=primary or "",
@@ -132,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             "parity_drain": str(args.drain),
             "parity_insecure": args.insecure,
             "parity_ca_bundle": ca_bundle or "",
+            "parity_metrics": args.metrics or "",
         },
     )
     print(f"parity shadow: listening on {host}:{port}, primary {primary}, candidate {candidate}"

@@ -31,6 +31,7 @@ import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -105,6 +106,7 @@ class ShadowAddon:
         self.counters_path: Path | None = None
         self._counters_written: dict[str, int] | None = None
         self._counters_failed = False
+        self.metrics: Any = None  # harness.metrics.shadow.ShadowMetrics with parity_metrics
 
     def load(self, loader) -> None:
         loader.add_option("parity_candidate", str, "",
@@ -145,6 +147,9 @@ class ShadowAddon:
         loader.add_option("parity_ca_bundle", str, "",
                           "CA bundle (PEM) to verify the candidate's and secondary's "
                           "certificates; the system's CAs when empty.")
+        loader.add_option("parity_metrics", str, "",
+                          "HOST:PORT where /metrics (Prometheus) is served, on a listener of "
+                          "its own; off when empty.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -175,6 +180,8 @@ class ShadowAddon:
                 load_config(opts.parity_config)
             except ConfigError as exc:
                 raise exceptions.OptionsError(f"parity_config: {exc}") from None
+        if "parity_metrics" in updated and opts.parity_metrics:  # last: every option is valid
+            self._start_metrics(opts.parity_metrics)
         if self.pool is not None and updated & {"parity_candidate", "parity_secondary",
                                                 "parity_config", "parity_workers"}:
             log.warning("shadow: %s changed; restart the proxy for it to take effect",
@@ -213,7 +220,10 @@ class ShadowAddon:
             breakers=os.path.join(self._runtime_dir, "breakers.jsonl"),
             nice=opts.parity_worker_nice,
             idle=opts.parity_worker_idle,
+            metrics_dir=str(self.metrics.directory) if self.metrics else None,
         )
+        if self.metrics is not None:
+            self.metrics.watch_breakers(settings.breakers)
         self.pool = WorkerPool(settings, opts.parity_workers, self.counters)
         self.pool.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -221,6 +231,23 @@ class ShadowAddon:
                  settings.candidate,
                  f" (secondary {settings.secondary})" if settings.secondary else "",
                  opts.parity_workers, self.sample, opts.parity_timeout)
+
+    def _start_metrics(self, listen: str) -> None:
+        """Serve /metrics on `listen` (see harness.metrics.shadow) from now on, so a bad or
+        taken address fails the start-up as an option error."""
+        from harness.metrics.shadow import MetricsError, ShadowMetrics, parse_listen
+
+        if self.metrics is not None:
+            log.warning("shadow: parity_metrics changed; restart the proxy for it to take effect")
+            return
+        try:
+            metrics = ShadowMetrics(*parse_listen(listen, "parity_metrics"),
+                                    os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+            metrics.start()
+        except (ValueError, MetricsError) as exc:
+            raise exceptions.OptionsError(str(exc)) from None
+        self.metrics = metrics
+        log.info("shadow: metrics on http://%s:%d/metrics", metrics.host, metrics.port)
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -259,8 +286,11 @@ class ShadowAddon:
             await asyncio.sleep(SUPERVISE_EVERY_S)
             if self.pool is None:
                 return
+            workers = self.pool.pids
             self.pool.supervise()
             self._save_counters(final=False)
+            if self.metrics is not None:
+                self.metrics.tick(self.counters.totals(), set(workers) - set(self.pool.pids))
             if time.monotonic() - last_line >= LOG_EVERY_S:
                 totals = self.counters.totals()
                 if totals != last_totals:  # an idle proxy does not repeat itself
@@ -292,11 +322,12 @@ class ShadowAddon:
         pool, self.pool = self.pool, None
         if self._watcher is not None:
             self._watcher.cancel()
-        if pool is None:
-            return
-        await pool.stop(float(ctx.options.parity_drain))
-        self._save_counters(final=True)
-        log.info("%s (final)", self.counters.summary())
+        if pool is not None:
+            await pool.stop(float(ctx.options.parity_drain))
+            self._save_counters(final=True)
+            log.info("%s (final)", self.counters.summary())
+        if self.metrics is not None:
+            self.metrics.close()
         if self._runtime_dir:
             shutil.rmtree(self._runtime_dir, ignore_errors=True)
 

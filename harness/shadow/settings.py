@@ -25,6 +25,7 @@ class WorkerSettings:
     nice: int = 10  # below the proxy's CPU priority: production wins when CPU is short
     idle: bool = True  # SCHED_IDLE: CPU only when nothing else wants it (Linux)
     name: str = "w1"
+    metrics_dir: str | None = None  # prometheus_client multiprocess directory (--metrics)
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()

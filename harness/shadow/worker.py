@@ -187,6 +187,12 @@ class MirrorWorker:
         self.recording_failed: str | None = None
         self._mirror: Any = None
         self._release: Callable[[int], None] = lambda size: None
+        self.metrics: Any = None  # harness.metrics.worker.WorkerMetrics with --metrics
+        if settings.metrics_dir:
+            from harness.metrics.worker import WorkerMetrics
+
+            self.metrics = WorkerMetrics(settings.metrics_dir,
+                                         (route.name for route in self.engine.config.routes))
 
     async def run(self, items: AsyncIterable[tuple[Captured, int]],
                   release: Callable[[int], None] | None = None, *, client: Any = None) -> None:
@@ -267,6 +273,8 @@ class MirrorWorker:
             if exchange.mirror == "dry-run":
                 self.counts[c.DRY_RUN] += 1
         self.counts[str(exchange.verdict)] += 1
+        if self.metrics is not None:
+            self.metrics.judged(exchange)
         return exchange
 
     def _record(self, exchange: Exchange) -> None:
@@ -279,6 +287,8 @@ class MirrorWorker:
             self.recording_failed = str(exc)
             log.critical("RECORDING STOPPED: %s. Mirroring goes on unrecorded; production is not "
                          "affected. Free space on the recordings volume and restart.", exc)
+            if self.metrics is not None:
+                self.metrics.recording_failed()
             self.counts[c.NOT_RECORDED] += 1
 
     def report(self) -> dict[str, Any]:
@@ -326,6 +336,8 @@ async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
     assert main is not None
     loop.add_signal_handler(signal.SIGTERM, main.cancel)
     reporter = loop.create_task(stats.every(STATS_EVERY_S, worker.report))
+    sampler = worker.metrics and loop.create_task(worker.metrics.sample_every(
+        STATS_EVERY_S, lambda: intake.held, lambda: getattr(worker.writer, "segments", ())))
     try:
         await worker.run(intake, intake.release)
     except asyncio.CancelledError:
@@ -334,6 +346,8 @@ async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
         log.warning("stopped: %d queued exchange(s) abandoned", abandoned)
     finally:
         reporter.cancel()
+        if sampler:
+            sampler.cancel()
         worker.counts[c.WORKER_ERRORS] += intake.undecodable
         worker.close()
         intake.close()
