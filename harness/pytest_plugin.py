@@ -110,6 +110,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
 
             candidate = config.getoption("parity_candidate")
             if candidate:
+                from harness.policy import breakers_beside
                 from harness.replay.credentials import ServiceAccount
                 from harness.replay.runner import ReplayTargets, replay_records
 
@@ -125,6 +126,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                         config.getoption("parity_login"), parity_config.replay
                     ),
                     on_exchange=keep,
+                    breakers=breakers_beside(recordings),
                 )
             else:
                 from harness.compare.engine import Engine

@@ -130,7 +130,7 @@ class StrategyLifecycle(RuleBasedStateMachine):
 
     @rule(target=created, payload=strategy_payloads())
     def create(self, payload):
-        p, c = self.both("POST", lambda _: "/api/strategies/strategies/", payload)
+        p, c = self.both("POST", lambda _: "/api/strategies/", payload)
         assert p.status_code == c.status_code
         if p.status_code != 201:
             return -1
@@ -138,7 +138,7 @@ class StrategyLifecycle(RuleBasedStateMachine):
         return p.json()["id"]
 
     def _path(self, strategy_id: int, suffix: str = ""):
-        return lambda on_primary: (f"/api/strategies/strategies/"
+        return lambda on_primary: (f"/api/strategies/"
                                    f"{strategy_id if on_primary else self.ids.get(strategy_id, -1)}"
                                    f"{suffix}")
 
@@ -158,7 +158,7 @@ class StrategyLifecycle(RuleBasedStateMachine):
 
     @rule()
     def list_all(self):
-        self.check(*self.both("GET", lambda _: "/api/strategies/strategies/"))
+        self.check(*self.both("GET", lambda _: "/api/strategies/"))
 
     def check(self, p: httpx.Response, c: httpx.Response) -> None:
         exchange = Exchange(request=Request(p.request.method, p.request.url.path),

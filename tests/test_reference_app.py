@@ -313,7 +313,7 @@ class Script:
                   json={**BACKTEST, "parameters": {"fast": 0}}, shape="HTTPValidationError")
 
     def strategy(self) -> None:
-        base = "/api/strategies/strategies"
+        base = "/api/strategies"
         for name in ("alpha", "beta", "gamma"):
             self.call("strategy", f"create-{name}", "POST", f"{base}/", expect=201,
                       json={"name": name, "description": f"{name} SMA",

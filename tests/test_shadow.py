@@ -68,9 +68,9 @@ def user_session(client: httpx.Client, direct: httpx.Client) -> int:
         time.sleep(0.05)
     same_as_direct(f"/api/backtest/results/{started['id']}")
 
-    created = call("POST", "/api/strategies/strategies/", 201, headers=auth,
+    created = call("POST", "/api/strategies/", 201, headers=auth,
                    json={"name": "shadow", "parameters": {"fast": 10, "slow": 30}}).json()
-    base = f"/api/strategies/strategies/{created['id']}"
+    base = f"/api/strategies/{created['id']}"
     same_as_direct(base)
     call("PUT", base, json={"description": "tuned", "parameters": {"fast": 12, "slow": 36}})
     call("POST", f"{base}/activate")
@@ -93,7 +93,7 @@ def test_a_session_answered_by_the_primary_and_judged_against_the_native_candida
         tmp_path, apps):
     primary, secondary, candidate = apps
     # The primary's strategy ids run ahead, so the candidate's differ and must be correlated.
-    httpx.post(primary.base_url + "/api/strategies/strategies/", json={"name": "ahead"})
+    httpx.post(primary.base_url + "/api/strategies/", json={"name": "ahead"})
     shadow = Shadow(tmp_path, primary.base_url, candidate.base_url, "--secondary",
                     secondary.base_url)
     with httpx.Client(base_url=shadow.url) as client, \
