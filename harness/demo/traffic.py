@@ -131,16 +131,11 @@ class CryptobotSession:
             "amount": amount,
             "client_order_id": f"demo-{self.rng.getrandbits(48):012x}",
         }
-        placed = self._post("/api/trades/orders", json=order)
+        self._post("/api/trades/orders", json=order)
         limit = {**order, "type": "limit", "price": round(self.rng.uniform(60000, 70000), 2),
                  "time_in_force": "GTC",
                  "client_order_id": f"demo-{self.rng.getrandbits(48):012x}"}
         self._post("/api/trades/orders", json=limit)
-        if placed.status_code in (200, 201):
-            body = placed.json()
-            order_id = (body.get("order") or body).get("id")
-            if order_id and body.get("status") != "dry_run":
-                self._get(f"/api/trades/orders/{order_id}")
 
     def paper_trading(self) -> None:
         self._get("/mcp/paper-trading/balances")
