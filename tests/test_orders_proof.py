@@ -5,24 +5,36 @@ the real orders and the dry runs each copy received."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
+from importlib import resources
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from support import Shadow
 from traffic import wait_for
 
-from harness.policy import BREAKER_FILE, Breakers
+from harness.compare.engine import Engine
+from harness.config import build_config, load_config, route_toml
+from harness.errors import ConfigError
+from harness.mirror import Mirror
+from harness.model import Body, Exchange, Request, Response, Severity, Verdict
+from harness.policy import BREAKER_FILE, Breakers, MirrorPolicy
+from harness.processes import free_port
 from harness.store.reader import iter_records
+from harness.transport import TransportSettings, make_client
 
 ORDERS = "/api/trades/orders"
 SWITCH = "/api/v1/settings/dry_run"
 RECHECK_S = 0.5
 NOT_PROVEN = "not proven in dry-run mode: no order mirrored"
+DEFAULT_TOML = resources.files("harness").joinpath("default_config.toml").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +223,121 @@ def test_pytest_parity_sends_no_order_to_an_unproven_candidate(tmp_path, apps, c
         cwd=work, capture_output=True, text=True, timeout=120)
     for app in (candidate, secondary):
         assert received(app) == (before[app.base_url][0], before[app.base_url][1] + 3)
+
+
+# --- one mirrored exchange at a time (harness.mirror against the real reference app) ----------
+
+
+def mirror_orders(config_text: str, candidate: str, secondary: str | None,
+                  orders: list[dict]) -> tuple[list[Exchange], Mirror]:
+    """Each order as a shadowed exchange (the primary answered it as a real order), mirrored."""
+    config = build_config(tomllib.loads(DEFAULT_TOML), "parity.toml", tomllib.loads(config_text))
+    primary = Response(200, [("content-type", "application/json")],
+                       Body.from_bytes(orjson.dumps({"status": "open"})), 1.0)
+
+    async def scenario() -> tuple[list[Exchange], Mirror]:
+        async with make_client(TransportSettings(timeout_s=5)) as client:
+            mirror = Mirror(client, Engine(config), MirrorPolicy(), candidate, secondary)
+            done = []
+            for body in orders:
+                request = Request("POST", ORDERS, [], [("content-type", "application/json")],
+                                  Body.from_bytes(orjson.dumps(body)))
+                exchange = Exchange(request, primary)
+                route = mirror.engine.route_of(exchange)
+                done.append(await mirror.run(exchange, route))
+            return done, mirror
+
+    return asyncio.run(scenario())
+
+
+def test_the_switch_is_asked_once_per_recheck_interval_never_assumed(apps):
+    _, secondary, candidate = apps
+    switch(candidate, True)
+    switch(secondary, True)
+    _, cached = mirror_orders("[safety]\nprecondition_recheck_s = 600\n", candidate.base_url,
+                              secondary.base_url, [order() for _ in range(4)])
+    assert cached.preconditions.checks == 2  # once per side, then the answer stands
+    _, every = mirror_orders("[safety]\nprecondition_recheck_s = 0\n", candidate.base_url,
+                             None, [order() for _ in range(3)])
+    assert every.preconditions.checks == 3
+
+
+def test_an_unreachable_side_is_not_proven(apps):
+    before = received(apps[0])
+    done, _ = mirror_orders("", f"http://127.0.0.1:{free_port()}", None, [order()])
+    assert done[0].verdict is Verdict.SKIPPED
+    assert done[0].reason.startswith(f"candidate {NOT_PROVEN} (GET {SWITCH}: connection")
+    assert received(apps[0]) == before
+
+
+def test_a_dry_run_path_rewrite_sends_orders_to_the_echo_whatever_the_switch(apps):
+    _, _, candidate = apps
+    switch(candidate, False)
+    before = received(candidate)
+    echo_route = f"""
+[[routes]]
+method = "POST"
+path = "{ORDERS}"
+group = "trade"
+comparator = "order"
+mirror = "dry-run"
+dry_run = {{ path = "/api/v1/orders/" }}
+"""
+    done, mirror = mirror_orders(echo_route, candidate.base_url, None, [order()])
+    assert done[0].mirror == "dry-run" and mirror.policy.tripped == {}
+    assert received(candidate) == (before[0], before[1] + 1)
+
+
+def test_a_side_whose_answer_does_not_prove_the_dry_run_trips_the_breaker(apps):
+    _, _, candidate = apps
+    switch(candidate, False)
+    before = received(candidate)
+    header_only = f"""
+[[routes]]
+method = "POST"
+path = "{ORDERS}"
+group = "trade"
+comparator = "order"
+mirror = "dry-run"
+dry_run = {{ headers = {{ "X-Dry-Run" = "true" }} }}
+"""  # the old default: the trade service ignores the header, so the order is real
+    first = order()
+    done, mirror = mirror_orders(header_only, candidate.base_url, None, [first, order()])
+    assert list(mirror.policy.tripped) == [f"POST {ORDERS}"]
+    assert any(d.severity is Severity.CRITICAL for d in done[0].differences)
+    assert done[1].reason.startswith("breaker open")
+    assert received(candidate)[0] == before[0] + 1  # the one order the proof came too late for
+    real = httpx.get(candidate.base_url + "/_debug/orders").json()
+    assert real[-1]["client_order_id"] == first["client_order_id"]
+
+
+# --- the declaration in parity.toml -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("route", "message"), [
+    ('precondition = { expect = { dry_run = true } }', "precondition.path: missing"),
+    ('precondition = { path = "/s/{id}", expect = { a = 1 } }', "expected a literal path"),
+    ('precondition = { path = "/s", method = "PUT", expect = { a = 1 } }', "only read (GET)"),
+    ('precondition = { path = "/s", expect = {} }', "name at least one field"),
+    ('precondition = { path = "/s", expect = { a = 1 }, when = 2 }', "precondition.when: unknown"),
+    ('dry_run = { proof_path = "status" }', "needs a dry_run rewrite"),
+    ('dry_run = { path = "/echo/{id}" }', "not a template"),
+])
+def test_bad_preconditions_and_rewrites_are_one_line_errors(route, message):
+    text = (f'[[routes]]\nmethod = "POST"\npath = "/x"\ngroup = "trade"\nmirror = "dry-run"\n'
+            f"{route}\n")
+    with pytest.raises(ConfigError) as error:
+        build_config(tomllib.loads(DEFAULT_TOML), "parity.toml", tomllib.loads(text))
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert str(error.value).startswith("parity.toml: routes[0].")
+
+
+def test_the_declaration_round_trips_and_the_recheck_is_one_setting():
+    config = load_config()
+    trade = config.routes.get("POST", ORDERS)
+    again = build_config(tomllib.loads(DEFAULT_TOML), "parity.toml",
+                         tomllib.loads(route_toml(trade))).routes.get("POST", ORDERS)
+    assert again == trade
+    assert config.safety.precondition_recheck_s == 2.0
+    with pytest.raises(ConfigError, match=r"safety\.precondition_recheck_s"):
+        build_config({}, "parity.toml", {"safety": {"precondition_recheck_s": -1}})
