@@ -48,7 +48,8 @@ class Preconditions:
         async with lock:  # concurrent mirrors wait for one check instead of sending their own
             proof = self._proofs.get(key)
             if proof is None or time.monotonic() - proof.checked_at >= self.recheck_s:
-                proof = _Proof(await self._ask(base_url, precondition), time.monotonic())
+                asked_at = time.monotonic()  # the answer holds from when it was asked for
+                proof = _Proof(await self._ask(base_url, precondition), asked_at)
                 previous = self._proofs.get(key)
                 self._proofs[key] = proof
                 if previous is None or previous.unmet != proof.unmet:
