@@ -75,7 +75,7 @@ SPEC_ROUTES = [
     ("GET", "/api/trades/orders", "trade", "json", "never"),
     ("GET", "/api/trades/orders/o-1", "trade", "order", "never"),
     ("DELETE", "/api/trades/orders/o-1", "trade", "order", "never"),
-    ("GET", "/api/v1/settings/dry_run", "trade", "json", "safe"),
+    ("GET", "/api/v1/settings/dry_run", "trade", "json", "never"),
     ("PUT", "/api/v1/settings/dry_run", "trade", "json", "never"),
     ("GET", "/mcp/paper-trading/balances", "mcp", "json", "safe"),
     ("POST", "/mcp/paper-trading/orders", "mcp", "order", "dry-run"),

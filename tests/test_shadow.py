@@ -170,7 +170,7 @@ class Hanging:
 
 @pytest.mark.parametrize("fault", ["down", "hanging", "slow"])
 def test_a_faulty_candidate_costs_clients_nothing(tmp_path, apps, fault):
-    primary, path = apps[0], "/api/v1/settings/dry_run"
+    primary, path = apps[0], "/health"
     stand_in = Hanging() if fault == "hanging" else SlowCopy(primary.base_url, path) \
         if fault == "slow" else None
     candidate = stand_in.url if stand_in else f"http://127.0.0.1:{free_port()}"
