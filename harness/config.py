@@ -23,6 +23,7 @@ from harness.routes import (
     GROUPS,
     MIRROR_POLICIES,
     DryRunRewrite,
+    Precondition,
     Route,
     RouteTable,
     template_regex,
@@ -30,12 +31,14 @@ from harness.routes import (
 
 DEFAULT_NAME = "default_config.toml"
 ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "ages", "options",
-              "dry_run", "settle_s"}
+              "dry_run", "settle_s", "precondition"}
 OPTION_KEYS = {"rtol", "atol", "ignore", "unordered", "ignore_headers", "compare_headers", "extra"}
-DRY_RUN_KEYS = {"headers", "query", "body", "proof_path", "proof_value"}
+DRY_RUN_KEYS = {"headers", "query", "body", "path", "proof_path", "proof_value"}
+PRECONDITION_KEYS = {"path", "method", "expect", "state"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
-TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes"}
+PRECONDITION_RECHECK_S = 2.0
+TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -67,6 +70,14 @@ class ShadowSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SafetySettings:
+    """`[safety]`: how often a route's precondition (e.g. a side's dry-run switch) is asked again
+    of each mirrored side; until then the last answer stands. Shadow, replay and pytest alike."""
+
+    precondition_recheck_s: float = PRECONDITION_RECHECK_S
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything parity.toml configures."""
 
@@ -76,6 +87,7 @@ class Config:
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
     replay: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
+    safety: SafetySettings = field(default_factory=SafetySettings)
 
 
 class _Checker:
@@ -161,15 +173,44 @@ def _dry_run(check: _Checker, raw: Any, key: str) -> DryRunRewrite:
         values = table.get(name, {})
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise check.fail(f"{key}.{name}", "expected a table of strings")
-    if not (table.get("headers") or table.get("query") or table.get("body")):
-        raise check.fail(key, "a dry-run rewrite must set a header, query parameter or body field")
+    if not isinstance(table.get("body", {}), dict):
+        raise check.fail(f"{key}.body", "expected a table")
+    path = table.get("path")
+    if path is not None:
+        try:
+            template_regex(path)
+        except (ValueError, TypeError) as exc:
+            raise check.fail(f"{key}.path", f"bad path {path!r}: {exc}") from None
+        if "{" in path:
+            raise check.fail(f"{key}.path", f"a dry-run path is sent as is, not a template: "
+                                            f"{path!r}")
     return DryRunRewrite(
         headers=dict(table.get("headers", {})),
         query=dict(table.get("query", {})),
         body=dict(table.get("body", {})),
         proof_path=str(table.get("proof_path", "status")),
         proof_value=table.get("proof_value", "dry_run"),
+        path=path,
     )
+
+
+def _precondition(check: _Checker, raw: Any, key: str) -> Precondition:
+    table = check.table(raw, key, PRECONDITION_KEYS)
+    if "path" not in table:
+        raise check.fail(f"{key}.path", "missing")
+    path = table["path"]
+    if not isinstance(path, str) or not path.startswith("/") or "{" in path:
+        raise check.fail(f"{key}.path", f"expected a literal path starting with /, got {path!r}")
+    method = str(table.get("method", "GET")).upper()
+    if method not in ("GET", "HEAD", "OPTIONS"):
+        raise check.fail(f"{key}.method", f"a precondition is only read (GET), not {method}")
+    expect = check.table(table.get("expect"), f"{key}.expect", set(table.get("expect") or {}))
+    if not expect:
+        raise check.fail(f"{key}.expect", "name at least one field and the value it must have")
+    state = table.get("state", "")
+    if not isinstance(state, str):
+        raise check.fail(f"{key}.state", f"expected a string, got {state!r}")
+    return Precondition(path=path, expect=dict(expect), method=method, state=state)
 
 
 def _route(check: _Checker, raw: Any, key: str, comparators: list[str]) -> Route:
@@ -196,8 +237,13 @@ def _route(check: _Checker, raw: Any, key: str, comparators: list[str]) -> Route
         raise check.fail(f"{key}.mirror", f"unknown mirror policy {mirror!r} "
                                           f"(known: {', '.join(MIRROR_POLICIES)})")
     dry_run = _dry_run(check, table["dry_run"], f"{key}.dry_run") if "dry_run" in table else None
+    precondition = (_precondition(check, table["precondition"], f"{key}.precondition")
+                    if "precondition" in table else None)
+    if mirror == "dry-run" and precondition is None and not (dry_run and dry_run.rewrites):
+        raise check.fail(f"{key}.dry_run", "mirror = \"dry-run\" needs a dry_run rewrite "
+                                           "(headers, query, body or path) or a precondition")
     if mirror == "dry-run" and dry_run is None:
-        raise check.fail(f"{key}.dry_run", "mirror = \"dry-run\" needs a dry_run rewrite")
+        dry_run = DryRunRewrite()  # no rewrite; the default proof checks each answer
     return Route(
         method=method,
         template=table["path"],
@@ -206,6 +252,7 @@ def _route(check: _Checker, raw: Any, key: str, comparators: list[str]) -> Route
         options=_options(check, table.get("options", {}), f"{key}.options"),
         mirror=mirror,
         dry_run=dry_run,
+        precondition=precondition,
         correlate=check.strings(table.get("correlate", []), f"{key}.correlate"),
         ages=check.boolean(table.get("ages", False), f"{key}.ages"),
         settle_s=check.number(table.get("settle_s", 0.0), f"{key}.settle_s", high=60.0),
@@ -265,7 +312,15 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
     replay = {**data.get("replay", {}),
               **check.table(user.get("replay", {}), "replay",
                             {"username", "password", "login_path"})}
-    return Config(RouteTable(routes), noise, gates, shadow, replay, source)
+    safety_table = {**data.get("safety", {}),
+                    **check.table(user.get("safety", {}), "safety",
+                                  {f.name for f in fields(SafetySettings)})}
+    safety = SafetySettings(
+        precondition_recheck_s=check.number(
+            safety_table.get("precondition_recheck_s", PRECONDITION_RECHECK_S),
+            "safety.precondition_recheck_s", high=3600.0),
+    )
+    return Config(RouteTable(routes), noise, gates, shadow, replay, source, safety)
 
 
 def _shadow(check: _Checker, defaults: dict[str, Any], user: Any) -> ShadowSettings:
@@ -318,8 +373,14 @@ def route_toml(route: Route, *, ignore: tuple[str, ...] = (), ignore_headers: tu
     if route.dry_run is not None:
         rewrite = route.dry_run
         table = {"headers": rewrite.headers, "query": rewrite.query, "body": rewrite.body,
-                 "proof_path": rewrite.proof_path, "proof_value": rewrite.proof_value}
-        lines.append("dry_run = " + lit({k: v for k, v in table.items() if v != {}}))
+                 "path": rewrite.path, "proof_path": rewrite.proof_path,
+                 "proof_value": rewrite.proof_value}
+        lines.append("dry_run = " + lit({k: v for k, v in table.items()
+                                         if v != {} and v is not None}))
+    if route.precondition is not None:
+        pre = route.precondition
+        table = {"path": pre.path, "method": pre.method, "expect": pre.expect, "state": pre.state}
+        lines.append("precondition = " + lit({k: v for k, v in table.items() if v}))
     options = route.options
     lines.append("[routes.options]")
     for name in ("rtol", "atol"):

@@ -1,5 +1,6 @@
-"""One mirrored exchange, as the shadow worker and the replay both do it: translate identifiers,
-send to the candidate (and secondary), judge, let answers settle, check the dry-run proof, learn
+"""One mirrored exchange, as the shadow worker and the replay both do it: prove each side's
+precondition (an unsafe request goes only to sides that proved it), translate identifiers, send
+to the candidate (and secondary), judge, let answers settle, check the dry-run proof, learn
 correlations. Transport failures become `candidate-error` verdicts, never exceptions."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from harness.correlation import Correlator
 from harness.lift import lift
 from harness.model import Difference, Exchange, Kind, Request, Response, Severity, Verdict
 from harness.policy import SAFE_METHODS, MirrorPolicy
+from harness.preconditions import Preconditions
 from harness.routes import Route
 from harness.transport import Client, send, unsendable
 
@@ -32,11 +34,13 @@ class Mirror:
     correlators: dict[str, Correlator] = field(
         default_factory=lambda: {"candidate": Correlator(), "secondary": Correlator()}
     )
+    preconditions: Preconditions | None = None  # made on first use, from the engine's config
 
-    async def _answers(self, request: Request) -> tuple[Response, Response | None]:
+    async def _answers(self, request: Request,
+                       with_secondary: bool = True) -> tuple[Response, Response | None]:
         sends = [send(self.client, self.candidate_url,
                       self.correlators["candidate"].translate(request), timeout_s=self.timeout_s)]
-        if self.secondary_url:
+        if self.secondary_url and with_secondary:
             sends.append(send(self.client, self.secondary_url,
                               self.correlators["secondary"].translate(request),
                               timeout_s=self.timeout_s))
@@ -50,12 +54,20 @@ class Mirror:
         exchange.mirror = decision.label
         if not decision.skipped and (problem := unsendable(decision.request)):
             exchange.mirror = f"skipped:{problem}"
+        secondary_unproven = None
+        if not exchange.mirror.startswith("skipped"):
+            unproven, secondary_unproven = await self._prove_sides(route, exchange.request)
+            if unproven:
+                exchange.mirror = f"skipped:{unproven}"
         if exchange.mirror.startswith("skipped"):
             return self.engine.judge(exchange, route)
+        if secondary_unproven:  # recorded as the secondary's answer: it teaches nothing
+            secondary_recorded = Response(error=secondary_unproven)
         deadline = time.monotonic() + route.settle_s
         delay = 0.05
         while True:
-            exchange.candidate, secondary = await self._answers(decision.request)
+            exchange.candidate, secondary = await self._answers(decision.request,
+                                                                not secondary_unproven)
             exchange.secondary = secondary or secondary_recorded
             self.engine.judge(exchange, route)
             settling = (route.settle_s and exchange.verdict in UNSETTLED
@@ -66,7 +78,7 @@ class Mirror:
             await asyncio.sleep(delay)  # the candidate may still be finishing (a backtest)
             delay = min(delay * 2, 1.0)
         self._learn(route, exchange)
-        self._check_dry_run(route, exchange)
+        self._check_dry_run(route, exchange, secondary_sent=not secondary_unproven)
         return exchange
 
     def _learn(self, route: Route, exchange: Exchange) -> None:
@@ -74,11 +86,36 @@ class Mirror:
         if self.secondary_url:
             self.correlators["secondary"].learn(route, exchange.primary, exchange.secondary)
 
-    def _check_dry_run(self, route: Route, exchange: Exchange) -> None:
-        candidate = exchange.candidate
-        if exchange.mirror != "dry-run" or candidate is None or candidate.error:
+    async def _prove_sides(self, route: Route, request: Request) -> tuple[str | None, str | None]:
+        """Before an unsafe request of a route with a precondition, why it must go nowhere (the
+        candidate has not proven it) and why not to the secondary; None where it may go."""
+        precondition = route.precondition
+        if precondition is None or request.method.upper() in SAFE_METHODS:
+            return None, None
+        if self.preconditions is None:
+            self.preconditions = Preconditions(
+                self.client, self.engine.config.safety.precondition_recheck_s, self.timeout_s)
+        sides = [("candidate", self.candidate_url)]
+        if self.secondary_url:
+            sides.append(("secondary", self.secondary_url))
+        unmet = await asyncio.gather(*(self.preconditions.unmet(side, url, precondition)
+                                       for side, url in sides))
+        what = "order" if route.comparator == "order" else "request"
+        reasons = [None if why is None else
+                   f"{side} not proven {precondition.described}: no {what} mirrored ({why})"
+                   for (side, _), why in zip(sides, unmet, strict=True)]
+        if reasons[0] is not None:
+            self.policy.forget(route, request)  # not sent: a retry may go once it is proven
+            return reasons[0], None
+        return None, reasons[1] if len(reasons) > 1 else None
+
+    def _check_dry_run(self, route: Route, exchange: Exchange, *, secondary_sent: bool) -> None:
+        if exchange.mirror != "dry-run" or route.dry_run is None:
             return
-        if route.dry_run.proven(lift(candidate)):
+        sent = exchange.secondary if self.secondary_url and secondary_sent else None
+        if self._breach(route, exchange.primary, sent):
+            self.policy.trip(route.name, "the secondary's answer does not prove the dry run")
+        if not self._breach(route, exchange.primary, exchange.candidate):
             return
         self.policy.trip(route.name, "the candidate's answer does not prove the dry run")
         exchange.verdict = Verdict.MISMATCH
@@ -86,3 +123,14 @@ class Mirror:
             route.dry_run.proof_path, Kind.CHANGED, route.dry_run.proof_value, None,
             "candidate did not prove the dry run: a real order may have been placed on the "
             "candidate; mirroring of this route is stopped", Severity.CRITICAL))
+
+    @staticmethod
+    def _breach(route: Route, primary: Response, answer: Response | None) -> bool:
+        """Whether a side's answer to a dry-run mirror fails to prove it. No answer, a transport
+        error, or the same 4xx rejection as the primary's (a validation error creates nothing) is
+        no breach."""
+        if answer is None or answer.error:
+            return False
+        if 400 <= answer.status < 500 and answer.status == primary.status:
+            return False
+        return not route.dry_run.proven(lift(answer))

@@ -2,13 +2,15 @@
 
 Shared by the shadow proxy's workers and the replay so both obey one rule:
 
-- Safe methods are mirrored; any other method only when its route says `dry-run` (the request is
-  rewritten into a dry run) or `always` (declared side-effect free on the candidate). Everything
-  else is skipped, with the reason as the recorded label.
-- **Breakers.** When the candidate's answer to a dry-run mirror does not prove the dry run, that
-  route stops being mirrored at once. With a breaker file the stop is shared by every process of
-  one run (all shadow workers, a restarted one too): tripped routes are appended to it as JSON
-  lines and each decision looks at what was appended since.
+- Safe methods are mirrored; any other method only when its route says `dry-run` (sent as a dry
+  run: rewritten when the route says how, and only to sides that proved the route's precondition,
+  see `harness.preconditions`) or `always` (declared side-effect free on the candidate).
+  Everything else is skipped, with the reason as the recorded label.
+- **Breakers.** When a side's answer to a dry-run mirror does not prove the dry run, that route
+  stops being mirrored at once. The breaker file beside the recordings (`breakers_beside`) shares
+  the stop between every process using those recordings: all shadow workers (a restarted one
+  too), `parity replay` and `pytest -m parity`. Tripped routes are appended to it as JSON lines
+  and each decision looks at what was appended since; deleting the file closes them again.
 - **An order reaches the candidate at most once.** No retries of unsafe requests (the transport
   never retries), and an unsafe request carrying an idempotency identifier (``client_order_id``,
   ``Idempotency-Key``...) already sent is skipped. The shadow proxy sends all requests of one
@@ -34,6 +36,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REMEMBERED_ORDERS = 100_000
 IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key", "x-client-order-id")
 IDEMPOTENCY_FIELDS = ("client_order_id", "clientOrderId", "newClientOrderId", "idempotency_key")
+# Not a recordings segment (those end in .jsonl), so readers of the directory never take it for one.
+BREAKER_FILE = "parity-breakers.ndjson"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +74,20 @@ class Breakers:
         self._open[route_name] = reason
         if self.path is not None:
             line = orjson.dumps({"route": route_name, "reason": reason}) + b"\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line)  # one append: whole lines even with several writers
-            finally:
-                os.close(fd)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)  # one append: whole lines even with several writers
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # the stop still holds in this process
+                log.error("breaker file %s: cannot write (%s); other tools will not see this "
+                          "trip", self.path, exc)
         log.critical(
             "BREAKER OPEN for %s: %s. Mirroring of this route is stopped: a real order may have "
             "been placed on the candidate. Check the candidate's dry-run handling before "
-            "mirroring this route again.", route_name, reason)
+            "mirroring this route again%s.", route_name, reason,
+            f" (then delete {self.path})" if self.path else "")
         return True
 
     @property
@@ -107,6 +116,23 @@ class Breakers:
             except orjson.JSONDecodeError:
                 continue
             self._open.setdefault(entry["route"], entry["reason"])
+
+
+def breakers_beside(recordings: str | os.PathLike[str] | list | tuple | None) -> Breakers:
+    """The breakers shared by every tool working on `recordings` (a directory, a segment file, or
+    a list of them: the first one's directory): shadow, replay and pytest stop each other's
+    routes. No recordings: this process's own breakers."""
+    if isinstance(recordings, list | tuple):
+        recordings = recordings[0] if recordings else None
+    if not recordings:
+        return Breakers()
+    path = Path(recordings)
+    directory = path if path.is_dir() or not path.suffix else path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return Breakers()  # unwritable: the recordings reader reports it; trips stay in-process
+    return Breakers(directory / BREAKER_FILE)
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -155,9 +181,11 @@ class MirrorPolicy:
         if method in SAFE_METHODS:
             return MirrorDecision(request, "mirrored")
         if route.mirror == "dry-run":
-            if route.dry_run is None:
-                return MirrorDecision(None, "skipped:dry-run route without a rewrite")
-            decision = MirrorDecision(route.dry_run.apply(request), "dry-run")
+            rewrite = route.dry_run
+            if not (rewrite and rewrite.rewrites) and route.precondition is None:
+                return MirrorDecision(None, "skipped:dry-run route without a rewrite or a "
+                                            "precondition")
+            decision = MirrorDecision(rewrite.apply(request) if rewrite else request, "dry-run")
         elif route.mirror == "always":
             decision = MirrorDecision(request, "mirrored")
         else:
@@ -177,6 +205,13 @@ class MirrorPolicy:
         if len(self._sent) > self._remembered:
             self._sent.popitem(last=False)
         return True
+
+    def forget(self, route: Any, request: Request) -> None:
+        """`request` was not sent after all (a side did not prove the route's precondition): a
+        later retry of the same order may go."""
+        key = idempotency_key(request)
+        if key is not None:
+            self._sent.pop(f"{route.name} {key}", None)
 
     def trip(self, route_name: str, reason: str) -> bool:
         """Stop mirroring `route_name` (in every process sharing the breaker file); True the

@@ -131,6 +131,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                 out.write(orjson.dumps(exchange.to_dict()) + b"\n")
 
             if candidate:
+                from harness.policy import breakers_beside
                 from harness.replay.runner import ReplayTargets, replay_records
 
                 replay_records(
@@ -143,6 +144,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                     ),
                     account=account,
                     on_exchange=keep,
+                    breakers=breakers_beside(recordings),
                 )
             else:
                 from harness.compare.engine import Engine

@@ -1,5 +1,6 @@
 """The route table: METHOD + path template → migration group, comparator and its options, mirror
-policy (and the dry-run rewrite), identifier paths to correlate, and whether answers age."""
+policy (the dry-run rewrite and proof, the precondition a side must prove first), identifier paths
+to correlate, and whether answers age."""
 
 from __future__ import annotations
 
@@ -35,14 +36,73 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
 
 
 @dataclass(frozen=True, slots=True)
+class Precondition:
+    """What a mirrored side must prove before it gets an unsafe request of the route: `method`
+    `path` on that side answers 200 with `expect`'s fields (dotted paths) at those values.
+    `state` names it in reasons ("in dry-run mode")."""
+
+    path: str
+    expect: dict[str, Any]
+    method: str = "GET"
+    state: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identifies the check: routes declaring the same one share what a side proved."""
+        return f"{self.method} {self.path} " + orjson.dumps(
+            self.expect, option=orjson.OPT_SORT_KEYS).decode()
+
+    @property
+    def described(self) -> str:
+        """How reasons name what is proven: `state`, else the check itself."""
+        return self.state or f"by {self.method} {self.path}"
+
+    def unmet(self, status: int, body: Any) -> str | None:
+        """Why an answer (`status`, parsed JSON `body`) does not prove it; None when it does."""
+        if status != 200:
+            return f"{self.method} {self.path} answered HTTP {status}"
+        for dotted, wanted in self.expect.items():
+            found = _at(body, dotted)
+            if found is _MISSING:
+                return f"{self.method} {self.path} answered no {dotted}"
+            if found != wanted or isinstance(found, bool) != isinstance(wanted, bool):
+                return f"{self.method} {self.path} answered {dotted} = {_show(found)}"
+        return None
+
+
+_MISSING = object()
+
+
+def _at(node: Any, dotted: str) -> Any:
+    for part in dotted.split(".") if dotted else []:
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value).decode() if value is not None else "null"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True, slots=True)
 class DryRunRewrite:
-    """How a request becomes a dry run on the candidate, and how its answer proves it was one."""
+    """How a request becomes a dry run on a mirrored side (headers, query, body fields, or another
+    path such as a dry-run echo), and how its answer proves it was one. With no rewrite, the
+    request goes unchanged and the route's precondition is what makes it a dry run."""
 
     headers: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
     proof_path: str = "status"
     proof_value: Any = "dry_run"
+    path: str | None = None
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether it changes the request at all."""
+        return bool(self.headers or self.query or self.body or self.path)
 
     def apply(self, request: Request) -> Request:
         """A new request carrying the dry-run marker(s); the input is not changed."""
@@ -60,16 +120,12 @@ class DryRunRewrite:
             if isinstance(data, dict):
                 body = Body.from_bytes(orjson.dumps({**data, **self.body}))
         raw_query = request.raw_query if query == request.query else None
-        return replace(request, headers=headers, query=query, body=body, raw_query=raw_query)
+        return replace(request, path=self.path or request.path, headers=headers, query=query,
+                       body=body, raw_query=raw_query)
 
     def proven(self, answer: Lifted) -> bool:
-        """Whether the candidate's answer says it was a dry run (`proof_path` == `proof_value`)."""
-        node: Any = answer.body
-        for part in self.proof_path.split(".") if self.proof_path else []:
-            if not isinstance(node, dict) or part not in node:
-                return False
-            node = node[part]
-        return node == self.proof_value
+        """Whether a side's answer says it was a dry run (`proof_path` == `proof_value`)."""
+        return _at(answer.body, self.proof_path) == self.proof_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +139,8 @@ class Route:
     options: CompareOptions = field(default_factory=CompareOptions)
     mirror: MirrorPolicyName = "safe"
     dry_run: DryRunRewrite | None = None
+    # Checked on each mirrored side before an unsafe request of this route is sent to it.
+    precondition: Precondition | None = None
     correlate: tuple[str, ...] = ()
     ages: bool = False
     # Answers that become final shortly after a write (a backtest's status and results): a safe

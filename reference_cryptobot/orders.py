@@ -1,8 +1,10 @@
 """Orders shared by the trade service and MCP paper trading: the request model (MarketOrder or
 LimitOrder of the trade spec), pricing, the dry-run marker, and the sqlite order book.
 
-A dry run (header `X-Dry-Run: true`, or the service-wide switch on) is validated and priced like
-a real order but never persisted: `{"status": "dry_run", "order": {...}}`. Real orders are
+A dry run is validated and priced like a real order but never persisted:
+`{"status": "dry_run", "order": {...}}`. The trade service decides by its service-wide switch
+alone, as the real one does (it reads no request header); paper trading also honours the header
+`X-Dry-Run: true`. Real orders are
 persisted, answered flat, and idempotent by `client_order_id` (a repeat answers the existing
 order). The book also counts dry runs, so tests can prove what reached a copy.
 """
@@ -119,10 +121,15 @@ def fills_now(settings: Settings, order: dict[str, Any]) -> bool:
     return order["price"] >= market if order["side"] == Side.BUY else order["price"] <= market
 
 
+def switched_to_dry_run(request: Request) -> bool:
+    """Whether the service-wide dry-run switch is on."""
+    return bool(request.app.state.dry_run)
+
+
 def is_dry_run(request: Request) -> bool:
     """Whether the request carries the dry-run marker or the service-wide switch is on."""
     marker = request.headers.get("x-dry-run", "").strip().lower()
-    return marker in DRY_RUN_VALUES or request.app.state.dry_run
+    return marker in DRY_RUN_VALUES or switched_to_dry_run(request)
 
 
 def dry_run_answer(order: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The reference Cryptobot process: every service in one FastAPI app, served by uvicorn.
 
     python -m reference_cryptobot --flavor docker|native --port PORT [--host 127.0.0.1]
-        [--drift NAME[,NAME...]] [--data-dir DIR] [--seed N] [--log-level warning]
+        [--drift NAME[,NAME...]] [--data-dir DIR] [--seed N] [--[no-]dry-run] [--log-level warning]
 
 `parity cryptobot ...` runs the same `main` with the same options.
 """
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the sqlite files go (default: a temporary directory)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic market data")
+    parser.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=None,
+                        help="the trade service's dry-run switch at start (default: "
+                             "CRYPTOBOT_DRY_RUN, else on for native, off for docker)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
                         help="uvicorn's log level")
     return parser
@@ -106,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     settings = Settings(flavor=args.flavor, drifts=drifts, seed=args.seed,
-                        data_dir=args.data_dir)
+                        data_dir=args.data_dir,
+                        **({} if args.dry_run is None else {"dry_run": args.dry_run}))
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
                             log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=5)

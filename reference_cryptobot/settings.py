@@ -23,6 +23,11 @@ def _jwt_secret() -> str:
     return os.environ.get("CRYPTOBOT_JWT_SECRET") or JWT_SECRET_DEFAULT
 
 
+def _dry_run_from_env() -> bool | None:
+    value = os.environ.get("CRYPTOBOT_DRY_RUN", "").strip().lower()
+    return None if not value else value in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What one process serves and how it deviates. `data_dir=None`: a temporary directory,
@@ -33,11 +38,17 @@ class Settings:
     seed: int = 7
     data_dir: Path | None = None
     jwt_secret: str = field(default_factory=_jwt_secret)
+    # The trade service's runtime switch at start (`GET|PUT /api/v1/settings/dry_run` changes it
+    # later). None: from CRYPTOBOT_DRY_RUN, else by flavour: the native candidate starts in
+    # dry-run mode, a Docker copy live like production (a secondary is switched on explicitly).
+    dry_run: bool | None = field(default_factory=_dry_run_from_env)
 
     def __post_init__(self) -> None:
         if self.flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}, not {self.flavor!r}")
         object.__setattr__(self, "drifts", parse_drifts(self.drifts))
+        if self.dry_run is None:
+            object.__setattr__(self, "dry_run", self.flavor == "native")
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", Path(self.data_dir))
 

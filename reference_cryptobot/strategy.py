@@ -1,14 +1,14 @@
 """Strategy service: CRUD, activate/deactivate and versions, persisted in sqlite.
 
-    GET    /api/strategies/strategies/?active_only=true  → [StrategyResponse], by id
-    POST   /api/strategies/strategies/                   → 201 StrategyResponse (version 1)
-    GET    /api/strategies/strategies/{id}               → StrategyResponse + versions
-    PUT    /api/strategies/strategies/{id}               → StrategyResponse (new version when
-                                                           the parameters change)
-    DELETE /api/strategies/strategies/{id}               → 204
-    POST   /api/strategies/strategies/{id}/activate      → StrategyResponse
-    POST   /api/strategies/strategies/{id}/deactivate    → StrategyResponse
-    GET    /api/strategies/strategies/{id}/versions      → [StrategyVersion], oldest first
+    GET    /api/strategies/?active_only=true  → [StrategyResponse], by id
+    POST   /api/strategies/                   → 201 StrategyResponse (version 1)
+    GET    /api/strategies/{id}               → StrategyResponse + versions
+    PUT    /api/strategies/{id}               → StrategyResponse (new version when
+                                                 the parameters change)
+    DELETE /api/strategies/{id}               → 204
+    POST   /api/strategies/{id}/activate      → StrategyResponse
+    POST   /api/strategies/{id}/deactivate    → StrategyResponse
+    GET    /api/strategies/{id}/versions      → [StrategyVersion], oldest first
 
 As in the spec, the list shows active strategies only unless `active_only=false`. Ids are
 integers numbered by each copy's own database. The `list-order` drift lists newest first.
@@ -192,7 +192,7 @@ def _public(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-router = APIRouter(prefix="/api/strategies/strategies", tags=["strategies"])
+router = APIRouter(prefix="/api/strategies", tags=["strategies"])
 StrategyId = Annotated[int, Path(alias="id", description="ID of the strategy")]
 
 

@@ -1,15 +1,19 @@
 """Trade service: orders (real or dry run) and the service-wide dry-run switch.
 
     POST   /api/trades/orders             MarketOrder | LimitOrder → order, or dry-run echo
+                                          (by the switch alone: no request header is read)
     GET    /api/trades/orders             → persisted orders, oldest first
     GET    /api/trades/orders/{order_id}  ?exchange= (optional) → order
     DELETE /api/trades/orders/{order_id}  ?exchange= (optional) → the cancelled order
     GET    /api/v1/settings/dry_run       → {"dry_run": bool}
     PUT    /api/v1/settings/dry_run       {"dry_run": bool}
+    POST   /api/v1/orders/                an order → {"status": "dry_run", "order": <as sent>},
+                                          never executed whatever the switch says
 
 Authentication is optional here: a bearer token or an X-API-KEY header is accepted and not
 checked, which keeps the service usable by the harness. The `amount-precision` drift rounds
-amounts to 6 decimals instead of 8 (dry runs and persisted orders alike).
+amounts to 6 decimals instead of 8 (dry runs and persisted orders alike). The switch starts as
+the settings say (`Settings.dry_run`), like the real service's DRY_RUN setting.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from reference_cryptobot.orders import (
     dry_run_answer,
     fills_now,
     intent,
-    is_dry_run,
+    switched_to_dry_run,
 )
 from reference_cryptobot.settings import Settings
 
@@ -64,7 +68,7 @@ def create_order(request: Request, body: OrderRequest) -> dict[str, Any]:
     """Place a market or limit order; a dry run is priced and echoed, never persisted."""
     settings: Settings = request.app.state.settings
     priced = intent(settings, body, amount_decimals=amount_decimals(settings))
-    if is_dry_run(request):
+    if switched_to_dry_run(request):
         _book(request).count_dry_run(VENUE)
         return dry_run_answer(priced)
     status = _status(settings, priced)
@@ -110,6 +114,24 @@ def cancel_order(request: Request, order_id: str,
     return order
 
 
+class EchoOrder(BaseModel):
+    """The loose order the dry-run echo accepts (the real echo's model)."""
+
+    exchange: str
+    symbol: str
+    side: str
+    amount: float
+    type: str
+    client_order_id: str | None = None
+
+
+@router.post("/api/v1/orders/")
+def echo_order(request: Request, body: EchoOrder) -> dict[str, Any]:
+    """Echo an order as a dry run: validated, never priced, persisted or executed."""
+    _book(request).count_dry_run(VENUE)
+    return {"status": "dry_run", "order": body.model_dump()}
+
+
 @router.get("/api/v1/settings/dry_run")
 def get_dry_run(request: Request) -> dict[str, bool]:
     """The service-wide dry-run switch."""
@@ -126,5 +148,5 @@ def set_dry_run(request: Request, body: DryRunSetting) -> dict[str, bool]:
 def install(app: FastAPI, settings: Settings, data_dir: Path) -> None:
     """Add the trade service (routes, the order book, the switch) to the app."""
     app.state.orders = OrderBook(data_dir / "orders.sqlite")
-    app.state.dry_run = False
+    app.state.dry_run = bool(settings.dry_run)
     app.include_router(router)

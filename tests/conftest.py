@@ -13,16 +13,18 @@ ReferenceFactory = Callable[..., ReferenceApp]
 
 @pytest.fixture(scope="session")
 def reference_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceFactory]:
-    """`start(flavor, drifts=(), *, seed=7, wait=True)` starts a reference app with its own data
-    dir and log (kept under pytest's tmp dir); every app is stopped at the end of the session.
-    With `wait=False`, call `app.wait_healthy()` before using it (to start several at once)."""
+    """`start(flavor, drifts=(), *, seed=7, wait=True, dry_run=None)` starts a reference app with
+    its own data dir and log (kept under pytest's tmp dir); every app is stopped at the end of the
+    session. With `wait=False`, call `app.wait_healthy()` before using it (to start several at
+    once). `dry_run` sets the trade service's switch at start (default: on for native only)."""
     started: list[ReferenceApp] = []
 
     def start(flavor: str, drifts: Sequence[str] = (), *, seed: int = 7,
-              wait: bool = True) -> ReferenceApp:
+              wait: bool = True, dry_run: bool | None = None) -> ReferenceApp:
         data_dir = tmp_path_factory.mktemp(f"reference-{flavor}")
+        env = None if dry_run is None else {"CRYPTOBOT_DRY_RUN": str(dry_run)}
         app = start_reference_app(flavor, drifts=drifts, seed=seed, data_dir=data_dir,
-                                  log_path=data_dir / "app.log", wait=wait)
+                                  log_path=data_dir / "app.log", wait=wait, env=env)
         started.append(app)
         return app
 

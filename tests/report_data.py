@@ -31,8 +31,8 @@ ROUTES: dict[str, list[tuple[str, str, str, float]]] = {
         ("GET", "/api/backtest/results/{backtest_id_str}", "backtest", 1.0),
     ],
     "strategy": [
-        ("GET", "/api/strategies/strategies/", "strategy", 1.2),
-        ("POST", "/api/strategies/strategies/{id}/activate", "strategy", 0.4),
+        ("GET", "/api/strategies/", "strategy", 1.2),
+        ("POST", "/api/strategies/{id}/activate", "strategy", 0.4),
     ],
     "auth": [
         ("POST", "/auth/login", "auth", 0.6),
@@ -59,7 +59,7 @@ DRIFTS = {
     "fee-rounding": ("backtest", "/api/backtest/results/{backtest_id_str}", 0.4),
     "token-lifetime": ("auth", "/auth/login", 1.0),
     "amount-precision": ("trade", "/api/trades/orders", 0.3),
-    "list-order": ("strategy", "/api/strategies/strategies/", 0.5),
+    "list-order": ("strategy", "/api/strategies/", 0.5),
 }
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT")
 JSON = [["content-type", "application/json"], ["server", "uvicorn"]]
@@ -234,7 +234,7 @@ class _Maker:
         if template.endswith("activate"):
             sid = self.rng.randrange(1, 90)
             body = {"id": sid, "name": f"grid-{sid}", "is_active": True}
-            return f"/api/strategies/strategies/{sid}/activate", [], None, body, dict(body), []
+            return f"/api/strategies/{sid}/activate", [], None, body, dict(body), []
         items = [
             {
                 "id": i,
@@ -260,7 +260,7 @@ class _Maker:
         if drift:
             other["items"] = list(reversed(items))
             diffs.append(_diff("items", "order", None, None, "same 8 strategies, another order"))
-        return "/api/strategies/strategies/", [["page", "1"]], None, body, other, diffs
+        return "/api/strategies/", [["page", "1"]], None, body, other, diffs
 
     def auth(self, template: str, drift: bool) -> tuple:
         if template == "/auth/login":

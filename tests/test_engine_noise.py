@@ -8,6 +8,7 @@ import random
 import time
 import tomllib
 import uuid
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -104,8 +105,12 @@ def test_a_broken_comparator_makes_the_exchange_incomparable(monkeypatch):
 def test_identical_answers_still_go_through_a_domain_comparator():
     # A dry-run route whose candidate answered exactly like the primary's real order: the order
     # comparator must see it (the candidate did not prove a dry run), not a fast path.
+    # (The mirror checks the route's proof on every answer; a route may also ask the comparator.)
     filled = {"status": "filled", "order": {"id": "o-1", "symbol": "BTC/USDT", "amount": 0.1}}
-    judged = Engine().judge(exchange(filled, filled, path="/api/trades/orders", method="POST"))
+    route = CONFIG.routes.match("POST", "/api/trades/orders")
+    route = replace(route, options=replace(route.options, extra={"require_dry_run": True}))
+    judged = Engine().judge(exchange(filled, filled, path="/api/trades/orders", method="POST"),
+                            route)
     assert judged.comparator == "order"
     assert judged.verdict is Verdict.MISMATCH
     assert any(d.severity is Severity.CRITICAL for d in judged.differences)

@@ -22,6 +22,7 @@ from harness.strategies import order_amounts
 
 @pytest.fixture(scope="module")
 def stack(reference_factory, tmp_path_factory):
+    # The primary live (real orders), the native candidate in dry-run mode (its start value).
     primary, candidate = reference_factory("docker"), reference_factory("native")
     port = free_port()
     proxy = ManagedProcess(

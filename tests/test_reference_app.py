@@ -32,7 +32,7 @@ import uvicorn
 
 from harness.processes import ManagedProcess, ProcessError, ReferenceApp, free_port
 from reference_cryptobot.drifts import DRIFTS
-from reference_cryptobot.server import create_app, main
+from reference_cryptobot.server import build_parser, create_app, main
 from reference_cryptobot.settings import JWT_SECRET_DEFAULT, Settings
 
 # --- noise: what may differ between two copies answering the same requests -------------------
@@ -313,7 +313,7 @@ class Script:
                   json={**BACKTEST, "parameters": {"fast": 0}}, shape="HTTPValidationError")
 
     def strategy(self) -> None:
-        base = "/api/strategies/strategies"
+        base = "/api/strategies"
         for name in ("alpha", "beta", "gamma"):
             self.call("strategy", f"create-{name}", "POST", f"{base}/", expect=201,
                       json={"name": name, "description": f"{name} SMA",
@@ -334,15 +334,11 @@ class Script:
         self.call("strategy", "get-deleted", "GET", f"{base}/2", expect=404, shape="Detail")
 
     def trade(self) -> None:
-        orders = "/api/trades/orders"
-        self.call("trade", "dry-run-market", "POST", orders, headers=DRY, shape="DryRun",
-                  json={"exchange": "binance", "symbol": "ETH/USDT", "side": "sell",
-                        "amount": "0.5", "risk_params": {"stop_loss_pct": 0.05,
-                                                         "take_profit_pct": 0.1}})
-        self.call("trade", "dry-run-limit", "POST", orders, headers=DRY, shape="DryRun",
-                  json={**LIMIT_ORDER, "amount": 0.123456789, "client_order_id": "script-dry"})
+        orders, switch = "/api/trades/orders", "/api/v1/settings/dry_run"
+        # Live, as production: an order is real whatever its headers say.
+        self.call("trade", "switch-live", "PUT", switch, json={"dry_run": False})
         placed = self.call("trade", "place-limit", "POST", orders, json=LIMIT_ORDER,
-                           shape="Order")
+                           headers=DRY, shape="Order")
         self.call("trade", "place-again", "POST", orders, json=LIMIT_ORDER, shape="Order")
         self.call("trade", "get", "GET", f"{orders}/{placed['id']}",
                   params={"exchange": "binance"}, shape="Order")
@@ -355,12 +351,18 @@ class Script:
                         "type": "market", "amount": 0.015})
         self.call("trade", "limit-without-price", "POST", orders, expect=422,
                   json={**LIMIT_ORDER, "price": None}, shape="HTTPValidationError")
-        self.call("trade", "switch", "GET", "/api/v1/settings/dry_run")
-        self.call("trade", "switch-on", "PUT", "/api/v1/settings/dry_run", json={"dry_run": True})
-        self.call("trade", "switched-order", "POST", orders, shape="DryRun",
-                  json={**LIMIT_ORDER, "client_order_id": "script-2"})
-        self.call("trade", "switch-off", "PUT", "/api/v1/settings/dry_run",
-                  json={"dry_run": False})
+        self.call("trade", "switch", "GET", switch)
+        self.call("trade", "switch-on", "PUT", switch, json={"dry_run": True})
+        self.call("trade", "dry-run-market", "POST", orders, shape="DryRun",
+                  json={"exchange": "binance", "symbol": "ETH/USDT", "side": "sell",
+                        "amount": "0.5", "risk_params": {"stop_loss_pct": 0.05,
+                                                         "take_profit_pct": 0.1}})
+        self.call("trade", "dry-run-limit", "POST", orders, shape="DryRun",
+                  json={**LIMIT_ORDER, "amount": 0.123456789, "client_order_id": "script-dry"})
+        self.call("trade", "switch-off", "PUT", switch, json={"dry_run": False})
+        self.call("trade", "echo", "POST", "/api/v1/orders/", shape="DryRun",
+                  json={"exchange": "binance", "symbol": "BTC/USDT", "side": "buy",
+                        "amount": 0.2, "type": "market", "client_order_id": "script-echo"})
 
     def mcp(self) -> None:
         paper = "/mcp/paper-trading"
@@ -621,27 +623,45 @@ def test_tokens_are_shared_secret_hs256_with_the_documented_claims(fleet):
     assert other.json()["valid"] is True
 
 
-def test_dry_runs_are_never_persisted_and_client_order_ids_are_idempotent(fleet):
+def test_trade_orders_obey_the_switch_alone_and_dry_runs_are_never_persisted(fleet):
     order = {"exchange": "binance", "symbol": "ETH/USDT", "side": "sell", "amount": 0.25,
              "client_order_id": "idem-1"}
+    switch = "/api/v1/settings/dry_run"
     with httpx.Client(base_url=fleet.native.base_url, trust_env=False) as c:
         before = c.get("/_debug/orders").json()
         counted = c.get("/_debug/dry-run-count").json()
-        echo = c.post("/api/trades/orders", json=order, headers=DRY).json()
+        assert c.put(switch, json={"dry_run": True}).json() == {"dry_run": True}
+        assert c.get(switch).json() == {"dry_run": True}
+        switched = c.post("/api/trades/orders", json=order).json()
         paper = c.post("/mcp/paper-trading/orders", headers={"X-Dry-Run": "1"},
                        json={**order, "side": "buy"}).json()
-        c.put("/api/v1/settings/dry_run", json={"dry_run": True})
-        switched = c.post("/api/trades/orders", json=order).json()
-        c.put("/api/v1/settings/dry_run", json={"dry_run": False})
-        assert [echo["status"], paper["status"], switched["status"]] == ["dry_run"] * 3
-        assert c.get(f"/api/trades/orders/{echo['order']['id']}").status_code == 404
+        assert c.put(switch, json={"dry_run": False}).json() == {"dry_run": False}
+        echo = c.post("/api/v1/orders/", json={**order, "type": "market"}).json()
+        assert [switched["status"], paper["status"], echo["status"]] == ["dry_run"] * 3
+        assert echo["order"] == {**order, "type": "market"}  # echoed as sent, never priced
+        assert c.get(f"/api/trades/orders/{switched['order']['id']}").status_code == 404
         assert c.get("/_debug/orders").json() == before
         now = c.get("/_debug/dry-run-count").json()
         assert (now["trade"] - counted["trade"], now["paper"] - counted["paper"]) == (2, 1)
-        first = c.post("/api/trades/orders", json=order).json()
+        # Live: the dry-run header is not read, the order is real (and idempotent).
+        first = c.post("/api/trades/orders", json=order, headers=DRY).json()
         again = c.post("/api/trades/orders", json={**order, "amount": 9}).json()
         assert first == again and first["status"] == "filled"
         assert c.get("/_debug/orders").json() == [*before, {"venue": "trade", **first}]
+        assert c.post("/api/v1/orders/", json={"symbol": "BTC/USDT"}).status_code == 422
+
+
+def test_the_switch_starts_off_on_docker_on_on_native_unless_told(monkeypatch, tmp_path):
+    monkeypatch.delenv("CRYPTOBOT_DRY_RUN", raising=False)
+    assert (Settings(flavor="docker").dry_run, Settings(flavor="native").dry_run) == \
+        (False, True)
+    monkeypatch.setenv("CRYPTOBOT_DRY_RUN", "true")
+    assert Settings(flavor="docker").dry_run is True
+    assert Settings(flavor="docker", dry_run=False).dry_run is False
+    with served(Settings(flavor="native", dry_run=False, data_dir=tmp_path)) as url:
+        assert httpx.get(url + "/api/v1/settings/dry_run").json() == {"dry_run": False}
+    args = build_parser().parse_args(["--no-dry-run"])
+    assert args.dry_run is False and build_parser().parse_args([]).dry_run is None
 
 
 def test_backtest_runs_in_the_background_and_unknown_ids_are_404(fleet):

@@ -35,8 +35,9 @@ GARBAGE = "not-a-refresh-token"
 def envs(reference_factory):
     return {
         "primary": reference_factory("docker"),
-        "secondary": reference_factory("docker"),
-        "docker": reference_factory("docker"),
+        # Copies that orders are mirrored to prove their dry-run switch on first.
+        "secondary": reference_factory("docker", dry_run=True),
+        "docker": reference_factory("docker", dry_run=True),
         "drifted": reference_factory("native", drifts=("tz-offset", "token-lifetime",
                                                        "amount-precision")),
     }
@@ -232,9 +233,10 @@ def test_pytest_gate_serial_and_xdist_agree(recordings, reference_factory, tmp_p
     drifts = () if which == "docker" else ("tz-offset", "token-lifetime", "amount-precision")
     flavor = "docker" if which == "docker" else "native"
     serial, serial_counts = run_gate(
-        recordings, reference_factory(flavor, drifts=drifts).base_url, tmp_path)
+        recordings, reference_factory(flavor, drifts=drifts, dry_run=True).base_url, tmp_path)
     parallel, parallel_counts = run_gate(
-        recordings, reference_factory(flavor, drifts=drifts).base_url, tmp_path, "-n", "2")
+        recordings, reference_factory(flavor, drifts=drifts, dry_run=True).base_url, tmp_path,
+        "-n", "2")
     expected = 0 if which == "docker" else 1
     assert serial.returncode == parallel.returncode == expected, serial.stdout[-2000:]
     assert serial_counts == parallel_counts
@@ -276,7 +278,8 @@ def test_the_projects_own_tests_are_not_part_of_a_parity_gate(recordings):
 def test_nightly_script_runs_as_written(recordings, reference_factory, tmp_path):
     day = datetime.now(UTC).strftime("%Y%m%d")
     env = {**os.environ, "PARITY_RECORDINGS": str(recordings), "PARITY_REPORTS": str(tmp_path),
-           "PARITY_CANDIDATE": reference_factory("docker").base_url, "PARITY_DAY": day,
+           "PARITY_CANDIDATE": reference_factory("docker", dry_run=True).base_url,
+           "PARITY_DAY": day,
            "PARITY_BIN": str(BIN / "parity"), "PARITY_REPLAY_USERNAME": "demo",
            "PARITY_REPLAY_PASSWORD": "demo"}  # the systemd units' environment file
     done = subprocess.run(["bash", str(ROOT / "deploy" / "nightly-replay.sh")], env=env,

@@ -265,7 +265,7 @@ def test_differences_are_highlighted_side_by_side(drifted):
 
 def test_learned_noise_is_shown_apart(drifted):
     noise = {(n["route"], n["path"]) for n in drifted.summary["noise"]}
-    assert ("GET /api/strategies/strategies/", "generated_at") in noise
+    assert ("GET /api/strategies/", "generated_at") in noise
     assert ("GET /api/v1/data/ohlcv/{exchange}/{symbol}/{timeframe}", "data[*][*]") in noise
     page = Page(drifted.html)
     assert page.find("table", id="noise-table")

@@ -28,14 +28,14 @@ SPEC_ROUTES = [
     ("GET", "/api/backtest/status/17", "backtest", "backtest", "safe"),
     ("GET", "/api/backtest/results/17", "backtest", "backtest", "safe"),
     ("GET", "/api/backtest/performance/17", "backtest", "backtest", "safe"),
-    ("GET", "/api/strategies/strategies/", "strategy", "strategy", "safe"),
-    ("POST", "/api/strategies/strategies/", "strategy", "strategy", "always"),
-    ("GET", "/api/strategies/strategies/5", "strategy", "strategy", "safe"),
-    ("PUT", "/api/strategies/strategies/5", "strategy", "strategy", "always"),
-    ("DELETE", "/api/strategies/strategies/5", "strategy", "strategy", "always"),
-    ("POST", "/api/strategies/strategies/5/activate", "strategy", "strategy", "always"),
-    ("POST", "/api/strategies/strategies/5/deactivate", "strategy", "strategy", "always"),
-    ("GET", "/api/strategies/strategies/5/versions", "strategy", "strategy", "safe"),
+    ("GET", "/api/strategies/", "strategy", "strategy", "safe"),
+    ("POST", "/api/strategies/", "strategy", "strategy", "always"),
+    ("GET", "/api/strategies/5", "strategy", "strategy", "safe"),
+    ("PUT", "/api/strategies/5", "strategy", "strategy", "always"),
+    ("DELETE", "/api/strategies/5", "strategy", "strategy", "always"),
+    ("POST", "/api/strategies/5/activate", "strategy", "strategy", "always"),
+    ("POST", "/api/strategies/5/deactivate", "strategy", "strategy", "always"),
+    ("GET", "/api/strategies/5/versions", "strategy", "strategy", "safe"),
     ("POST", "/auth/login", "auth", "auth", "always"),
     ("POST", "/auth/refresh", "auth", "auth", "always"),
     ("POST", "/auth/logout", "auth", "auth", "always"),
@@ -75,7 +75,7 @@ SPEC_ROUTES = [
     ("GET", "/api/trades/orders", "trade", "json", "never"),
     ("GET", "/api/trades/orders/o-1", "trade", "order", "never"),
     ("DELETE", "/api/trades/orders/o-1", "trade", "order", "never"),
-    ("GET", "/api/v1/settings/dry_run", "trade", "json", "safe"),
+    ("GET", "/api/v1/settings/dry_run", "trade", "json", "never"),
     ("PUT", "/api/v1/settings/dry_run", "trade", "json", "never"),
     ("GET", "/mcp/paper-trading/balances", "mcp", "json", "safe"),
     ("POST", "/mcp/paper-trading/orders", "mcp", "order", "dry-run"),
@@ -108,8 +108,18 @@ def test_routes_carry_correlation_ages_and_settling():
     assert routes.match("GET", "/api/backtest/results/9").name == "GET /api/backtest/results/{id}"
 
 
-def test_orders_are_rewritten_into_dry_runs_that_must_be_proven():
-    order = DEFAULTS.routes.match("POST", "/api/trades/orders")
+def test_orders_go_only_to_sides_in_dry_run_mode_and_each_answer_must_prove_it():
+    trade = DEFAULTS.routes.match("POST", "/api/trades/orders")
+    assert not trade.dry_run.rewrites  # the real trade service reads no dry-run header
+    assert trade.precondition.path == "/api/v1/settings/dry_run"
+    assert trade.precondition.expect == {"dry_run": True}
+    assert trade.precondition.unmet(200, {"dry_run": True}) is None
+    assert "dry_run = false" in trade.precondition.unmet(200, {"dry_run": False})
+    assert "dry_run = 1" in trade.precondition.unmet(200, {"dry_run": 1})
+    assert "no dry_run" in trade.precondition.unmet(200, ["dry_run"])
+    assert "HTTP 404" in trade.precondition.unmet(404, {"dry_run": True})
+    assert "require_dry_run" not in trade.options.extra  # the proof is declared once
+    order = DEFAULTS.routes.match("POST", "/mcp/paper-trading/orders")
     request = Request("POST", "/api/trades/orders", query=[("a", "1")],
                       headers=[("x-dry-run", "false"), ("accept", "*/*")],
                       body=Body.from_bytes(b'{"amount": 1}'))
@@ -155,7 +165,7 @@ proof_value = "paper"
     [
         ("/api/v1/data/tickers", "data"),
         ("/api/backtest/walkforward/abc", "backtest"),
-        ("/api/strategies/templates", "strategy"),
+        ("/api/strategies/5/performance", "strategy"),
         ("/auth/sessions", "auth"),
         ("/api/trades/positions", "trade"),
         ("/api/v1/settings/risk", "trade"),

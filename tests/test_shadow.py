@@ -29,9 +29,12 @@ ORDER = {"exchange": "binance", "symbol": "BTC/USDT", "side": "buy", "type": "li
 
 @pytest.fixture(scope="module")
 def apps(reference_factory):
-    """Primary and secondary (Docker flavour), candidate (native, two drifts)."""
+    """Primary and secondary (Docker flavour), candidate (native, two drifts); the secondary and
+    the candidate in dry-run mode (orders are mirrored only to copies that prove it)."""
     primary, secondary = reference_factory("docker"), reference_factory("docker")
     candidate = reference_factory("native", drifts=("tz-offset", "amount-precision"))
+    for app in (secondary, candidate):
+        httpx.put(app.base_url + "/api/v1/settings/dry_run", json={"dry_run": True})
     return primary, secondary, candidate
 
 
@@ -68,16 +71,17 @@ def user_session(client: httpx.Client, direct: httpx.Client) -> int:
         time.sleep(0.05)
     same_as_direct(f"/api/backtest/results/{started['id']}")
 
-    created = call("POST", "/api/strategies/strategies/", 201, headers=auth,
+    created = call("POST", "/api/strategies/", 201, headers=auth,
                    json={"name": "shadow", "parameters": {"fast": 10, "slow": 30}}).json()
-    base = f"/api/strategies/strategies/{created['id']}"
+    base = f"/api/strategies/{created['id']}"
     same_as_direct(base)
     call("PUT", base, json={"description": "tuned", "parameters": {"fast": 12, "slow": 36}})
     call("POST", f"{base}/activate")
     same_as_direct(f"{base}/versions")
     call("DELETE", base, 204)
 
-    # A real order (the proxy mirrors it as a dry run), the client's retry of it, a dry run.
+    # Real orders (mirrored to copies in dry-run mode) and the client's retry of the first; the
+    # trade service reads no dry-run header.
     placed = call("POST", "/api/trades/orders", json={**ORDER, "client_order_id": "shadow-1"})
     retried = call("POST", "/api/trades/orders", json={**ORDER, "client_order_id": "shadow-1"})
     assert placed.json()["id"] == retried.json()["id"] and placed.json()["status"] == "open"
@@ -93,7 +97,7 @@ def test_a_session_answered_by_the_primary_and_judged_against_the_native_candida
         tmp_path, apps):
     primary, secondary, candidate = apps
     # The primary's strategy ids run ahead, so the candidate's differ and must be correlated.
-    httpx.post(primary.base_url + "/api/strategies/strategies/", json={"name": "ahead"})
+    httpx.post(primary.base_url + "/api/strategies/", json={"name": "ahead"})
     shadow = Shadow(tmp_path, primary.base_url, candidate.base_url, "--secondary",
                     secondary.base_url)
     with httpx.Client(base_url=shadow.url) as client, \
@@ -118,7 +122,8 @@ def test_a_session_answered_by_the_primary_and_judged_against_the_native_candida
         counts = httpx.get(environment.base_url + "/_debug/dry-run-count").json()
         assert (counts["trade"], counts["paper"]) == (2, 1), (environment, counts)
     real = httpx.get(primary.base_url + "/_debug/orders").json()
-    assert [o["client_order_id"] for o in real if o["venue"] == "trade"] == ["shadow-1"]
+    assert [o["client_order_id"] for o in real if o["venue"] == "trade"] == ["shadow-1",
+                                                                          "shadow-2"]
     assert "mirrored" in shadow.log() and "(final)" in shadow.log()
 
 
@@ -165,7 +170,7 @@ class Hanging:
 
 @pytest.mark.parametrize("fault", ["down", "hanging", "slow"])
 def test_a_faulty_candidate_costs_clients_nothing(tmp_path, apps, fault):
-    primary, path = apps[0], "/api/v1/settings/dry_run"
+    primary, path = apps[0], "/health"
     stand_in = Hanging() if fault == "hanging" else SlowCopy(primary.base_url, path) \
         if fault == "slow" else None
     candidate = stand_in.url if stand_in else f"http://127.0.0.1:{free_port()}"

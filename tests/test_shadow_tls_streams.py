@@ -102,8 +102,8 @@ def test_tls_to_clients_and_verified_https_to_primary_and_candidate(tmp_path, pk
     proxy, port = shadow(tmp_path, primary, candidate, "--certs", f"*={pki / 'server.pem'}",
                          "--ca-bundle", str(pki / "ca.pem"))
     trust = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    answer = httpx.get(f"https://127.0.0.1:{port}/api/v1/settings/dry_run", verify=trust)
-    assert answer.json() == {"status": "ok", "path": "/api/v1/settings/dry_run"}
+    answer = httpx.get(f"https://127.0.0.1:{port}/health", verify=trust)
+    assert answer.json() == {"status": "ok", "path": "/health"}
     (record,) = records_after(proxy, tmp_path)
     assert record["verdict"] == "match", record
 

@@ -21,7 +21,7 @@ from harness.compare.engine import Engine
 from harness.config import load_config
 from harness.correlation import Correlator, is_identifier_key, values_at
 from harness.model import Body, Exchange, Request, Response, Severity, Verdict
-from harness.policy import Breakers, MirrorPolicy, idempotency_key
+from harness.policy import BREAKER_FILE, Breakers, MirrorPolicy, idempotency_key
 from harness.processes import free_port
 from harness.routes import DryRunRewrite, Route
 from harness.shadow import counters as c
@@ -135,7 +135,7 @@ def test_captured_flow_becomes_the_exchange_with_decoded_bodies_and_a_session():
 
 def test_the_candidate_gets_the_clients_exact_query_until_something_rewrites_it():
     flow = tflow.tflow(resp=True)
-    flow.request.path = "/api/strategies/strategies/5?a=%7E&b&c=%ZZ&d=a%20b&e=x;y"
+    flow.request.path = "/api/strategies/5?a=%7E&b&c=%ZZ&d=a%20b&e=x;y"
     request = to_exchange(capture(flow)).request
     assert request.raw_query == "a=%7E&b&c=%ZZ&d=a%20b&e=x;y"
     assert "raw_query" not in request.to_dict()  # live only, never recorded
@@ -146,7 +146,7 @@ def test_the_candidate_gets_the_clients_exact_query_until_something_rewrites_it(
     correlator.add("5", "70", scope="strategy")
     kept = correlator.translate(request)  # only the path changes: the query stays exact
     assert kept.path.endswith("/70") and kept.raw_query == request.raw_query
-    flow.request.path = "/api/strategies/strategies/?strategy_id=5&a=%7E"
+    flow.request.path = "/api/strategies/?strategy_id=5&a=%7E"
     swapped = correlator.translate(to_exchange(capture(flow)).request)
     assert swapped.raw_query is None and ("strategy_id", "70") in swapped.query
 
@@ -174,20 +174,20 @@ def test_counters_sum_the_proxy_and_the_latest_report_of_each_worker():
 
 def test_ids_learned_from_a_create_are_swapped_into_later_requests():
     correlator = Correlator()
-    create = ROUTES.match("POST", "/api/strategies/strategies/")
+    create = ROUTES.match("POST", "/api/strategies/")
     assert create.correlate
     assert correlator.learn(create, json_response({"id": 5, "name": "s"}),
                             json_response({"id": 7, "name": "s"})) == 1
-    get = Request("GET", "/api/strategies/strategies/5", [("limit", "5")])
-    assert correlator.translate(get).path == "/api/strategies/strategies/7"
+    get = Request("GET", "/api/strategies/5", [("limit", "5")])
+    assert correlator.translate(get).path == "/api/strategies/7"
     assert correlator.translate(get).query == [("limit", "5")]  # a number, not an id
-    body = json_request("POST", "/api/strategies/strategies/5/activate",
+    body = json_request("POST", "/api/strategies/5/activate",
                         {"strategy_id": 5, "ids": [5, 6], "count": 5})
     assert orjson.loads(correlator.translate(body).body.raw) == {
         "strategy_id": 7, "ids": [7, 6], "count": 5}
     # API key 5 is another 5: short values stay in their migration group.
     assert correlator.translate(Request("DELETE", "/auth/api-keys/5")).path == "/auth/api-keys/5"
-    unchanged = Request("GET", "/api/strategies/strategies/9")
+    unchanged = Request("GET", "/api/strategies/9")
     assert correlator.translate(unchanged) is unchanged
 
 
@@ -255,9 +255,11 @@ def test_safe_methods_are_mirrored_and_writes_only_as_dry_runs_or_where_allowed(
 
     assert decide("GET", "/api/v1/data/ohlcv/binance/BTC-USDT/1h").label == "mirrored"
     order = decide("POST", "/api/trades/orders", ORDER)
-    assert order.label == "dry-run"
-    assert ("X-Dry-Run", "true") in order.request.headers
-    assert decide("POST", "/api/strategies/strategies/", {"name": "s"}).label == "mirrored"
+    assert order.label == "dry-run"  # unchanged: the trade service reads no dry-run header
+    assert order.request.headers == json_request("POST", "/", ORDER).headers
+    paper = decide("POST", "/mcp/paper-trading/orders", ORDER)
+    assert ("X-Dry-Run", "true") in paper.request.headers
+    assert decide("POST", "/api/strategies/", {"name": "s"}).label == "mirrored"
     assert decide("DELETE", "/api/trades/orders/1").skipped
     assert decide("PUT", "/unknown/thing", {}).label == "skipped:unsafe method PUT"
 
@@ -300,11 +302,12 @@ def test_a_breaker_tripped_in_one_worker_stops_the_route_in_every_worker(tmp_pat
 
 class FakeCandidate:
     """A real loopback server (aiohttp) standing in for the candidate: ids differ from the
-    primary's, orders answer as dry runs unless `proves` is off, and every request is kept as
-    (method, path, X-Dry-Run header)."""
+    primary's, orders answer as dry runs unless `proves` is off, its dry-run switch reads
+    `switch`, and every request is kept as (method, path, X-Dry-Run header)."""
 
-    def __init__(self, proves: bool = True, delay: float = 0.0) -> None:
+    def __init__(self, proves: bool = True, delay: float = 0.0, switch: bool = True) -> None:
         self.proves = proves
+        self.switch = switch
         self.delay = delay
         self.requests: list[tuple[str, str, str | None]] = []
 
@@ -313,12 +316,14 @@ class FakeCandidate:
         if self.delay:
             await asyncio.sleep(self.delay)
         path = request.path
-        if path == "/api/strategies/strategies/" and request.method == "POST":
+        if path == "/api/strategies/" and request.method == "POST":
             return web.json_response({"id": 70, "name": "s"}, status=201)
-        if path == "/api/strategies/strategies/70":
+        if path == "/api/strategies/70":
             return web.json_response({"id": 70, "name": "s"})
-        if path.startswith("/api/strategies/strategies/"):
+        if path.startswith("/api/strategies/"):
             return web.json_response({"detail": "Strategy not found"}, status=404)
+        if path == "/api/v1/settings/dry_run":
+            return web.json_response({"dry_run": self.switch})
         if path == "/api/trades/orders":
             status = "dry_run" if self.proves else "open"
             return web.json_response({"status": status, "order": {"amount": 0.1}})
@@ -352,17 +357,18 @@ def run_worker(candidate: FakeCandidate, exchanges: list[Exchange], *, breakers=
 def test_worker_mirrors_orders_once_as_dry_runs_and_follows_created_ids():
     candidate = FakeCandidate()
     exchanges = [
-        make_exchange("POST", "/api/strategies/strategies/", {"name": "s"},
+        make_exchange("POST", "/api/strategies/", {"name": "s"},
                       {"id": 5, "name": "s"}, 201),
-        make_exchange("GET", "/api/strategies/strategies/5", None, {"id": 5, "name": "s"}),
+        make_exchange("GET", "/api/strategies/5", None, {"id": 5, "name": "s"}),
         make_exchange("POST", "/api/trades/orders", ORDER, {"status": "open", "id": "o-1"}),
         make_exchange("POST", "/api/trades/orders", ORDER, {"status": "open", "id": "o-1"}),
         make_exchange("DELETE", "/api/trades/orders/o-1", None, {"status": "cancelled"}),
     ]
     worker, written = run_worker(candidate, exchanges)
-    assert candidate.requests == [("POST", "/api/strategies/strategies/", None),
-                    ("GET", "/api/strategies/strategies/70", None),
-                    ("POST", "/api/trades/orders", "true")]
+    assert candidate.requests == [("POST", "/api/strategies/", None),
+                    ("GET", "/api/strategies/70", None),
+                    ("GET", "/api/v1/settings/dry_run", None),
+                    ("POST", "/api/trades/orders", None)]
     assert [e.mirror.split(":")[0] for e in written] == [
         "mirrored", "mirrored", "dry-run", "skipped", "skipped"]
     assert "duplicate order" in written[3].reason
@@ -375,7 +381,7 @@ def test_a_candidate_that_does_not_prove_the_dry_run_trips_the_breaker(tmp_path)
     orders = [make_exchange("POST", "/api/trades/orders", {**ORDER, "client_order_id": f"c{n}"},
                             {"status": "open"}) for n in range(3)]
     worker, written = run_worker(candidate, orders, breakers=Breakers(tmp_path / "b.jsonl"))
-    assert len(candidate.requests) == 1  # stopped at once
+    assert [r[1] for r in candidate.requests].count("/api/trades/orders") == 1  # stopped at once
     critical = [d for d in written[0].differences if d.severity is Severity.CRITICAL]
     assert written[0].verdict is Verdict.MISMATCH and critical
     assert all(e.reason.startswith("breaker open") for e in written[1:])
@@ -708,5 +714,5 @@ def test_running_starts_workers_with_the_options_and_done_stops_them(monkeypatch
     s = pool.settings
     assert (s.candidate, s.verify, s.timeout_s, s.secondary) == (
         "https://native:9000", False, 2.5, None)
-    assert s.breakers and s.breakers.endswith("breakers.jsonl")
+    assert s.breakers == str(tmp_path / "rec" / BREAKER_FILE)  # beside the recordings
     assert (tmp_path / "rec").is_dir()

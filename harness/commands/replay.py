@@ -69,6 +69,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     """Replay, judge, gate; print the per-group verdicts."""
     from harness.config import load_config
+    from harness.policy import breakers_beside
     from harness.replay.credentials import ServiceAccount, require_login, terminal_prompt
     from harness.replay.progress import ReplayProgress
     from harness.replay.runner import ReplayTargets, replay_records
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             shard=shard,
             transport=TransportSettings(timeout_s=args.timeout, max_connections=args.concurrency),
             on_exchange=on_exchange,
+            breakers=breakers_beside(args.recordings),
         )
     if writer is not None:
         writer.close()

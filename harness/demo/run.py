@@ -134,8 +134,10 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             for name, flavor, drifts in (("primary", "docker", ()),
                                          ("secondary", "docker", ()),
                                          ("candidate", "native", options.drifts)):
+                # The copies mirrored to are switched to dry-run mode, the primary stays live.
                 app = start_reference_app(flavor, drifts=drifts, seed=options.seed,
-                                          data_dir=work / name, log_path=work / f"{name}.log")
+                                          data_dir=work / name, log_path=work / f"{name}.log",
+                                          env={"CRYPTOBOT_DRY_RUN": str(name != "primary")})
                 stack.callback(app.stop)
                 apps[name] = app
             port = free_port()

@@ -1,6 +1,7 @@
 """Realistic Cryptobot user sessions, sent through the shadow proxy by `parity demo` (and usable by
 benchmarks): log in, query candles, run a backtest start → poll → results, optimise, manage
-strategies, place dry-run orders and paper trades. Deterministic for a given seed."""
+strategies, place orders (real on the primary, as a user would; the proxy mirrors them only to
+copies in dry-run mode) and paper trades. Deterministic for a given seed."""
 
 from __future__ import annotations
 
@@ -100,16 +101,16 @@ class CryptobotSession:
 
     def strategies(self) -> None:
         name = f"sma-{self.rng.randrange(10_000)}"
-        created = self._post("/api/strategies/strategies/", json={
+        created = self._post("/api/strategies/", json={
             "name": name,
             "description": "demo strategy",
             "parameters": {"fast": 10, "slow": 30},
         })
-        self._get("/api/strategies/strategies/")
+        self._get("/api/strategies/")
         if created.status_code not in (200, 201):
             return
         strategy_id = created.json()["id"]
-        base = f"/api/strategies/strategies/{strategy_id}"
+        base = f"/api/strategies/{strategy_id}"
         self._get(base)
         self.stats.note(self.client.put(base, headers=self.headers, json={
             "description": "tuned", "parameters": {"fast": 12, "slow": 36},
@@ -119,7 +120,8 @@ class CryptobotSession:
         self._post(f"{base}/deactivate")
 
     def orders(self, amount_decimals: int = 8) -> None:
-        """A market and a limit order; the proxy mirrors them only as dry runs."""
+        """A market and a limit order, real on the primary; the proxy mirrors them only to copies
+        that proved their dry-run switch on. The trade service reads no dry-run header."""
         amount = round(self.rng.uniform(0.001, 0.5), amount_decimals)
         order = {
             "exchange": "binance",
@@ -129,16 +131,11 @@ class CryptobotSession:
             "amount": amount,
             "client_order_id": f"demo-{self.rng.getrandbits(48):012x}",
         }
-        placed = self._post("/api/trades/orders", json=order, headers={"X-Dry-Run": "true"})
+        self._post("/api/trades/orders", json=order)
         limit = {**order, "type": "limit", "price": round(self.rng.uniform(60000, 70000), 2),
                  "time_in_force": "GTC",
                  "client_order_id": f"demo-{self.rng.getrandbits(48):012x}"}
-        self._post("/api/trades/orders", json=limit, headers={"X-Dry-Run": "true"})
-        if placed.status_code in (200, 201):
-            body = placed.json()
-            order_id = (body.get("order") or body).get("id")
-            if order_id and body.get("status") != "dry_run":
-                self._get(f"/api/trades/orders/{order_id}")
+        self._post("/api/trades/orders", json=limit)
 
     def paper_trading(self) -> None:
         self._get("/mcp/paper-trading/balances")

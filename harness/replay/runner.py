@@ -17,7 +17,7 @@ from harness.config import Config
 from harness.loop import run_async
 from harness.mirror import Mirror
 from harness.model import Exchange, Verdict
-from harness.policy import SAFE_METHODS, MirrorPolicy
+from harness.policy import SAFE_METHODS, Breakers, MirrorPolicy
 from harness.replay.credentials import (
     MintedTokens,
     ServiceAccount,
@@ -97,6 +97,7 @@ class Replayer:
         shard: tuple[int, int] | None = None,
         transport: TransportSettings | None = None,
         on_exchange: Callable[[Exchange], None] | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.config = config
         self.targets = targets
@@ -105,7 +106,7 @@ class Replayer:
         self.shard = shard
         self.transport = transport or TransportSettings(max_connections=concurrency)
         self.engine = Engine(config)
-        self.policy = MirrorPolicy()
+        self.policy = MirrorPolicy(breakers)  # shared with shadow and pytest: breakers_beside
         self.stats = ReplayStats()
         self._on_exchange = on_exchange
         self._limiter = _RateLimiter(rate)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import orjson
 from mitmproxy import ctx, exceptions, http
 
+from harness.policy import BREAKER_FILE
 from harness.shadow import counters as c
 from harness.shadow.capture import capture, client_address
 from harness.shadow.counters import Counters
@@ -217,7 +218,7 @@ class ShadowAddon:
             max_inflight=opts.parity_max_inflight,
             verify=not opts.parity_insecure,
             ca_bundle=opts.parity_ca_bundle or None,
-            breakers=os.path.join(self._runtime_dir, "breakers.jsonl"),
+            breakers=str(Path(opts.parity_recordings) / BREAKER_FILE),  # shared with replay
             nice=opts.parity_worker_nice,
             idle=opts.parity_worker_idle,
             metrics_dir=str(self.metrics.directory) if self.metrics else None,
