@@ -35,7 +35,7 @@ OPTION_KEYS = {"rtol", "atol", "ignore", "unordered", "ignore_headers", "compare
 DRY_RUN_KEYS = {"headers", "query", "body", "proof_path", "proof_value"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
-TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes"}
+TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "data"}  # data: harness.datastate
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
 
 
