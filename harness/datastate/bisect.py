@@ -180,7 +180,8 @@ class TableDiff:
         pending = [Segment(None, None)]
         first = True
         while pending:
-            futures = [self.both(lambda side, s=s, f=first: side.checksum(s, f))
+            ranged = first and self.arithmetic  # min/max of an integer key, for splitting
+            futures = [self.both(lambda side, s=s, r=ranged: side.checksum(s, r))
                        for s in pending]
             fetch: list[Segment] = []
             splits: list[Future] = []

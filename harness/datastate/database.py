@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SAWarning, SQLAlchemyError
 
 from harness.datastate.columns import register_sqlite_functions
 from harness.errors import UserError
@@ -128,7 +129,9 @@ class Database:
     def find_table(self, name: str) -> TableInfo | None:
         """The table called `name` (in any attached file for a sqlite directory), or None."""
         try:
-            with self.engine.connect() as connection:
+            with self.engine.connect() as connection, warnings.catch_warnings():
+                # An unknown type is reflected as NullType: reported incomparable, not warned.
+                warnings.simplefilter("ignore", SAWarning)
                 inspector = inspect(connection)
                 schemas = list(self._attached) if self._attached else [None]
                 for schema in schemas:
