@@ -120,8 +120,7 @@ def bucket(x: float, rtol: float, atol: float) -> str:
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     exponent = math.floor(math.log10(abs(x)))
-    scale = 10.0 ** exponent
-    width = max(atol, rtol * scale, MIN_RELATIVE_WIDTH * scale)
+    width = max(atol, max(rtol, MIN_RELATIVE_WIDTH) * 10.0 ** exponent)
     return f"{exponent}:{math.floor(x / width)}"
 
 
@@ -255,9 +254,8 @@ def pg_canonical(column_sql: str, plan: ColumnPlan, sqltype: Any) -> str:
     elif plan.kind == "float":
         x = f"({c})::float8" if own != "bool" else f"({c})::int::float8"
         e = f"floor(log(abs({x})))"
-        scale = f"power(10::float8, {e})"
-        width = (f"greatest({plan.atol!r}::float8, {plan.rtol!r}::float8 * {scale}, "
-                 f"{MIN_RELATIVE_WIDTH!r}::float8 * {scale})")
+        relative = max(plan.rtol, MIN_RELATIVE_WIDTH)  # as `bucket`, with one power() less
+        width = f"greatest({plan.atol!r}::float8, {relative!r}::float8 * power(10::float8, {e}))"
         expr = (f"CASE WHEN {x} = 0 THEN '0' WHEN {x} = 'NaN'::float8 THEN 'nan' "
                 f"WHEN {x} = 'Infinity'::float8 THEN 'inf' "
                 f"WHEN {x} = '-Infinity'::float8 THEN '-inf' "
