@@ -156,3 +156,28 @@ def test_few_changed_rows_in_a_big_table_fetch_few_rows(cluster, capsys, tmp_pat
     state = table(result, "ticks")
     assert sorted(s["key"]["id"] for s in state["samples"]) == [17, 9001, 19999]
     assert result["rows_fetched"] < 0.05 * 2 * 20000
+
+
+def test_times_compare_at_the_coarser_precision_across_engines(cluster, capsys, tmp_path):
+    """sqlite keeps hundredths in its text, PostgreSQL microseconds in a timestamptz: equal at
+    hundredths; a real shift is still found."""
+    import sqlite3
+
+    url = cluster.create_database("fine")
+    with psycopg.connect(cluster.dsn("fine")) as pg:
+        pg.execute("CREATE TABLE events (id int PRIMARY KEY, at timestamptz)")
+        pg.execute("INSERT INTO events VALUES (1, '2026-01-05 09:30:01.123456+00'), "
+                   "(2, '2026-01-05 10:30:00.999999+01'), (3, '2026-01-05 09:30:07+00')")
+    coarse = tmp_path / "coarse.sqlite"
+    with sqlite3.connect(coarse) as db:
+        db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT)")
+        db.executemany("INSERT INTO events VALUES (?, ?)", [
+            (1, "2026-01-05T09:30:01.12Z"), (2, "2026-01-05T09:30:00.99Z"),
+            (3, "2026-01-05T09:30:08.00Z")])
+    config = tmp_path / "parity.toml"
+    config.write_text('[data.tables.events]\nkey = ["id"]\ntime = ["at"]\n')
+    code, result, _ = run(capsys, tmp_path, f"sqlite:///{coarse}", url, "--config", str(config),
+                          "--table", "events")
+    assert code == 1
+    (sample,) = table(result, "events")["samples"]
+    assert sample["key"] == {"id": 3} and "(-1 s in UTC)" in sample["differences"][0]["message"]

@@ -223,7 +223,7 @@ def test_normalisation_buckets_and_times():
         assert bucket(x, 1e-9, 0) != bucket(x * (1 + 3e-9), 1e-9, 0)
         assert bucket(x, 1e-9, 0) == bucket(x, 1e-9, 0)
     assert canonical("2026-01-05T10:30:00.5+01:00", "ts", precision=3) == \
-        canonical("2026-01-05T09:30:00.500Z", "ts", precision=3) == "2026-01-05T09:30:00.500"
+        canonical("2026-01-05T09:30:00.500Z", "ts", precision=3) == "2026-01-05 09:30:00.5"
     assert canonical(None, "text") != canonical("", "text")
     assert canonical(True, "int") == canonical(1, "int") == "1"
     assert canonical("1.50", "dec") == canonical(1.5, "dec") == "1.5"

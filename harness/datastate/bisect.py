@@ -291,8 +291,7 @@ def describe(path: str, plan: ColumnPlan, p: Any, c: Any, p_canon: str,
         if p_canon.startswith("!") or c_canon.startswith("!"):
             return f"{path} {show(plain_text(p))} vs {show(plain_text(c))} (not a timestamp)"
         try:
-            fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in p_canon else "%Y-%m-%dT%H:%M:%S"
-            delta = (datetime.strptime(c_canon, fmt) - datetime.strptime(p_canon, fmt))
+            delta = datetime.fromisoformat(c_canon) - datetime.fromisoformat(p_canon)
             shift = f"{delta.total_seconds():+g} s in UTC"
         except ValueError:
             shift = f"UTC {p_canon} vs {c_canon}"

@@ -7,7 +7,7 @@ same data, so a row hash computed inside sqlite equals the one computed inside P
 | int   | decimal digits; booleans as 1 / 0                         | integer types, boolean    |
 | dec   | the decimal without trailing zeros (1.50 → 1.5)           | numeric / decimal         |
 | float | a tolerance bucket `e:n` (see below)                      | real, double; tolerance   |
-| ts    | UTC `YYYY-MM-DDTHH:MM:SS[.f…]` cut to the coarser         | timestamp(tz); a text     |
+| ts    | UTC `YYYY-MM-DD HH:MM:SS[.f]` cut to the coarser          | timestamp(tz); a text     |
 |       | precision of the two sides; naive values taken as UTC     | column listed in `time`   |
 | bytes | lower-case hex                                            | blob, bytea               |
 NULL is `\\N`, never the empty string, so NULL vs "" is a difference (reported as such).
@@ -40,7 +40,7 @@ SEPARATOR = "\x1f"
 HASH_MOD = 1 << 64
 # Buckets never finer than double precision can tell apart (keeps floor(x / w) in a bigint).
 MIN_RELATIVE_WIDTH = 1e-15
-TIME_TEXT_FORMAT = "YYYY-MM-DD\"T\"HH24:MI:SS.US"
+TRUNC_UNITS = {0: "second", 3: "milliseconds"}
 
 
 class Unsupported(Exception):
@@ -152,8 +152,11 @@ def as_utc_text(value: Any, precision: int) -> str:
     except (ValueError, OverflowError, OSError):
         return f"!{value}"
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return text[: 19 + (precision + 1 if precision else 0)]
+    micro = moment.microsecond - moment.microsecond % 10 ** (6 - min(max(precision, 0), 6))
+    # PostgreSQL's own text of a timestamp (cheaper in SQL than to_char): fraction without
+    # trailing zeros, none when zero.
+    fraction = f".{micro:06d}".rstrip("0") if micro else ""
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + fraction
 
 
 def canonical(value: Any, kind: str, rtol: float = 0.0, atol: float = 0.0,
@@ -261,16 +264,19 @@ def pg_canonical(column_sql: str, plan: ColumnPlan, sqltype: Any) -> str:
                 f"WHEN {x} = '-Infinity'::float8 THEN '-inf' "
                 f"ELSE {e}::bigint::text || ':' || floor({x} / {width})::bigint::text END")
     elif plan.kind == "ts":
-        if isinstance(sqltype, sat.DateTime) and getattr(sqltype, "timezone", False):
-            moment = f"({c} AT TIME ZONE 'UTC')"
-        elif isinstance(sqltype, sat.DateTime):
-            moment = c
-        elif isinstance(sqltype, sat.Date):
+        # The session runs in UTC: a timestamptz cast to timestamp is its UTC wall time.
+        if isinstance(sqltype, sat.DateTime | sat.Date):
             moment = f"{c}::timestamp"
         else:
-            moment = f"({c}::timestamptz AT TIME ZONE 'UTC')"
-        keep = 19 + (plan.precision + 1 if plan.precision else 0)
-        expr = f"left(to_char({moment}, '{TIME_TEXT_FORMAT}'), {keep})"
+            moment = f"{c}::timestamptz::timestamp"
+        if plan.precision >= 6:
+            expr = f"{moment}::text"
+        elif plan.precision in TRUNC_UNITS:
+            expr = f"date_trunc('{TRUNC_UNITS[plan.precision]}', {moment})::text"
+        else:
+            cut = 10 ** (6 - plan.precision)
+            expr = (f"({moment} - (extract(microseconds from {moment})::bigint % {cut}) "
+                    "* interval '1 microsecond')::text")
     else:
         raise ValueError(f"unknown kind {plan.kind!r}")
     return f"coalesce({expr}, '{NULL_MARK}')"
