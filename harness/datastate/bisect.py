@@ -41,6 +41,7 @@ from harness.model import Difference, Kind, Severity
 
 Bound = tuple[Any, ...] | None
 TIME_SAMPLE = 200
+MAX_FIRST_SPLIT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +202,21 @@ class TableDiff:
             for segment_future in splits:
                 parts = segment_future.result()
                 (pending if len(parts) > 1 else fetch).extend(parts)
-            rows = [(s, self.both(lambda side, s=s: side.fetch_segment(s))) for s in fetch]
-            for _segment, (fp, fc) in rows:
-                self.compare_rows(fp.result(), fc.result())
+            # A few segments at a time: memory stays within workers × fetch_below rows per side,
+            # whatever the table's size or the number of differing segments.
+            for start in range(0, len(fetch), self.settings.workers):
+                batch = [self.both(lambda side, s=s: side.fetch_segment(s))
+                         for s in fetch[start:start + self.settings.workers]]
+                for fp, fc in batch:
+                    self.compare_rows(fp.result(), fc.result())
 
     def split(self, segment: Segment, p: Checksum, c: Checksum) -> list[Segment]:
         parts = self.settings.segments
+        if segment.lo is None and segment.hi is None:
+            # The whole table differs: cut it straight into segments that one more split brings
+            # under fetch_below, so the big middle levels (full rescans) are skipped.
+            wanted = max(p.count, c.count) // (self.settings.fetch_below * parts)
+            parts = min(MAX_FIRST_SPLIT, max(parts, wanted))
         if self.arithmetic:
             lows = [v for v in (self.range[0].low, self.range[1].low) if v is not None]
             highs = [v for v in (self.range[0].high, self.range[1].high) if v is not None]

@@ -62,7 +62,11 @@ class ThrowawayCluster:
         pwfile = self.base / "pw"
         pwfile.write_text(PASSWORD + "\n")
         if os.geteuid() == 0:
-            owner = pwd.getpwnam("postgres")
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("running as root needs the postgres system user (the Debian "
+                                   "postgresql package creates it)") from None
             for path in (self.base, self.socket_dir, pwfile):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
             self._runas = ["runuser", "-u", "postgres", "--"]
