@@ -237,7 +237,12 @@ class TableDiff:
     def compare_rows(self, p_rows: dict, c_rows: dict, *, recheck: bool = False) -> None:
         source, target = (c_rows, p_rows) if self.reverse else (p_rows, c_rows)
         width = len(self.primary.columns)
-        for key in source.keys() | target.keys():
+        keys = source.keys() | target.keys()
+        try:
+            ordered = sorted(keys)
+        except TypeError:  # keys of mixed types (sqlite allows it): any order
+            ordered = list(keys)
+        for key in ordered:
             s_row, t_row = source.get(key), target.get(key)
             if t_row is None:
                 finding = RowFinding("missing", self.key_dict(key))

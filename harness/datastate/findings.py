@@ -136,9 +136,10 @@ class DataStateResult:
         """Per migration group, the data-state gate."""
         out = {}
         for group, counts in self.group_counts().items():
-            examples = tuple(line for state in self.tables if state.group == group
-                             for line in (state.reasons + state.lines())[:2])
-            out[group] = evaluate_data_state(dict(counts), examples[:3])
+            examples = tuple(line if len(line) <= 160 else line[:157] + "..."
+                             for state in self.tables if state.group == group
+                             for line in (state.reasons + state.lines())[:1])
+            out[group] = evaluate_data_state(dict(counts), examples[:2])
         return out
 
     @property
