@@ -41,7 +41,7 @@ def test_demo_data_state_step(primary, tmp_path):
         "strategy": "not ready", "trade": "not ready"}
     orders = next(t for t in drifted["tables"] if t["table"] == "orders")
     assert orders["rows"] == {"primary": REAL_ORDERS, "candidate": REAL_ORDERS}
-    assert "+3600 s in UTC" in out.getvalue()
+    assert "+3600 s in UTC" in out.getvalue() and "[id=" in out.getvalue()
     versions = next(t for t in drifted["tables"] if t["table"] == "strategy_versions")
     assert versions["counts"]["missing"] == 3
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 from harness.datastate import compare_databases, load_data_settings
 from harness.errors import UserError
@@ -47,14 +48,14 @@ def run_data_state(primary_url: str, primary_dir: Path, work: Path, *, drifted: 
         console.print(f"[yellow]data state skipped: {exc}[/]")
         return None
     console.print("data state: the primary's databases synced to a native copy"
-                  + (f" (sync bugs: {', '.join(sorted(drifts))})" if drifts else "")
+                  + (f" (sync bugs: {', '.join(sorted(drifts))})" if drifts else " (clean)")
                   + f", compared with parity data ({result.queries} queries, "
                   f"{result.rows_fetched} rows fetched)")
     for group, gate in result.gates().items():
         colour = "green" if gate.passed else "red"
-        why = f"  {gate.reasons[0]}" if gate.reasons else ""
+        why = f"  {escape(gate.reasons[0])}" if gate.reasons else ""
         console.print(f"  data {group:<9}[{colour}]{gate.status.upper()}[/]{why}")
     for state in result.tables:
         for line in [*state.reasons, *state.lines()][:1]:
-            console.print(f"    {line}", soft_wrap=True)
+            console.print(f"    {escape(line)}", soft_wrap=True)
     return result.to_dict()
