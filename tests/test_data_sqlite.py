@@ -215,6 +215,11 @@ def test_bad_input_is_one_line_or_incomparable(docker_dir, tmp_path, capsys):
     assert "key (venue) is not unique" in tables["orders"]["reasons"][0]
     assert main(["data", "--primary-db", url(docker_dir), "--candidate-db", url(candidate),
                  "--table", "unknown_table"]) == 2
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    capsys.readouterr()
+    assert main(["data", "--primary-db", url(empty), "--candidate-db", url(empty)]) == 2
+    assert "none of the tables" in capsys.readouterr().err
 
 
 def test_normalisation_buckets_and_times():
@@ -237,3 +242,26 @@ def test_report_shows_the_data_state_section_and_gates(docker_dir, tmp_path, cap
     html = report.read_text()
     assert 'id="data-state"' in html and 'data-table="strategy_versions"' in html
     assert "not ready" in html and "missing on" not in html.split('id="data-state"')[0]
+
+
+def test_data_config_mistakes_are_one_line(docker_dir, tmp_path, capsys):
+    from harness.config import load_config
+
+    for text, expected in (
+        ('[data.tables.orders]\nkey = []\n', "data.tables.orders.key: a table needs at least"),
+        ('[data.tables.orders]\nkey = ["id"]\ngroup = "nope"\n', "unknown group 'nope'"),
+        ('[data.tables.orders]\nkey = ["id"]\ntolerance = { price = { rtol = -1 } }\n',
+         "data.tables.orders.tolerance.price.rtol"),
+        ('[data]\nsegment = 3\n', "data.segment: unknown key"),
+    ):
+        config = tmp_path / "parity.toml"
+        config.write_text(text)
+        capsys.readouterr()
+        code = main(["data", "--primary-db", url(docker_dir), "--candidate-db", url(docker_dir),
+                     "--config", str(config)])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and str(config) in err, err
+        assert len(err.strip().splitlines()) == 1
+    # the rest of parity.toml's readers accept a [data] table
+    config.write_text('[data]\nsettle_s = 0.5\n')
+    assert load_config(config).source == str(config)

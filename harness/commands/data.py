@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     result = compare_databases(args.primary_db, args.candidate_db, settings,
                                reverse=args.reverse, since=parse_since(args.since),
                                settle_s=args.settle)
+    if all(state.status == "absent" for state in result.tables):
+        names = ", ".join(state.table for state in result.tables)
+        raise UserError(f"none of the tables ({names}) is in either database: wrong URLs, or "
+                        "list yours in [data.tables] / --table")
     print_result(result, sys.stdout)
     if args.json:
         from harness.report import _write_atomically
