@@ -181,3 +181,47 @@ def test_times_compare_at_the_coarser_precision_across_engines(cluster, capsys, 
     assert code == 1
     (sample,) = table(result, "events")["samples"]
     assert sample["key"] == {"id": 3} and "(-1 s in UTC)" in sample["differences"][0]["message"]
+
+
+def test_a_row_written_while_the_diff_runs_is_in_flight(copies, cluster, capsys, tmp_path):
+    """A writer takes the primary's orders table, waits until `parity data` is blocked on it (so
+    the run has started), changes a row and commits: that row is rechecked and reported in
+    flight, not as a difference (exit 0)."""
+    import threading
+    import time
+
+    urls = []
+    for name in ("live_p", "live_c"):
+        urls.append(cluster.create_database(name))
+        load_into_pg(copies["docker"][0], cluster.dsn(name))
+    with psycopg.connect(cluster.dsn("live_p")) as pg:
+        (order_id,) = pg.execute("SELECT id FROM orders ORDER BY id LIMIT 1").fetchone()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with psycopg.connect(cluster.dsn("live_p")) as pg:
+                pg.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+                deadline = time.monotonic() + 120
+                while pg.execute("SELECT pg_stat_clear_snapshot()") and not pg.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE datname = 'live_p' AND "
+                        "wait_event_type = 'Lock' AND pid <> pg_backend_pid()").fetchone():
+                    assert time.monotonic() < deadline, "parity data never reached orders"
+                    time.sleep(0.05)
+                pg.execute("UPDATE orders SET price = price + 1, updated_at = clock_timestamp() "
+                           "WHERE id = %s", (order_id,))
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        code, result, out = run(capsys, tmp_path, *urls, "--table", "orders")
+    finally:
+        thread.join(150)
+    assert not errors, errors
+    assert code == 0, out
+    orders = table(result, "orders")
+    assert orders["counts"]["in-flight"] == 1 and orders["counts"]["differing"] == 0
+    assert orders["samples"][0]["key"] == {"id": str(order_id)}
+    assert "in flight: orders" in out
