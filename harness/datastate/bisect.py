@@ -173,6 +173,7 @@ class TableDiff:
         self.since, self.reverse = since, reverse
         self.suspects: list[tuple[Any, ...]] = []
         self.arithmetic = (len(primary.keys) == 1 and primary.keys[0].kind == "int")
+        self.range = (Checksum(0, 0), Checksum(0, 0))  # whole table: min/max of an integer key
 
     def both(self, call: Callable[[Side], Any]) -> tuple[Future, Future]:
         return self.pool.submit(call, self.primary), self.pool.submit(call, self.candidate)
