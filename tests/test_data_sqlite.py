@@ -265,3 +265,18 @@ def test_data_config_mistakes_are_one_line(docker_dir, tmp_path, capsys):
     # the rest of parity.toml's readers accept a [data] table
     config.write_text('[data]\nsettle_s = 0.5\n')
     assert load_config(config).source == str(config)
+
+
+def test_a_key_of_mixed_types_is_incomparable_not_a_crash(tmp_path, capsys):
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.sqlite"
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE t (k INTEGER, v TEXT)")  # sqlite keeps 'x50' as text
+            db.executemany("INSERT INTO t VALUES (?, ?)", [
+                (i if i % 50 else f"x{i}", f"v{i}{name if i == 7 else ''}") for i in range(600)])
+        paths.append(path)
+    code, result, _ = run(capsys, *paths, "--table", "t:k")
+    assert code == 1
+    state = result["tables"][0]
+    assert state["status"] == "incomparable" and "cannot bisect its key" in state["reasons"][0]

@@ -415,7 +415,12 @@ def compare_databases(primary_url: str, candidate_url: str, settings: DataSettin
                 sides = _prepare(spec, state, primary, candidate, reverse)
                 if sides is not None:
                     diff = TableDiff(spec, state, *sides, settings, pool, since_text, reverse)
-                    diff.run()
+                    try:
+                        diff.run()
+                    except (TypeError, ValueError, ArithmeticError) as exc:
+                        # e.g. sqlite values of mixed types in an integer key column
+                        state.problem("incomparable", f"{spec.name}: cannot bisect its key "
+                                                      f"({type(exc).__name__}: {exc})")
                     diffs.append(diff)
                 state.queries = primary.queries + candidate.queries - before[0]
                 state.rows_fetched = primary.rows_fetched + candidate.rows_fetched - before[1]
