@@ -190,3 +190,20 @@ def _judge_compared(tally: Tally, rule: GateRule) -> GateResult:
     if blocking:
         return GateResult("not ready", tuple(reasons))
     return GateResult("ready", ())
+
+
+DATA_FAILING = ("missing", "extra", "differing", "incomparable", "schema")
+
+
+def evaluate_data_state(counts: dict[str, int], reasons: tuple[str, ...] = ()) -> GateResult:
+    """A migration group's data-state gate (`parity data`): ready only when its tables were
+    compared and no row is missing, extra or differing, no table or column is on one side only
+    ("schema") and none is incomparable. Rows still changing ("in flight") are shown, not failed:
+    they are not proven different."""
+    if not counts.get("tables"):
+        return GateResult("no data", ("no table of this group was compared",))
+    failing = {kind: counts.get(kind, 0) for kind in DATA_FAILING if counts.get(kind, 0)}
+    if not failing:
+        return GateResult("ready", ())
+    summary = ", ".join(f"{n} {kind}" for kind, n in failing.items())
+    return GateResult("not ready", (f"data differ: {summary}", *reasons))

@@ -146,7 +146,7 @@ class OrderBook:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS orders (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "id TEXT UNIQUE NOT NULL, venue TEXT NOT NULL, client_order_id TEXT, "
-            "body TEXT NOT NULL, UNIQUE (venue, client_order_id))"
+            "body TEXT NOT NULL, price REAL, updated_at TEXT, UNIQUE (venue, client_order_id))"
         )
         self._lock = threading.RLock()
         self.dry_runs = {"trade": 0, "paper": 0}
@@ -173,16 +173,19 @@ class OrderBook:
                 if existing is not None:
                     return existing
             self._db.execute(
-                "INSERT INTO orders (id, venue, client_order_id, body) VALUES (?, ?, ?, ?)",
-                (order["id"], venue, order.get("client_order_id"), json.dumps(order)),
+                "INSERT INTO orders (id, venue, client_order_id, body, price, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (order["id"], venue, order.get("client_order_id"), json.dumps(order),
+                 order.get("price"), order.get("updated_at")),
             )
         return order
 
     def save(self, order: dict[str, Any]) -> None:
         """Store a changed order."""
         with self._lock:
-            self._db.execute("UPDATE orders SET body = ? WHERE id = ?",
-                             (json.dumps(order), order["id"]))
+            self._db.execute("UPDATE orders SET body = ?, price = ?, updated_at = ? WHERE id = ?",
+                             (json.dumps(order), order.get("price"), order.get("updated_at"),
+                              order["id"]))
 
     def find(self, venue: str, *, order_id: str | None = None,
              client_order_id: str | None = None) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from harness.config import load_config
+from harness.demo.data_state import run_data_state
 from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.errors import UserError
 from harness.gate import GateResult, Tally, evaluate
@@ -153,6 +154,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             stats = _drive(f"http://127.0.0.1:{port}", options, console)
             console.print(f"{stats.requests} requests answered by the primary through the proxy, "
                           f"{len(stats.errors)} client errors; waiting for the mirrors to finish")
+            data_state = run_data_state(apps["primary"].base_url, work / "primary", work,
+                                        drifted=bool(options.drifts), console=console)
             proxy.stop(60.0)
             if proxy.process.returncode not in (0, -15):
                 raise UserError(f"the shadow proxy failed (exit {proxy.process.returncode}):\n"
@@ -162,7 +165,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
 
         options.out.parent.mkdir(parents=True, exist_ok=True)
         build_report([recordings], options.out, gates=config.gates,
-                     title="parity demo: reference Cryptobot, Docker vs native")
+                     title="parity demo: reference Cryptobot, Docker vs native",
+                     data_state=data_state)
         result = DemoResult(groups, options.out, stats.errors, stats.requests,
                             time.perf_counter() - started)
     except BaseException:

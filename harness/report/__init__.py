@@ -32,6 +32,7 @@ def build_report(
     gates: Mapping[str, Any] | None = None,
     title: str | None = None,
     config: Any = None,
+    data_state: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Count every exchange of `sources` (recordings paths, record dicts or `Exchange`s), write
     the HTML report to `out_html` (unless None) and the JSON summary to `json_out`, and return
@@ -61,7 +62,7 @@ def build_report(
             f"(no 'request'): {', '.join(names) or 'input'}"
         )
     return write_report(builder, out_html, json_out=json_out, title=title, sources=names,
-                        not_mirrored=shadow_counters(names))
+                        not_mirrored=shadow_counters(names), data_state=data_state)
 
 
 def _config_gates(config: Any) -> Mapping[str, Any]:
@@ -80,6 +81,7 @@ def write_report(
     title: str | None = None,
     sources: list[str] | None = None,
     not_mirrored: Mapping[str, int] | None = None,
+    data_state: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the report of a filled builder; returns the summary (the `--json` content).
     `not_mirrored`: what the shadow proxy did not mirror (see `sources.shadow_counters`), shown
@@ -89,9 +91,11 @@ def write_report(
         summary["title"] = title
     if not_mirrored is not None:
         summary["not_mirrored"] = dict(not_mirrored)
+    if data_state is not None:
+        summary["data_state"] = dict(data_state)
     if out_html is not None:
         html = render_html(builder, summary=summary, title=title, sources=sources,
-                           not_mirrored=not_mirrored)
+                           not_mirrored=not_mirrored, data_state=data_state)
         _write_atomically(Path(out_html), html.encode("utf-8"))
     if json_out is not None:
         data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)

@@ -161,6 +161,7 @@ def render_html(
     title: str | None = None,
     sources: list[str] | None = None,
     not_mirrored: Mapping[str, int] | None = None,
+    data_state: Mapping[str, Any] | None = None,
 ) -> str:
     """The report's HTML, from a filled builder (and its summary, when already computed);
     with `not_mirrored` (the shadow proxy's counts), a "Not mirrored" section."""
@@ -188,6 +189,7 @@ def render_html(
         details=_details(builder, views),
         not_mirrored=[(key, label, not_mirrored.get(key, 0)) for key, label in NOT_MIRRORED]
         if not_mirrored is not None else None,
+        data_state=data_state,  # `parity data`'s findings (DataStateResult.to_dict())
         verdicts=VERDICTS,
         failing=FAILING,
         css=Markup(_asset("report.css")),
