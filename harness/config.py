@@ -38,7 +38,8 @@ PRECONDITION_KEYS = {"path", "method", "expect", "state"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
 PRECONDITION_RECHECK_S = 2.0
-TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data"}  # data: harness.datastate
+# `data` is parsed by harness.datastate.settings.
+TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
 
 
