@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "build the self-contained HTML diff report from recordings"),
     "compare": ("compare", "compare two response bodies from files with a comparator"),
     "cryptobot": ("cryptobot", "run the reference Cryptobot (docker or native flavour)"),
+    "routes": ("routes", "write a parity.toml route table from the running services' specs"),
 }
 
 DESCRIPTION = """\
