@@ -35,6 +35,17 @@ cryptobot-parity: prove, service by service, that the native Cryptobot answers l
 """
 
 
+SECRETS_HELP_FOR = ("shadow", "replay", "report")  # the commands that read or write recordings
+
+
+def _add_secrets_help(parser: argparse.ArgumentParser) -> None:
+    """Where the redaction key lives and how to rotate it, at the end of `--help`."""
+    from harness.store.redaction_key import HELP
+
+    parser.epilog = f"{parser.epilog}\n\n{HELP}" if parser.epilog else HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -47,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"harness.commands.{module_name}")
         sub = module.add_parser(subparsers, name, summary)
         sub.set_defaults(_run=module.run)
+        if name in SECRETS_HELP_FOR:
+            _add_secrets_help(sub)
     return parser
 
 

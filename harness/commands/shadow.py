@@ -53,6 +53,11 @@ def add_parser(
                              "(default: the system's CAs)")
     parser.add_argument("--insecure", action="store_true",
                         help="do not verify upstream TLS certificates (test setups only)")
+    parser.add_argument("--routes-from-primary", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="read the primary's /openapi.json at start (2 s at most, never "
+                             "fatal): log the routes the route table does not know and save "
+                             "them beside the recordings for the report (default: on)")
     return parser
 
 
@@ -134,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
             "parity_ca_bundle": ca_bundle or "",
         },
     )
+    if args.routes_from_primary:
+        from harness.routes_openapi import announce
+
+        announce(primary or "", config.routes, args.recordings)
     print(f"parity shadow: listening on {host}:{port}, primary {primary}, candidate {candidate}"
           + (f", secondary {secondary}" if secondary else "")
           + f", recordings in {args.recordings}", flush=True)

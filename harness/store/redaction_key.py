@@ -28,12 +28,14 @@ KEY_NAME = "redaction.key"
 
 # What `--help` of shadow, replay and report says (one place).
 HELP = f"""\
-secrets: recordings keep no secret; each becomes a fingerprint redacted:sha256:<8 hex>, an
-HMAC-SHA256 under a key kept outside the recordings: ${KEY_ENV} if set, else the file
-${KEY_FILE_ENV}, else ~/.config/{APP_DIR}/{KEY_NAME} (created 0600 on first use).
-Recording and replay must share the key. To rotate it, move the key file away (or set a new
-${KEY_ENV}); the next run creates a new one. Recordings made under the old key keep
-their fingerprints: replay them with the old key ({KEY_FILE_ENV}=old.key) or record again."""
+secrets: recordings keep no secret; each becomes a fingerprint
+redacted:sha256:<8 hex>, an HMAC-SHA256 under a key kept outside the
+recordings: ${KEY_ENV} if set, else the file ${KEY_FILE_ENV},
+else ~/.config/{APP_DIR}/{KEY_NAME} (created 0600 on first use).
+Recording and replay must share the key. To rotate it, move the key file
+away (or set a new ${KEY_ENV}); the next run creates a new one.
+Recordings made under the old key keep their fingerprints: replay them with
+the old key ({KEY_FILE_ENV}=old.key) or record again."""
 
 log = logging.getLogger("parity.redact")
 _lock = threading.Lock()
