@@ -248,13 +248,13 @@ def _strategy_routes(url: str) -> tuple[str, str]:
 
 
 def test_through_the_shadow_the_report_names_the_writes_that_were_not_mirrored(apps, tmp_path):
+    """Issue 13's strategy story on real processes: the writes reach only the primary because
+    the table does not declare their route (safe methods only, as for any unknown route)."""
     primary, secondary, candidate = apps
     collection, item = _strategy_routes(primary.base_url)
-    config = load_config(None)
-    create = config.routes.match("POST", collection)
-    # The user's table does not mirror strategy creation: the candidate never sees the writes.
+    create = load_config(None).routes.match("POST", collection)
     toml = tmp_path / "parity.toml"
-    toml.write_text(route_toml(dataclasses.replace(create, template=collection, mirror="never")))
+    toml.write_text(route_toml(dataclasses.replace(create, template=collection, mirror="safe")))
     shadow = Shadow(tmp_path, primary.base_url, candidate.base_url,
                     "--secondary", secondary.base_url, "--config", str(toml))
     try:
@@ -273,24 +273,31 @@ def test_through_the_shadow_the_report_names_the_writes_that_were_not_mirrored(a
             assert client.get(collection, headers=auth).status_code == 200
     finally:
         records = shadow.stop()
-    assert sum(1 for r in records if r["verdict"] == "skipped"
-               and r["request"]["method"] == "POST") == 6
+    skipped = [r for r in records if r["verdict"] == "skipped"]
+    assert [r["mirror"] for r in skipped] == ["skipped:unsafe method POST"] * 6
     assert (shadow.recordings / SAVED_NAME).is_file()  # the primary's routes, for the report
 
-    summary = build_report([shadow.recordings], tmp_path / "r.html", config=toml)
+    # The report judges the recordings against a table that misses the strategy routes.
+    config = dataclasses.replace(load_config(None), routes=_table_without_strategy_routes())
+    summary = build_report([shadow.recordings], tmp_path / "r.html", config=config)
     causes = [c for c in summary["causes"] if c["group"] == "strategy"]
     assert causes, summary["groups"]["strategy"]
-    assert causes[0]["message"].startswith(f"state diverged: 6 writes to `POST {collection}` "
-                                           "not mirrored")
+    assert causes[0]["message"].startswith(
+        f"state diverged: 6 writes to `POST {collection}` not mirrored (unsafe method POST)")
     assert causes[0]["reads"] >= 3  # the item reads (200 vs 404); the list may be untestable
     assert summary["groups"]["strategy"]["top_finding"] == causes[0]["message"]
+    unknown = {r["route"]: r for r in summary["unknown_routes"]}
+    assert unknown[f"POST {collection}"]["skipped"] == 6
+    assert unknown[f"GET {item}"] == {"route": f"GET {item}", "exchanges": 3, "skipped": 0,
+                                      "compared": 3, "in_spec": True}  # the spec's template
     # The secondary answered: the report lists what it differed at, e.g. the per-request id
     # header every copy sets, which no rule compares.
     seen = summary["noise_observed"]
     assert seen["with_secondary"] >= 4
     request_ids = [r for r in seen["paths"] if r["path"] == "@headers.x-request-id"]
     assert request_ids and all(r["handling"] == IGNORED for r in request_ids)
-    assert "No noise was learned" not in (tmp_path / "r.html").read_text()
+    html = (tmp_path / "r.html").read_text()
+    assert "No noise was learned" not in html and "state diverged: 6 writes" in html
 
 
 def test_parity_routes_writes_a_table_the_config_loads(apps, tmp_path, capsys):
