@@ -185,29 +185,43 @@ class UnknownRoutes:
         self._spec = _SpecIndex(spec)
         self.counts: dict[str, Counter[str]] = {}
         self.in_spec: set[str] = set()
+        self._names: dict[tuple[str, str], str | None] = {}
 
-    def add(self, method: str, path: str, verdict: str | None) -> None:
-        """Count one exchange (its request's method and path, its verdict)."""
+    def add(self, method: str, path: str, verdict: str | None, route: str = "") -> None:
+        """Count one exchange (its request's method and path, its verdict; `route`: the route
+        name it was recorded with, which lets paths of one route share one look-up)."""
         method = method.upper()
-        route = self.table.match(method, path)
-        if id(route) in self._declared:
+        key = (method, route or path)
+        name = self._names.get(key, "")
+        if name == "":
+            name = self._names[key] = self._unknown_name(method, path)
+            if len(self._names) > 8192:
+                self._names.clear()
+        if name is None:
             return
-        template = self._spec.template(method, path)
-        name = f"{method} {template or route.template}"
         counts = self.counts.get(name)
         if counts is None:
             if len(self.counts) >= MAX_UNKNOWN:
                 name = "(other unknown routes)"
             counts = self.counts.setdefault(name, Counter())
+        counts[verdict or "unjudged"] += 1
+
+    def _unknown_name(self, method: str, path: str) -> str | None:
+        """The name of an unknown route (the spec's template when known), None when declared."""
+        route = self.table.match(method, path)
+        if id(route) in self._declared:
+            return None
+        template = self._spec.template(method, path)
+        name = f"{method} {template or route.template}"
         if template:
             self.in_spec.add(name)
-        counts[verdict or "unjudged"] += 1
+        return name
 
     def add_record(self, record: dict[str, Any]) -> None:
         """Count one recordings line."""
         request = record.get("request") or {}
         self.add(str(request.get("method", "")), str(request.get("path", "")),
-                 record.get("verdict"))
+                 record.get("verdict"), str(record.get("route") or ""))
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per unknown route, most exchanges first."""

@@ -215,12 +215,23 @@ def test_noise_the_secondary_showed_and_what_rules_ignore_are_listed_with_counts
     assert "No noise was learned" not in html
 
 
-def test_without_a_secondary_the_report_says_so():
+def test_without_a_secondary_the_report_says_so_and_still_lists_what_rules_ignore(tmp_path):
     builder = ReportBuilder()
     builder.add_records(_strategy_story()[7:10])
-    summary = builder.summary()
-    assert summary["noise_observed"] == {"with_secondary": 0, "paths": [], "ignored_by_rule": 0,
-                                         "learned": 0}
+    assert builder.summary()["noise_observed"] == {"with_secondary": 0, "paths": [],
+                                                   "ignored_by_rule": 0, "learned": 0}
+    records = [_record(i, "GET", "/api/strategies/strategies/7",
+                       "/api/strategies/strategies/{id}", "strategy", "match",
+                       comparator="strategy", primary=_strategy(f"2024-05-02T10:00:0{i}Z"),
+                       candidate=_strategy(f"2024-05-02T10:00:1{i}Z")) for i in range(3)]
+    html_path = tmp_path / "r.html"
+    summary = build_report([write_jsonl(tmp_path / "rec.jsonl", records)], html_path)
+    [row] = summary["noise_observed"]["paths"]
+    assert (row["path"], row["handling"], row["candidate_ignored"], row["secondary"]) == (
+        "created_at", IGNORED, 3, 0)
+    html = html_path.read_text()
+    assert "No secondary answer was recorded, so no noise could be learned" in html
+    assert "No noise was learned" not in html
 
 
 # --- the real pipeline --------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class StateCauses:
 
     def add(self, record: dict[str, Any], verdict: str | None) -> None:
         """Count one record (a recordings line) with its verdict."""
+        if verdict != "skipped" and verdict not in DIVERGING:
+            return
         request = record.get("request") or {}
         method = str(request.get("method", "")).upper()
         route = str(record.get("route") or "")

@@ -3,17 +3,17 @@ otherwise than the primary, and where the candidate differed at a place the rule
 (headers other than content-type, a JWT's ``jti``/``exp``, ``created_at``, ids...), each with
 counts. Nothing is hidden: the report lists what was set aside, and why.
 
-Per exchange with a usable secondary answer, status, headers and JSON bodies are walked leaf by
-leaf (JWTs decoded into their header and claims); each differing path (generalized, ``[*]`` for
-indexes) is counted and labelled:
+Per judged exchange, the primary's answer is compared with the secondary's and the candidate's:
+status, headers and JSON bodies leaf by leaf (JWTs decoded into their header and claims); each
+differing path (generalized, ``[*]`` for indexes) is counted and labelled:
 
 - *ignored by rule*: the route's comparator does not report it (its default ignores, the route's
   options, headers not compared);
 - *learned noise*: compared, and the Docker copies differ there too, so a candidate difference
   there is marked noise (or the route is untestable, when the content does not look volatile).
 
-Bodies over `MAX_BODY` bytes are compared by digest only; bodies are walked for the first
-`WALKED` exchanges with a secondary answer per route (headers and status for all of them).
+Bodies over `MAX_BODY` bytes are compared by digest only. The first `SAMPLED` judged exchanges
+of each route are analysed (the counts say "of how many"), so a long recording costs no more.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ NOISE = "learned noise"
 UNTESTABLE = "untestable"
 COMPARED = "compared (a real difference)"
 MAX_BODY = 512 * 1024
-WALKED = 500
+SAMPLED = 500  # exchanges analysed per route
 MAX_LEAVES = 40  # differing leaves taken from one exchange
 MAX_ITEMS = 100  # list items walked per list
 MAX_DEPTH = 32
 MAX_PATHS = 200  # paths counted per route
+MAX_ROUTES = 1000
 VALUE_CHARS = 120
 _JWT_START = "eyJ"
 
@@ -53,8 +54,9 @@ class _PathSeen:
 @dataclass(slots=True)
 class _RouteSeen:
     group: str
-    with_secondary: int = 0
-    walked: int = 0
+    analysed: int = 0  # exchanges analysed (with a candidate or secondary answer)
+    with_secondary: int = 0  # ... of which with a secondary answer
+    beyond: int = 0  # exchanges past the sample, not analysed
     paths: dict[str, _PathSeen] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)  # path -> label from the comparator
 
@@ -74,21 +76,26 @@ class ObservedNoise:
         """Count one record (a recordings line) with its verdict."""
         if verdict in (None, "skipped"):
             return
-        primary, secondary = record.get("primary"), record.get("secondary")
-        if not _usable(primary) or not _usable(secondary):
-            return
-        self.with_secondary += 1
         key_ = (str(record.get("group") or ""), str(record.get("route") or "?"))
         seen = self.routes.get(key_)
         if seen is None:
+            if len(self.routes) >= MAX_ROUTES:
+                return
             seen = self.routes[key_] = _RouteSeen(key_[0])
-        seen.with_secondary += 1
-        walk = seen.walked < WALKED
-        if walk:
-            seen.walked += 1
-        by_secondary = raw_differences(primary, secondary, walk)
-        candidate = record.get("candidate")
-        by_candidate = raw_differences(primary, candidate, walk) if _usable(candidate) else {}
+        secondary = record.get("secondary")
+        has_secondary = _usable(secondary)
+        self.with_secondary += has_secondary
+        if seen.analysed >= SAMPLED:
+            seen.beyond += 1
+            return
+        primary, candidate = record.get("primary"), record.get("candidate")
+        has_candidate = _usable(candidate)
+        if not _usable(primary) or not (has_secondary or has_candidate):
+            return
+        seen.analysed += 1
+        seen.with_secondary += has_secondary
+        by_secondary = raw_differences(primary, secondary) if has_secondary else {}
+        by_candidate = raw_differences(primary, candidate) if has_candidate else {}
         reported = _reported(record.get("differences") or [])
         for path, values in by_secondary.items():
             stat = self._stat(seen, path)
@@ -178,7 +185,8 @@ class ObservedNoise:
                     "secondary": stat.secondary,
                     "candidate_ignored": stat.candidate,
                     "with_secondary": seen.with_secondary,
-                    "walked": seen.walked,
+                    "analysed": seen.analysed,
+                    "not_analysed": seen.beyond,
                     "handling": label,
                     "primary": _small(example[0]),
                     "other": _small(example[1]),
@@ -232,21 +240,23 @@ def _small(value: Any) -> Any:
 # --- raw differences ---------------------------------------------------------------------------
 
 
-def raw_differences(primary: dict[str, Any], other: dict[str, Any],
-                    walk_body: bool = True) -> dict[str, tuple[Any, Any]]:
+def raw_differences(primary: dict[str, Any], other: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Every generalized path where two recorded answers differ, with an example pair: status
-    (``@status``), headers (``@headers.<name>``) and body leaves (``body`` for the root)."""
+    (``@status``), headers (``@headers.<name>``) and body leaves (``body`` for the root, or for
+    a body that is not JSON)."""
     out: dict[str, tuple[Any, Any]] = {}
     if primary.get("status") != other.get("status"):
         out["@status"] = (primary.get("status"), other.get("status"))
-    p_headers, o_headers = _headers(primary), _headers(other)
-    for name in sorted(p_headers.keys() | o_headers.keys()):
-        if p_headers.get(name) != o_headers.get(name):
-            out[f"@headers.{name}"] = (_joined(p_headers.get(name)), _joined(o_headers.get(name)))
+    if primary.get("headers") != other.get("headers"):
+        p_headers, o_headers = _headers(primary), _headers(other)
+        for name in sorted(p_headers.keys() | o_headers.keys()):
+            p_values, o_values = p_headers.get(name), o_headers.get(name)
+            if p_values != o_values and sorted(p_values or ()) != sorted(o_values or ()):
+                out[f"@headers.{name}"] = (_joined(p_values), _joined(o_values))
     p_body, o_body = primary.get("body") or {}, other.get("body") or {}
     if _same_body(p_body, o_body):
         return out
-    p_json = _json(p_body) if walk_body else _NOT_JSON
+    p_json = _json(p_body)
     o_json = _json(o_body) if p_json is not _NOT_JSON else _NOT_JSON
     if p_json is _NOT_JSON or o_json is _NOT_JSON:
         out[ROOT_NAME] = (p_body.get("size"), o_body.get("size"))
@@ -263,7 +273,7 @@ def _headers(answer: dict[str, Any]) -> dict[str, list[str]]:
     for item in answer.get("headers") or []:
         if isinstance(item, list | tuple) and len(item) == 2:
             headers.setdefault(str(item[0]).lower(), []).append(str(item[1]))
-    return {name: sorted(values) for name, values in headers.items()}
+    return headers
 
 
 def _joined(values: list[str] | None) -> str | None:
