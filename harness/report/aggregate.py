@@ -487,6 +487,9 @@ class ReportBuilder:
         routes = sorted(self.routes.values(), key=lambda s: (_group_order(s.group), s.route))
         route_rows = [s.summary() for s in routes]
         causes = self.causes.causes()
+        redact = self.keeper.maker.redact  # what recordings say is redacted again where shown
+        for cause in causes:
+            cause["message"] = redact(cause["message"])
         for row in route_rows:
             row["causes"] = [c["message"] for c in causes
                              if c["group"] == row["group"] and row["route"] in c["read_routes"]]
@@ -521,7 +524,8 @@ class ReportBuilder:
             "noise": sorted(noise, key=lambda n: (-n["rate"], n["route"], n["path"])),
             "noise_observed": self.observed.summary(),
             "causes": causes,
-            "unknown_routes": self.unknown.rows() if self.unknown is not None else [],
+            "unknown_routes": [{**row, "route": redact(row["route"])} for row in
+                               (self.unknown.rows() if self.unknown is not None else [])],
         }
 
     def _group_summary(self, group: str, causes: list[dict[str, Any]] = ()) -> dict[str, Any]:

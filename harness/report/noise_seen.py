@@ -171,7 +171,11 @@ class ObservedNoise:
         return seen.labels[path]
 
     def summary(self) -> dict[str, Any]:
-        """The counts: exchanges with a secondary answer, and one row per (route, path)."""
+        """The counts: exchanges with a secondary answer, and one row per (route, path). Example
+        values go through the store's redactor once more (as every shown value does)."""
+        from harness.report.examples import _redactor
+
+        redact = _redactor()
         rows = []
         for (group, route), seen in self.routes.items():
             for path, stat in seen.paths.items():
@@ -188,8 +192,8 @@ class ObservedNoise:
                     "analysed": seen.analysed,
                     "not_analysed": seen.beyond,
                     "handling": label,
-                    "primary": _small(example[0]),
-                    "other": _small(example[1]),
+                    "primary": _small(example[0], redact),
+                    "other": _small(example[1], redact),
                 })
         rows.sort(key=lambda r: (-(r["secondary"] + r["candidate_ignored"]), r["route"],
                                  r["path"]))
@@ -231,10 +235,10 @@ def _below(path: str, parent: str) -> bool:
     return path.startswith(parent) and path[len(parent):len(parent) + 1] in (".", "[")
 
 
-def _small(value: Any) -> Any:
+def _small(value: Any, redact: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
-    return compact(value, VALUE_CHARS)
+    return redact(compact(value, VALUE_CHARS))
 
 
 # --- raw differences ---------------------------------------------------------------------------
