@@ -236,8 +236,12 @@ def _below(path: str, parent: str) -> bool:
 
 
 def _small(value: Any, redact: Any) -> Any:
+    """A shown example value: numbers as they are, text cut and redacted, a subtree as its
+    compact JSON text."""
     if value is None or isinstance(value, bool | int | float):
         return value
+    if isinstance(value, str):
+        return redact(value if len(value) <= VALUE_CHARS else value[: VALUE_CHARS - 1] + "…")
     return redact(compact(value, VALUE_CHARS))
 
 
