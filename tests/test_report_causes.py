@@ -336,3 +336,29 @@ def test_parity_routes_writes_a_table_the_config_loads(apps, tmp_path, capsys):
     assert parity(["routes", "--from", primary.base_url + "/nothing-here", "--timeout", "5"]) == 2
     err = capsys.readouterr().err
     assert "exists (use --force" in err and "HTTP 404" in err
+
+
+def test_the_replay_summary_names_routes_the_table_does_not_know(apps, tmp_path, capsys):
+    """`parity replay` prints the unknown routes by method and template with counts, and its
+    JSON summary lists them (the report's own rows)."""
+    primary, _, candidate = apps
+    records = []
+    for i in range(3):
+        path = f"/api/v9/widgets/{1000 + i}"
+        answer = httpx.get(primary.base_url + path)
+        records.append({**_record(i, "GET", path, "/api/v9/widgets/{id}", "other", "match"),
+                        "primary": {"status": answer.status_code, "headers": JSON,
+                                    "body": {"text": answer.text, "size": len(answer.text)},
+                                    "latency_ms": 1.0},
+                        "candidate": None, "verdict": None})
+    segment = write_jsonl(tmp_path / "rec.jsonl", records)
+    summary_path = tmp_path / "s.json"
+    code = parity(["replay", str(segment), "--candidate", candidate.base_url, "--no-progress",
+                   "--json", str(summary_path)])
+    assert code in (0, 1)
+    printed = capsys.readouterr().out
+    assert "routes the route table does not know (1)" in printed
+    assert "GET /api/v9/widgets/{id}" in printed and "3 exchanges" in printed
+    summary = orjson.loads(summary_path.read_bytes())
+    assert [(r["route"], r["exchanges"]) for r in summary["unknown_routes"]] == [
+        ("GET /api/v9/widgets/{id}", 3)]
