@@ -34,6 +34,7 @@ from harness.routes import GROUPS, Route, RouteTable, guess_group, template_rege
 
 SPEC_PATH = "/openapi.json"
 SAVED_NAME = "openapi-routes.json"  # beside the recordings; read by the report
+SAVED_GLOB = "openapi-routes*.json"
 FETCH_TIMEOUT_S = 2.0
 MAX_SPEC_BYTES = 20 * 1024 * 1024
 MAX_UNKNOWN = 500  # distinct unknown routes counted; the rest are summed in one row
@@ -257,12 +258,23 @@ def unknown_routes(config: Config, recordings: Iterable[str | Path]) -> UnknownR
 
 
 def save_routes(directory: str | Path, routes: list[SpecRoute], source: str) -> Path:
-    """Save the spec's routes in `directory` for the report."""
-    path = Path(directory) / SAVED_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"source": source,
-            "fetched": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "routes": [[r.method, r.template] for r in routes]}
+    """Save the spec's routes in `directory` for the report. Files there are never rewritten
+    (recordings are append-only): the same routes as a saved file leave it as it is; other
+    routes (the primary was redeployed) go to a new file beside it."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = [[r.method, r.template] for r in routes]
+    for existing in sorted(folder.glob(SAVED_GLOB)):
+        try:
+            if orjson.loads(existing.read_bytes()).get("routes") == pairs:
+                return existing
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            continue
+    now = datetime.datetime.now(datetime.UTC)
+    path = folder / SAVED_NAME
+    if path.exists():
+        path = folder / f"{path.stem}-{now.strftime('%Y%m%dT%H%M%S%f')}.json"
+    data = {"source": source, "fetched": now.isoformat(timespec="seconds"), "routes": pairs}
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     return path
 
@@ -275,7 +287,7 @@ def saved_routes(paths: Iterable[str | Path]) -> list[SpecRoute]:
         path = Path(item)
         if not path.is_dir():
             continue
-        for file in sorted(path.rglob(SAVED_NAME)):
+        for file in sorted(path.rglob(SAVED_GLOB)):
             try:
                 data = orjson.loads(file.read_bytes())
                 for method, template in data["routes"]:

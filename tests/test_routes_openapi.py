@@ -9,7 +9,15 @@ import pytest
 from harness.cli import main as parity
 from harness.config import load_config
 from harness.errors import UserError
-from harness.routes_openapi import declared_route, fetch_spec, read_routes, shape, spec_routes
+from harness.routes_openapi import (
+    declared_route,
+    fetch_spec,
+    read_routes,
+    save_routes,
+    saved_routes,
+    shape,
+    spec_routes,
+)
 
 STRATEGY = {"openapi": "3.1.0", "info": {"title": "Strategy Service"}, "paths": {
     "/api/strategies/": {"get": {}, "post": {}},
@@ -67,3 +75,14 @@ def test_bad_specs_are_one_line(tmp_path, content, message):
         fetch_spec(str(path))
     with pytest.raises(UserError, match="cannot read it as a file"):
         fetch_spec(str(tmp_path / "missing.json"))
+
+
+def test_saved_routes_are_never_rewritten(tmp_path):
+    routes = spec_routes(STRATEGY, "strategy")
+    first = save_routes(tmp_path, routes, "http://primary")
+    before = first.read_bytes()
+    assert save_routes(tmp_path, routes, "http://primary") == first  # the same: left alone
+    assert first.read_bytes() == before
+    redeployed = save_routes(tmp_path, routes[:2], "http://primary")
+    assert redeployed != first and first.read_bytes() == before
+    assert {r.name for r in saved_routes([tmp_path])} == {r.name for r in routes}
