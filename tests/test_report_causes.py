@@ -362,3 +362,14 @@ def test_the_replay_summary_names_routes_the_table_does_not_know(apps, tmp_path,
     summary = orjson.loads(summary_path.read_bytes())
     assert [(r["route"], r["exchanges"]) for r in summary["unknown_routes"]] == [
         ("GET /api/v9/widgets/{id}", 3)]
+
+
+def test_a_gate_status_the_report_does_not_know_is_named_never_counted_ready():
+    from harness.report.aggregate import _headline
+
+    groups = {"data": {"status": "ready"}, "trade": {"status": "skipped by policy"},
+              "mcp": {"status": "no data"}}
+    assert _headline(groups) == (
+        "ready", "READY for cutover: data (skipped by policy for trade; no data for mcp)", [])
+    groups["trade"]["status"] = "untestable"
+    assert _headline(groups)[1] == "NOT READY for cutover: untestable: trade"

@@ -597,26 +597,37 @@ def _group_order(group: str) -> tuple[int, str]:
 
 def _headline(groups: dict[str, dict[str, Any]]) -> tuple[str, str, list[str]]:
     """Overall verdict, the one-line headline and the groups that block cutover: those not ready
-    ("blocked by") apart from those untestable."""
+    ("blocked by") apart from those untestable. Any other status a gate gives (e.g. one for
+    groups skipped by policy) is named as it is, never counted as ready."""
     not_ready = [g for g, s in groups.items() if s["status"] == "not ready"]
     untestable = [g for g, s in groups.items() if s["status"] == "untestable"]
     blocking = not_ready + untestable
-    assessed = [g for g, s in groups.items() if s["status"] != "no data"]
+    ready = [g for g, s in groups.items() if s["status"] == "ready"]
     missing = [g for g, s in groups.items() if s["status"] == "no data"]
-    if not assessed:
+    others: dict[str, list[str]] = {}
+    for group, info in groups.items():
+        if info["status"] not in ("ready", "not ready", "untestable", "no data"):
+            others.setdefault(str(info["status"]), []).append(group)
+    if not (blocking or ready or others):
         return "no data", "NO DATA: no exchange was compared", []
+    notes = [f"{status} for {_labels(names)}" for status, names in others.items()]
+    if missing:
+        notes.append(f"no data for {_labels(missing)}")
+    tail = f" ({'; '.join(notes)})" if notes else ""
     if blocking:
         parts = []
         if not_ready:
-            parts.append(f"blocked by {', '.join(_group_label(g) for g in not_ready)}")
+            parts.append(f"blocked by {_labels(not_ready)}")
         if untestable:
-            parts.append(f"untestable: {', '.join(_group_label(g) for g in untestable)}")
+            parts.append(f"untestable: {_labels(untestable)}")
         return "not ready", f"NOT READY for cutover: {'; '.join(parts)}", blocking
-    ready = ", ".join(_group_label(g) for g in assessed)
-    headline = f"READY for cutover: {ready}"
-    if missing:
-        headline += f" (no data for {', '.join(_group_label(g) for g in missing)})"
-    return "ready", headline, []
+    if not ready:
+        return "no data", f"NO DATA: no exchange was compared{tail}", []
+    return "ready", f"READY for cutover: {_labels(ready)}{tail}", []
+
+
+def _labels(groups: list[str]) -> str:
+    return ", ".join(_group_label(g) for g in groups)
 
 
 def _group_label(group: str) -> str:
