@@ -32,6 +32,7 @@ cryptobot-parity: prove, service by service, that the native Cryptobot answers l
   parity replay recordings/ --candidate URL        nightly replay with per-group gates
   parity report recordings/ --out reports/x.html   the report reviewed before cutover
   parity compare primary.json candidate.json       diff two answers by hand
+  parity routes --from URL --out parity.toml       a route table from the live OpenAPI specs
 """
 
 

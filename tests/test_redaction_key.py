@@ -121,3 +121,15 @@ def test_an_unusable_key_file_never_falls_back_to_the_unkeyed_digest(tmp_path):
     assert result.stdout.strip().startswith("redacted:sha256:")
     assert result.stdout.strip() != plain
     assert not Path(blocker / "sub").exists()
+
+
+@pytest.mark.parametrize("command", ["shadow", "replay", "report"])
+def test_help_says_where_the_key_lives_and_how_to_rotate_it(command, capsys):
+    from harness.cli import main as parity
+
+    with pytest.raises(SystemExit) as exit_:
+        parity([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "~/.config/cryptobot-parity/redaction.key" in text
+    assert "PARITY_REDACTION_KEY_FILE" in text and "To rotate it" in text
