@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "compare two response bodies from files with a comparator"),
     "cryptobot": ("cryptobot", "run the reference Cryptobot (docker or native flavour)"),
     "data": ("data", "compare the primary's and the candidate's databases, row by row, fast"),
+    "routes": ("routes", "write a parity.toml route table from the running services' specs"),
 }
 
 DESCRIPTION = """\
@@ -32,7 +33,19 @@ cryptobot-parity: prove, service by service, that the native Cryptobot answers l
   parity replay recordings/ --candidate URL        nightly replay with per-group gates
   parity report recordings/ --out reports/x.html   the report reviewed before cutover
   parity compare primary.json candidate.json       diff two answers by hand
+  parity routes --from URL --out parity.toml       a route table from the live OpenAPI specs
 """
+
+
+SECRETS_HELP_FOR = ("shadow", "replay", "report")  # the commands that read or write recordings
+
+
+def _add_secrets_help(parser: argparse.ArgumentParser) -> None:
+    """Where the redaction key lives and how to rotate it, at the end of `--help`."""
+    from harness.store.redaction_key import HELP
+
+    parser.epilog = f"{parser.epilog}\n\n{HELP}" if parser.epilog else HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"harness.commands.{module_name}")
         sub = module.add_parser(subparsers, name, summary)
         sub.set_defaults(_run=module.run)
+        if name in SECRETS_HELP_FOR:
+            _add_secrets_help(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -41,3 +42,12 @@ def docker_pair(reference_factory: ReferenceFactory) -> tuple[ReferenceApp, Refe
     primary.wait_healthy()
     secondary.wait_healthy()
     return primary, secondary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redaction_key_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tests' redaction key lives in pytest's tmp dir, never in the user's ~/.config; the
+    processes the tests start inherit it, so recording and replay share it as they should."""
+    path = str(tmp_path_factory.mktemp("redaction-key") / "redaction.key")
+    os.environ.setdefault("PARITY_REDACTION_KEY_FILE", path)
+    return os.environ["PARITY_REDACTION_KEY_FILE"]

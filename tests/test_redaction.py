@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from harness.model import Body, Difference, Exchange, Kind, Request, Response
 from harness.store import SegmentWriter, fingerprint, redact_exchange, redact_text
-from harness.store.redact import is_secret_header, is_secret_key, redact_difference
+from harness.store.redact import (
+    PASSWORD_MARKER,
+    is_secret_header,
+    is_secret_key,
+    redact_difference,
+)
+from harness.store.redaction_key import redaction_key
 
 FORM = "application/x-www-form-urlencoded"
 FINGERPRINT = re.compile(r"^redacted:sha256:[0-9a-f]{8}$")
@@ -159,7 +165,7 @@ VOCABULARY = " ".join([
     orjson.dumps(_SAMPLE.to_dict()).decode(), *SECRET_KEYS,
     "authorization proxy-authorization x-api-key x-auth-token x-refresh-token x-client-secret",
     "x-mbx-apikey x-user-password ok-access-key content-type set-cookie cookie referer",
-    "redacted:sha256:", "application/json", "application/x-www-form-urlencoded",
+    "redacted:sha256:", PASSWORD_MARKER, "application/json", "application/x-www-form-urlencoded",
     "multipart/form-data; boundary=XyZ", 'Content-Disposition: form-data; name="note"',
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.", "HttpOnly; Secure; Path=/",
     "grant_type=password", "username=demo", "BTC-USDT", "session=", "theme=dark", "refresh=",
@@ -213,13 +219,16 @@ def test_redaction_is_idempotent_and_never_mutates_its_input(case):
 def test_equal_secrets_get_equal_fingerprints(secret, other):
     assert fingerprint(secret) == fingerprint(secret)
     assert FINGERPRINT.match(fingerprint(secret))
-    digest = hashlib.sha256(secret.encode()).hexdigest()
+    digest = hmac.new(redaction_key(), secret.encode(), hashlib.sha256).hexdigest()
     assert fingerprint(secret) == "redacted:sha256:" + digest[:8]
+    # Keyed: the plain digest of a guess does not find the secret.
+    plain = hashlib.sha256(secret.encode()).hexdigest()[:8]
+    assert fingerprint(secret) != "redacted:sha256:" + plain
     if other != secret:
         assert fingerprint(other) != fingerprint(secret)
 
 
-def test_the_redaction_key_turns_fingerprints_into_an_hmac(monkeypatch):
+def test_the_redaction_key_variable_overrides_the_key_file(monkeypatch):
     plain = fingerprint("demo")
     monkeypatch.setenv("PARITY_REDACTION_KEY", "site-key")
     keyed = fingerprint("demo")
@@ -342,8 +351,12 @@ def test_binary_bodies_are_left_as_they_are():
 def test_differences_on_secret_paths_and_headers_are_redacted():
     diff = redact_difference(Difference("data.credentials.password", Kind.CHANGED, "hunter22",
                                         "hunter23", "hunter22 vs hunter23"))
-    assert (diff.primary, diff.candidate) == (fingerprint("hunter22"), fingerprint("hunter23"))
+    # A password outside a login is a constant marker: nothing to correlate or guess against.
+    assert (diff.primary, diff.candidate) == (PASSWORD_MARKER, PASSWORD_MARKER)
     assert "hunter2" not in diff.message
+    diff = redact_difference(Difference("data.api_secret", Kind.CHANGED, "hunter22",
+                                        "hunter23", "hunter22 vs hunter23"))
+    assert (diff.primary, diff.candidate) == (fingerprint("hunter22"), fingerprint("hunter23"))
     diff = redact_difference(Difference("@headers.authorization", Kind.CHANGED,
                                         ["Bearer abcdefgh1"], ["Bearer abcdefgh2"], "differs"))
     assert diff.primary == ["Bearer " + fingerprint("abcdefgh1")]

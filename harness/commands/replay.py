@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.replay.credentials import ServiceAccount, require_login, terminal_prompt
     from harness.replay.progress import ReplayProgress
     from harness.replay.runner import ReplayTargets, replay_records
+    from harness.routes_openapi import unknown_routes
     from harness.store.reader import count_records, iter_records
     from harness.transport import TransportSettings
 
@@ -105,10 +106,12 @@ def run(args: argparse.Namespace) -> int:
 
         writer = SegmentWriter(args.save, prefix="replay")
     progress = ReplayProgress(total, fancy=not args.no_progress and sys.stderr.isatty())
+    unknown = unknown_routes(config, args.recordings)
 
     def on_exchange(exchange) -> None:
         record = exchange.to_dict()
         tallies[(exchange.group or "other", exchange.route or "?")].add(record)
+        unknown.add_record(record)
         judged_file.write(orjson.dumps(record) + b"\n")
         if writer is not None:
             writer.write(exchange)
@@ -131,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         writer.close()
     judged_file.flush()
     failed = print_gates(tallies, config.gates)
+    for line in unknown.lines():
+        print(line)
     if args.metrics_file:
         from harness.metrics.replay import write_replay_metrics
 
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report or args.json:
         from harness.report import build_report
 
-        build_report([Path(judged_file.name)], args.report, json_out=args.json, gates=config.gates)
+        build_report([Path(judged_file.name)], args.report, json_out=args.json, config=config)
         for path in (args.report, args.json):
             if path:
                 print(f"wrote {path}")

@@ -33,13 +33,14 @@ def add_parser(
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="parity.toml whose [gates] decide readiness (default: the shipped gates)",
+        help="parity.toml whose [gates] decide readiness and whose routes are known (default: "
+             "the shipped configuration; give the one the recordings were made with)",
     )
     parser.add_argument("--title", metavar="TITLE", help="the report's title")
     return parser
 
 
-def _gates(config: str | None) -> dict[str, Any] | None:
+def _config(config: str | None) -> Any:
     if config is None:
         return None
     if not Path(config).is_file():
@@ -48,7 +49,7 @@ def _gates(config: str | None) -> dict[str, Any] | None:
         from harness.config import load_config
     except ImportError:
         raise UserError("--config needs harness.config, which is not installed yet") from None
-    return dict(load_config(config).gates)
+    return load_config(config)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.report import build_report
 
     summary = build_report(
-        args.recordings, args.out, json_out=args.json, gates=_gates(args.config), title=args.title
+        args.recordings, args.out, json_out=args.json, config=_config(args.config),
+        title=args.title
     )
     print(f"wrote {args.out}")
     if args.json:
@@ -66,4 +68,9 @@ def run(args: argparse.Namespace) -> int:
         if info["status"] in ("not ready", "untestable"):
             why = info["top_finding"] or "; ".join(info["reasons"][:1])
             print(f"  {group}: {info['status']}: {why}")
+    unknown = summary.get("unknown_routes") or []
+    if unknown:
+        print("  routes the route table does not know: "
+              + ", ".join(f"{r['route']} ({r['exchanges']})" for r in unknown[:5])
+              + (" ..." if len(unknown) > 5 else ""))
     return 0

@@ -56,6 +56,11 @@ def add_parser(
     parser.add_argument("--metrics", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics, a listener "
                              "of its own (default: off)")
+    parser.add_argument("--routes-from-primary", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="read the primary's /openapi.json at start (2 s at most, never "
+                             "fatal): log the routes the route table does not know and save "
+                             "them beside the recordings for the report (default: on)")
     return parser
 
 
@@ -147,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
             "parity_metrics": args.metrics or "",
         },
     )
+    if args.routes_from_primary:
+        from harness.routes_openapi import announce
+
+        announce(primary or "", config.routes, args.recordings)
     print(f"parity shadow: listening on {host}:{port}, primary {primary}, candidate {candidate}"
           + (f", secondary {secondary}" if secondary else "")
           + f", recordings in {args.recordings}", flush=True)

@@ -37,12 +37,21 @@ def build_report(
     """Count every exchange of `sources` (recordings paths, record dicts or `Exchange`s), write
     the HTML report to `out_html` (unless None) and the JSON summary to `json_out`, and return
     the summary. `gates` maps a migration group to its gate; without it, the gates of `config`
-    (a loaded `Config`, or a parity.toml path), else those of the shipped configuration."""
+    (a loaded `Config`, or a parity.toml path), else those of the shipped configuration. The
+    route table of `config` (else the shipped one) names traffic on routes it does not know,
+    with the templates the primary's spec declared when the shadow proxy saved them beside the
+    recordings."""
     if isinstance(sources, str | Path | dict | Exchange):
         sources = [sources]
-    if gates is None and config is not None:
-        gates = _config_gates(config)
-    builder = ReportBuilder(gates)
+    loaded = _config(config)
+    if gates is None and loaded is not None:
+        gates = loaded.gates
+    spec: list[Any] = []
+    if isinstance(sources, list | tuple) and loaded is not False:
+        from harness.routes_openapi import saved_routes
+
+        spec = saved_routes(s for s in sources if isinstance(s, str | Path))
+    builder = ReportBuilder(gates, routes=loaded.routes if loaded else None, spec_routes=spec)
     names: list[str] = []
 
     def noted(items: Iterable[Any]) -> Iterable[Any]:  # streams: a generator is never listed
@@ -65,12 +74,18 @@ def build_report(
                         not_mirrored=shadow_counters(names), data_state=data_state)
 
 
-def _config_gates(config: Any) -> Mapping[str, Any]:
+def _config(config: Any) -> Any:
+    """A loaded `Config` from a path or a `Config`; None when none is given; False when
+    `harness.config` is not available."""
+    if config is None:
+        return None
     if isinstance(config, str | Path):
-        from harness.config import load_config
-
-        config = load_config(config)
-    return config.gates
+        try:
+            from harness.config import load_config
+        except ImportError:
+            return False
+        return load_config(config)
+    return config
 
 
 def write_report(

@@ -24,8 +24,10 @@ from typing import Any
 from comparators.paths import generalize
 from harness.gate import GateRule, Tally, evaluate
 from harness.model import Exchange, Verdict
+from harness.report.causes import StateCauses
 from harness.report.examples import Keeper, Kept
-from harness.report.pretty import compact
+from harness.report.noise_seen import ObservedNoise
+from harness.report.pretty import ROOT_NAME, compact
 
 VERDICTS: tuple[str, ...] = tuple(str(v) for v in Verdict)
 FAILING = ("mismatch", "incomparable", "candidate-error")
@@ -238,7 +240,7 @@ class RouteStats:
         seen: set[tuple[bool, str]] = set()
         for diff in differences:
             noise = bool(diff.get("noise"))
-            path = generalize(str(diff.get("path", "")))
+            path = generalize(str(diff.get("path", ""))) or ROOT_NAME
             if (noise, path) in seen:  # count exchanges, not list items
                 continue
             seen.add((noise, path))
@@ -354,6 +356,23 @@ def default_gates() -> dict[str, Any]:
     return dict(load_config(None).gates)
 
 
+def default_routes() -> Any:
+    """The shipped route table, or None while `harness.config` is not available."""
+    try:
+        from harness.config import load_config
+    except ImportError:
+        return None
+    return load_config(None).routes
+
+
+def _unknown_routes(table: Any, spec_routes: Any) -> Any:
+    if table is None:
+        return None
+    from harness.routes_openapi import UnknownRoutes
+
+    return UnknownRoutes(table, spec_routes)
+
+
 def as_rule(gate: Any) -> GateRule:
     """A `GateRule` from a config `Gate`, a `GateRule`, a mapping or None (the default)."""
     if gate is None:
@@ -385,11 +404,19 @@ class ReportBuilder:
     """Streams judged exchanges into the report's counts. Memory stays bounded whatever the
     number of exchanges: counters, latency reservoirs and a few examples per route."""
 
-    def __init__(self, gates: Mapping[str, Any] | None = None, *, seed: int = 0) -> None:
+    def __init__(self, gates: Mapping[str, Any] | None = None, *, seed: int = 0,
+                 routes: Any = None, spec_routes: Any = ()) -> None:
+        """`routes`: the route table the traffic is judged against (default: the shipped one),
+        to name traffic on routes it does not know; `spec_routes`: the routes the running
+        services declared (`harness.routes_openapi`), for those routes' real templates."""
         self.gates: dict[str, GateRule] = {
             group: as_rule(gate)
             for group, gate in (default_gates() if gates is None else gates).items()
         }
+        table = routes if routes is not None else default_routes()
+        self.causes = StateCauses()
+        self.observed = ObservedNoise(table)
+        self.unknown = _unknown_routes(table, spec_routes)
         self.routes: dict[tuple[str, str], RouteStats] = {}
         self.group_latency: dict[str, _GroupLatency] = {}
         self.records = 0  # exchange records counted
@@ -423,6 +450,10 @@ class ReportBuilder:
         if verdict is None:
             self.unjudged += 1
         primary_ms, candidate_ms = stats.add(record, verdict)
+        self.causes.add(record, verdict)
+        self.observed.add(record, verdict)
+        if self.unknown is not None:
+            self.unknown.add_record(record)
         latency = self.group_latency.get(group)
         if latency is None:
             latency = self.group_latency[group] = _GroupLatency()
@@ -455,11 +486,19 @@ class ReportBuilder:
         """The machine-readable report: totals, groups with readiness, routes, noise."""
         routes = sorted(self.routes.values(), key=lambda s: (_group_order(s.group), s.route))
         route_rows = [s.summary() for s in routes]
-        groups = {name: self._group_summary(name) for name in self.group_names()}
+        causes = self.causes.causes()
+        redact = self.keeper.maker.redact  # what recordings say is redacted again where shown
+        for cause in causes:
+            cause["message"] = redact(cause["message"])
+        for row in route_rows:
+            row["causes"] = [c["message"] for c in causes
+                             if c["group"] == row["group"] and row["route"] in c["read_routes"]]
+        groups = {name: self._group_summary(name, causes) for name in self.group_names()}
         totals = Tally()
         for stats in routes:
             totals.merge(stats.tally)
         verdict, headline, blocking = _headline(groups)
+        not_ready = [g for g in blocking if groups[g]["status"] == "not ready"]
         noise = [
             {"route": row["route"], "group": row["group"], **path}
             for row in route_rows
@@ -469,6 +508,8 @@ class ReportBuilder:
             "verdict": verdict,
             "headline": headline,
             "blocking": blocking,
+            "blocked_by": not_ready,
+            "untestable": [g for g in blocking if g not in not_ready],
             "totals": {
                 "exchanges": self.records,
                 "verdicts": {v: totals.verdicts.get(v, 0) for v in VERDICTS},
@@ -481,9 +522,13 @@ class ReportBuilder:
             "groups": groups,
             "routes": route_rows,
             "noise": sorted(noise, key=lambda n: (-n["rate"], n["route"], n["path"])),
+            "noise_observed": self.observed.summary(),
+            "causes": causes,
+            "unknown_routes": [{**row, "route": redact(row["route"])} for row in
+                               (self.unknown.rows() if self.unknown is not None else [])],
         }
 
-    def _group_summary(self, group: str) -> dict[str, Any]:
+    def _group_summary(self, group: str, causes: list[dict[str, Any]] = ()) -> dict[str, Any]:
         tally = Tally()
         members = [s for s in self.routes.values() if s.group == group]
         for stats in members:
@@ -494,7 +539,10 @@ class ReportBuilder:
         untestable_routes = sorted(s.route for s in members if s.tally.verdicts.get("untestable"))
         top = _top_paths(members, "differences")
         untestable = _top_paths(members, "untestable")
-        if top:
+        mine = [c["message"] for c in causes if c["group"] == group]
+        if mine and result.status != "ready":
+            top_finding = mine[0]  # the cause, not its symptoms
+        elif top:
             top_finding = f"{top[0]['path']}: {top[0]['message']}"
         elif untestable:
             top_finding = f"{untestable[0]['path']}: the Docker copies disagree (untestable)"
@@ -517,6 +565,7 @@ class ReportBuilder:
             "routes": len(members),
             "untestable_routes": untestable_routes,
             "top_finding": top_finding,
+            "causes": mine,
             "top_differences": top,
             "top_untestable": untestable,
             "latency": {
@@ -547,20 +596,38 @@ def _group_order(group: str) -> tuple[int, str]:
 
 
 def _headline(groups: dict[str, dict[str, Any]]) -> tuple[str, str, list[str]]:
-    """Overall verdict, the one-line headline and the groups that block cutover."""
-    blocking = [g for g, s in groups.items() if s["status"] in ("not ready", "untestable")]
-    assessed = [g for g, s in groups.items() if s["status"] != "no data"]
+    """Overall verdict, the one-line headline and the groups that block cutover: those not ready
+    ("blocked by") apart from those untestable. Any other status a gate gives (e.g. one for
+    groups skipped by policy) is named as it is, never counted as ready."""
+    not_ready = [g for g, s in groups.items() if s["status"] == "not ready"]
+    untestable = [g for g, s in groups.items() if s["status"] == "untestable"]
+    blocking = not_ready + untestable
+    ready = [g for g, s in groups.items() if s["status"] == "ready"]
     missing = [g for g, s in groups.items() if s["status"] == "no data"]
-    if not assessed:
+    others: dict[str, list[str]] = {}
+    for group, info in groups.items():
+        if info["status"] not in ("ready", "not ready", "untestable", "no data"):
+            others.setdefault(str(info["status"]), []).append(group)
+    if not (blocking or ready or others):
         return "no data", "NO DATA: no exchange was compared", []
-    if blocking:
-        names = ", ".join(_group_label(g) for g in blocking)
-        return "not ready", f"NOT READY for cutover: blocked by {names}", blocking
-    ready = ", ".join(_group_label(g) for g in assessed)
-    headline = f"READY for cutover: {ready}"
+    notes = [f"{status} for {_labels(names)}" for status, names in others.items()]
     if missing:
-        headline += f" (no data for {', '.join(_group_label(g) for g in missing)})"
-    return "ready", headline, []
+        notes.append(f"no data for {_labels(missing)}")
+    tail = f" ({'; '.join(notes)})" if notes else ""
+    if blocking:
+        parts = []
+        if not_ready:
+            parts.append(f"blocked by {_labels(not_ready)}")
+        if untestable:
+            parts.append(f"untestable: {_labels(untestable)}")
+        return "not ready", f"NOT READY for cutover: {'; '.join(parts)}", blocking
+    if not ready:
+        return "no data", f"NO DATA: no exchange was compared{tail}", []
+    return "ready", f"READY for cutover: {_labels(ready)}{tail}", []
+
+
+def _labels(groups: list[str]) -> str:
+    return ", ".join(_group_label(g) for g in groups)
 
 
 def _group_label(group: str) -> str:

@@ -21,7 +21,7 @@ import orjson
 
 from harness.report.charts import CURVE_KEYS, Chart, charts
 from harness.report.intents import IntentTable, intent_table
-from harness.report.pretty import Line, compact, json_lines, window
+from harness.report.pretty import Line, compact, json_lines, shown_path, window
 
 BODY_CAP = 20_000  # characters shown per body at most
 PARSE_LIMIT = 1 << 20  # bodies longer than this are shown as text, not parsed
@@ -186,7 +186,7 @@ class ExampleMaker:
             "request": redact(_request_line(record.get("request") or {})),
             "differences": [
                 {
-                    "path": str(d.get("path", "")),
+                    "path": shown_path(d.get("path")),
                     "kind": str(d.get("kind", "")),
                     "severity": str(d.get("severity", "")),
                     "message": redact(str(d.get("message", ""))),
@@ -248,7 +248,7 @@ class ExampleMaker:
     def diff_row(self, diff: dict[str, Any]) -> DiffRow:
         """One difference with its values shown compactly."""
         return DiffRow(
-            path=str(diff.get("path", "")),
+            path=shown_path(diff.get("path")),
             kind=str(diff.get("kind", "")),
             severity=str(diff.get("severity", "")),
             noise=bool(diff.get("noise")),

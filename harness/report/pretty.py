@@ -195,3 +195,12 @@ def window(lines: list[Line], cap_chars: int) -> tuple[list[Line], bool]:
     if last < len(lines) - 1:
         out.append(gap(0, len(lines) - 1 - last, "line"))
     return out, True
+
+
+ROOT_NAME = "body"  # how a difference at the root of a body ("" as a path) is named
+
+
+def shown_path(path: Any) -> str:
+    """A difference path as a person reads it: the root of the body is ``body``, never empty."""
+    text = str(path or "")
+    return text or ROOT_NAME

@@ -1,13 +1,18 @@
 """Redaction: no secret reaches disk, a log line or a report.
 
 A secret is replaced by a stable fingerprint, ``redacted:sha256:1f2e3d4c``: the first 8 hex digits
-of sha256(secret), so equal secrets still correlate across exchanges (the same session cookie,
-the same API key) and a known test password can be recognised (``printf demo | sha256sum``).
-Set the environment variable ``PARITY_REDACTION_KEY`` to make it an HMAC-SHA256 under that key
-instead: then the fingerprint of a short password cannot be looked up in a dictionary. Use the
-same key for recording and for replay (the replay recognises its service account's password by
-its fingerprint). 8 hex digits are for correlation, not identity: among ~65,000 distinct secrets
-two are likely to share one.
+of HMAC-SHA256(key, secret), so equal secrets still correlate across exchanges (the same session
+cookie, the same API key) while nobody holding the recordings can test guesses against them
+offline. The key lives outside the recordings (see `harness.store.redaction_key`: the
+``PARITY_REDACTION_KEY`` variable, else the file ``PARITY_REDACTION_KEY_FILE``, else
+``~/.config/cryptobot-parity/redaction.key``, created 0600 on first use); recording and replay
+share it. 8 hex digits are for correlation, not identity: among ~65,000 distinct secrets two are
+likely to share one.
+
+A password is fingerprinted only where a replay may need to restore it: the ``password`` field of
+a login (a body that also names the user: ``username``, ``email``, ``login``); every other
+password (a change or reset, one in an answer, a query or free text) becomes the constant
+``redacted:password``, which says nothing about it.
 
 Where secrets are found:
 
@@ -38,7 +43,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import os
 import re
 import urllib.parse
 from dataclasses import replace
@@ -47,9 +51,11 @@ from typing import Any
 import orjson
 
 from harness.model import Body, Difference, Exchange, Request, Response
+from harness.store.redaction_key import KEY_ENV as KEY_ENV  # re-exported
+from harness.store.redaction_key import redaction_key
 
 PREFIX = "redacted:sha256:"
-KEY_ENV = "PARITY_REDACTION_KEY"
+PASSWORD_MARKER = "redacted:password"
 
 # Key names are compared lower-cased with "-" and "_" removed: "API-Key", "api_key" and "apiKey"
 # are all "apikey".
@@ -118,21 +124,34 @@ _MULTIPART_FIELD = re.compile(
 
 
 def fingerprint(secret: str) -> str:
-    """The stable stand-in for `secret`: ``redacted:sha256:`` and 8 hex digits (see the module
-    docstring for the PARITY_REDACTION_KEY variant)."""
+    """The stable stand-in for `secret`: ``redacted:sha256:`` and the first 8 hex digits of its
+    HMAC-SHA256 under the redaction key (see the module docstring)."""
     data = secret.encode("utf-8", "surrogatepass")
-    key = os.environ.get(KEY_ENV, "")
-    if key:
-        digest = hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()
-    else:
-        digest = hashlib.sha256(data).hexdigest()
-    return PREFIX + digest[:8]
+    return PREFIX + hmac.new(redaction_key(), data, hashlib.sha256).hexdigest()[:8]
+
+
+_PASSWORD_WORDS = ("password", "passwd", "passphrase", "pwd")
+# A body naming one of these next to its `password` is a login: a replay may restore it.
+_LOGIN_NAMES = frozenset({"username", "email", "login", "user", "userid"})
+
+
+def is_password_key(name: str) -> bool:
+    """Whether a key or header names a password (any case, ``-``/``_`` ignored)."""
+    norm = _normalise(name)
+    return norm == "pass" or norm.endswith(_PASSWORD_WORDS)
+
+
+def _restorable(name: str, siblings: Any) -> bool:
+    """A login's password: the one password a replay may need to restore (by its fingerprint)."""
+    return _normalise(name) == "password" and any(
+        _normalise(str(s)) in _LOGIN_NAMES for s in siblings
+    )
 
 
 def _fp(value: str) -> str:
     """The stand-in for one secret string. Already redacted values are kept (redaction is
     idempotent); a JWT keeps its header and claims and loses its signature."""
-    if value.startswith(PREFIX) or PREFIX in value.rpartition(".")[2]:
+    if value.startswith(PREFIX) or value == PASSWORD_MARKER or PREFIX in value.rpartition(".")[2]:
         return value
     if _JWT.fullmatch(value):
         header, claims, _ = value.split(".", 2)
@@ -140,13 +159,16 @@ def _fp(value: str) -> str:
     return fingerprint(value)
 
 
-def _redact_value(value: Any) -> Any:
-    """The stand-in for a value under a secret key: strings and whole subtrees are fingerprinted;
-    null and booleans (``"has_password": true``) say nothing and are kept."""
-    if isinstance(value, str):
-        return _fp(value) if value else value
-    if value is None or isinstance(value, bool):
+def _redact_value(value: Any, key: str = "", siblings: Any = ()) -> Any:
+    """The stand-in for a value under the secret key `key`: strings and whole subtrees are
+    fingerprinted (a password other than a login's becomes the constant marker); null and
+    booleans (``"has_password": true``) say nothing and are kept."""
+    if value is None or isinstance(value, bool) or value == "":
         return value
+    if key and is_password_key(key) and not _restorable(key, siblings):
+        return PASSWORD_MARKER
+    if isinstance(value, str):
+        return _fp(value)
     return fingerprint(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
 
 
@@ -191,6 +213,8 @@ def _json_pair(match: re.Match[str]) -> str:
     if not is_secret_key(key):
         return match.group(0)
     head = f'"{match.group(1)}"{match.group(2)}'
+    if is_password_key(key):
+        return f'{head}"{PASSWORD_MARKER}"'
     if match.group(5) is not None:  # a number
         return f'{head}"{fingerprint(match.group(5))}"'
     value = _json_unescape(match.group(3))
@@ -205,8 +229,11 @@ def _form_pair(match: re.Match[str]) -> str:
     inner = value[len(quote):]
     if quote and inner.endswith(quote):
         inner = inner[:-1]
-    if not inner or not is_secret_key(urllib.parse.unquote_plus(key)):
+    name = urllib.parse.unquote_plus(key)
+    if not inner or not is_secret_key(name):
         return match.group(0)
+    if is_password_key(name):
+        return f"{key}={quote}{PASSWORD_MARKER}{quote}"
     return f"{key}={quote}{_fp(urllib.parse.unquote_plus(inner))}{quote}"
 
 
@@ -243,7 +270,8 @@ def redact_json(value: Any) -> Any:
         changed = False
         out: dict[Any, Any] = {}
         for key, item in value.items():
-            new = _redact_value(item) if is_secret_key(str(key)) else redact_json(item)
+            new = (_redact_value(item, str(key), value) if is_secret_key(str(key))
+                   else redact_json(item))
             changed = changed or new is not item
             out[key] = new
         return out if changed else value
@@ -260,7 +288,8 @@ def redact_json(value: Any) -> Any:
 
 def redact_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Query-string or form pairs (decoded) with secret values replaced."""
-    return [(k, _fp(v) if v and is_secret_key(k) else redact_text(v)) for k, v in pairs]
+    return [(k, _redact_value(v, k) if v and is_secret_key(k) else redact_text(v))
+            for k, v in pairs]
 
 
 def _redact_cookie_pair(pair: str) -> str:
@@ -282,19 +311,22 @@ def redact_header(name: str, value: str) -> str:
         first, sep, attributes = value.partition(";")
         return _redact_cookie_pair(first) + sep + attributes
     if is_secret_header(name):
-        return _fp(value) if value else value
+        return _redact_value(value, name)
     return redact_text(value)
 
 
 def _redact_form(text: str) -> str:
     """A urlencoded form with secret values replaced; everything else keeps its exact bytes."""
     parts = []
+    names = [urllib.parse.unquote_plus(part.partition("=")[0]) for part in text.split("&")]
     for part in text.split("&"):
         name, sep, value = part.partition("=")
         if sep and value:
             decoded = urllib.parse.unquote_plus(value)
-            if is_secret_key(urllib.parse.unquote_plus(name)):
-                part = f"{name}={urllib.parse.quote(_fp(decoded), safe=':')}"
+            key = urllib.parse.unquote_plus(name)
+            if is_secret_key(key):
+                safe = _redact_value(decoded, key, names)
+                part = f"{name}={urllib.parse.quote(safe, safe=':')}"
             else:
                 scrubbed = redact_text(decoded)
                 if scrubbed != decoded:
@@ -303,10 +335,10 @@ def _redact_form(text: str) -> str:
     return "&".join(parts)
 
 
-def _multipart_field(match: re.Match[str]) -> str:
+def _multipart_field(match: re.Match[str], names: list[str]) -> str:
     if not match.group(3) or not is_secret_key(match.group(2)):
         return match.group(0)
-    return match.group(1) + _fp(match.group(3))
+    return match.group(1) + _redact_value(match.group(3), match.group(2), names)
 
 
 def _content_type(headers: list[tuple[str, str]]) -> str:
@@ -326,7 +358,8 @@ def _redact_body_text(text: str, content_type: str, truncated: bool) -> str:
     if "x-www-form-urlencoded" in content_type:
         return _redact_form(text)
     if "multipart/form-data" in content_type:
-        text = _MULTIPART_FIELD.sub(_multipart_field, text)
+        names = [m.group(2) for m in _MULTIPART_FIELD.finditer(text)]
+        text = _MULTIPART_FIELD.sub(lambda m: _multipart_field(m, names), text)
     return redact_text(text)
 
 
@@ -396,11 +429,12 @@ def redact_difference(diff: Difference) -> Difference:
         for marker in ("claims", "header"):
             if marker in keys:
                 keys = keys[len(keys) - keys[::-1].index(marker):]
-        secret_path = any(is_secret_key(key) for key in keys)
+        secret_key = next((key for key in reversed(keys) if is_secret_key(key)), "")
+        secret_path = bool(secret_key)
 
         def clean(value: Any) -> Any:
             if secret_path:
-                return _redact_value(value)
+                return _redact_value(value, secret_key)
             if isinstance(value, str):
                 return redact_text(value)
             if isinstance(value, dict | list):
