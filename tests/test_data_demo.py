@@ -27,10 +27,10 @@ def test_demo_data_state_step(primary, tmp_path):
     app = primary
     with httpx.Client(base_url=app.base_url, timeout=30) as client:
         for number in range(3):
-            created = client.post("/api/strategies/strategies/", json={
+            created = client.post("/api/strategies/", json={
                 "name": f"s{number}", "parameters": {"fast": number}})
             created.raise_for_status()
-            client.put(f"/api/strategies/strategies/{created.json()['id']}",
+            client.put(f"/api/strategies/{created.json()['id']}",
                        json={"parameters": {"fast": number + 1}}).raise_for_status()
     out = io.StringIO()
     console = Console(file=out, width=200)

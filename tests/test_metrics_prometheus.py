@@ -31,7 +31,7 @@ from harness.store.reader import iter_records
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 DATA = ("/api/v1/data/ohlcv/binance/BTC-USDT/1h", {"limit": "24"})  # drifted: +1h candles
-STRATEGY = ("/api/strategies/strategies/", None)  # the same on both sides
+STRATEGY = ("/api/strategies/", None)  # the same on both sides
 ROUNDS = 30  # more than the alerts' minimum traffic (20 compared in 5 min)
 WAIT_S = 90.0
 

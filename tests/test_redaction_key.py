@@ -81,7 +81,8 @@ with SegmentWriter({str(recordings)!r}) as writer:
     [record] = list(iter_records([recordings]))
     assert "s3cret-svc-pass" not in json.dumps(record)
     request = Exchange.from_dict(record).request
-    fresh = with_fresh_credentials(request, Tokens(), ServiceAccount("svc", "s3cret-svc-pass"))
+    fresh = with_fresh_credentials(request, Tokens(), ServiceAccount("svc", "s3cret-svc-pass"),
+                                   minted=lambda recorded: None)
     assert dict(urllib.parse.parse_qsl(fresh.body.text))["password"] == "s3cret-svc-pass"
 
 

@@ -25,9 +25,13 @@ from harness.store.reader import iter_records
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# No service account from the environment the tests run in: each test says where its comes from.
-CLEAN_ENV = {k: v for k, v in os.environ.items()
-             if k not in ("PARITY_PASSWORD", "PARITY_REPLAY_USERNAME", "PARITY_REPLAY_PASSWORD")}
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without a service account (each test says where its comes from), read when
+    called: the session's redaction key file is set by a fixture after import."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("PARITY_PASSWORD", "PARITY_REPLAY_USERNAME", "PARITY_REPLAY_PASSWORD")}
 GARBAGE = "not-a-refresh-token"
 
 
@@ -102,7 +106,7 @@ def password_file(tmp_path_factory) -> Path:
 def parity(*args: str, cwd: Path | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "parity"), *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=env or CLEAN_ENV, stdin=subprocess.DEVNULL)
+                          timeout=300, cwd=cwd, env=env or clean_env(), stdin=subprocess.DEVNULL)
 
 
 def test_replay_against_docker_passes_and_against_drifted_fails(recordings, envs, tmp_path,
@@ -208,7 +212,7 @@ def test_pytest_gate_without_a_login_on_recordings_with_credentials_fails_fast(
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "parity", "-p", "no:cacheprovider",
          "--parity-recordings", str(recordings), "--parity-candidate", envs["docker"].base_url],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=CLEAN_ENV,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=clean_env(),
         stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr
     assert done.stderr.strip().count("\n") == 0 and "--parity-login USER" in done.stderr
@@ -221,7 +225,7 @@ def run_gate(recordings: Path, candidate: str, tmp_path: Path, *extra: str):
          "--parity-recordings", str(recordings), "--parity-candidate", candidate,
          "--parity-login", "demo", "-q", "-rN", *extra],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={**CLEAN_ENV, "PARITY_PASSWORD": "demo"}, stdin=subprocess.DEVNULL,
+        env={**clean_env(), "PARITY_PASSWORD": "demo"}, stdin=subprocess.DEVNULL,
     )
     counts = re.search(r"(\d+) (?:passed|failed)[^\n]*in [\d.]+s", done.stdout)
     return done, counts.group(0).rsplit(" in ", 1)[0] if counts else done.stdout[-500:]
