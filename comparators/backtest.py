@@ -94,6 +94,9 @@ def compare_backtest(
     return compare_answers(primary, candidate, with_ignored(options, DEFAULT_IGNORE), _bodies)
 
 
+compare_backtest.identical_is_match = True  # type: ignore[attr-defined]
+
+
 def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     return BacktestDiff(options).walk("", primary.body, candidate.body, "")
 

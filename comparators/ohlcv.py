@@ -53,6 +53,9 @@ def compare_ohlcv(primary: Lifted, candidate: Lifted, options: CompareOptions) -
     return compare_answers(primary, candidate, options, _compare_bodies)
 
 
+compare_ohlcv.identical_is_match = True  # type: ignore[attr-defined]
+
+
 def _compare_bodies(
     primary: Lifted, candidate: Lifted, options: CompareOptions
 ) -> list[Difference]:

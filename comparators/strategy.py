@@ -44,6 +44,9 @@ def compare_strategy(
     return compare_answers(primary, candidate, _options(options), _bodies)
 
 
+compare_strategy.identical_is_match = True  # type: ignore[attr-defined]
+
+
 def _options(options: CompareOptions) -> CompareOptions:
     """The route's options with the comparator's defaults: volatile fields and tolerances."""
     ignored = [f"**.{name}" for name in TIMESTAMPS]
