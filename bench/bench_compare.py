@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -187,6 +188,7 @@ def main() -> None:
     args = parser.parse_args()
     engine = Engine()
     request = Request("GET", "/bench")
+    ids = itertools.count()
     header = (f"{'body':<18} {'bytes':>7} {'state':<9} {'measured':<16} {'rate/s':>9} "
               f"{'parse/s':>9} {'==/s':>9} {'ratio':>6}")
     print(header)
@@ -206,9 +208,10 @@ def main() -> None:
             ]
             for comparator in dict.fromkeys(("json", domain)):
                 def judge(c=c_answer, comparator=comparator, p=p_answer) -> Exchange:
+                    # Ids are minted by whoever records the exchange, not by the judge.
                     return engine.judge(Exchange(request=request, primary=p, candidate=c,
-                                                 route="bench", group="other",
-                                                 comparator=comparator))
+                                                 id=str(next(ids)), route="bench",
+                                                 group="other", comparator=comparator))
                 runs.append((f"judge {comparator}", judge))
             for label, fn in runs:
                 measured = rate(fn, args.seconds)

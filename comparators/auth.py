@@ -45,6 +45,7 @@ from comparators.domain import (
     compare_answers,
     compare_scalar,
     critical,
+    derived,
     generic_bodies,
     is_number,
     json_type,
@@ -86,6 +87,8 @@ TIMESTAMPS = (
     "revoked_at",
     "compromised_at",
 )
+VOLATILE_TIMESTAMPS = tuple(f"**.{name}" for name in TIMESTAMPS)
+VOLATILE = tuple(f"**.{name}" for name in IDS) + VOLATILE_TIMESTAMPS
 # The signature may be a recording's fingerprint (`redacted:sha256:1f2e3d4c`): only the header and
 # claims are read.
 JWT_SHAPE = re.compile(
@@ -97,10 +100,10 @@ REDACTED = "<redacted>"
 @register("auth")
 def compare_auth(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two auth-service answers (see the module docstring)."""
-    volatile = TIMESTAMPS if options.extra.get("compare_ids") else IDS + TIMESTAMPS
-    options = with_ignored(options, (f"**.{name}" for name in volatile))
+    volatile = VOLATILE_TIMESTAMPS if options.extra.get("compare_ids") else VOLATILE
+    options = with_ignored(options, volatile)
     # Cookies are compared here, attribute by attribute, never by value.
-    headers = dataclasses.replace(options, ignore_headers=(*options.ignore_headers, "set-cookie"))
+    headers = derived(options, "auth headers", _without_cookies)
     differences = _cookies(primary, candidate, options)
     found = compare_answers(
         primary,
@@ -113,6 +116,10 @@ def compare_auth(primary: Lifted, candidate: Lifted, options: CompareOptions) ->
     )
     # Text bodies went to the generic comparator: make sure it quotes no token.
     return differences + _scrub(found)
+
+
+def _without_cookies(options: CompareOptions) -> CompareOptions:
+    return dataclasses.replace(options, ignore_headers=(*options.ignore_headers, "set-cookie"))
 
 
 def _identical_is_match(options: CompareOptions) -> bool:

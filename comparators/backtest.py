@@ -49,7 +49,7 @@ from comparators.domain import (
     with_ignored,
     within,
 )
-from comparators.paths import PathMatcher
+from comparators.paths import matcher
 from harness.model import Difference, Kind
 
 IDS = (
@@ -114,8 +114,8 @@ class BacktestDiff:
     def __init__(self, options: CompareOptions) -> None:
         self.options = options
         # The defaults are member names: a set lookup, not a glob match, on every member.
-        self.globs = PathMatcher(g for g in options.ignore if g not in DEFAULT_IGNORE)
-        self.unordered = PathMatcher(options.unordered)
+        self.globs = matcher(g for g in options.ignore if g not in DEFAULT_IGNORE)
+        self.unordered = matcher(options.unordered)
 
     def ignored(self, path: str) -> bool:
         """Is `path` ignored, by default (ids, run timestamps) or by the route?"""

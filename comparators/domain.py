@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from comparators.base import CompareOptions, Lifted, get
-from comparators.paths import PathMatcher
+from comparators.paths import matcher
 from harness.model import Difference, Kind, Severity
 
 DEFAULT_RTOL = 1e-9
@@ -179,7 +179,7 @@ def field_tolerance(options: CompareOptions, path: str, name: str) -> tuple[floa
     rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
     overrides = options.extra.get("tolerances") or {}
     for pattern, spec in overrides.items():
-        if pattern == name or PathMatcher([pattern])(path):
+        if pattern == name or matcher((pattern,))(path):
             if isinstance(spec, Mapping):
                 rtol = float(spec.get("rtol", rtol))
                 atol = float(spec.get("atol", atol))
@@ -568,15 +568,39 @@ def shift_difference(
 # --- answers ---------------------------------------------------------------------------------
 
 
+_DERIVED: dict[tuple[int, Hashable], tuple[CompareOptions, CompareOptions]] = {}
+_DERIVED_MAX = 4096
+
+
+def derived(
+    options: CompareOptions, key: Hashable, build: Callable[[CompareOptions], CompareOptions]
+) -> CompareOptions:
+    """`build(options)`, built once per options object and `key`: a route keeps its options for
+    the life of the process, and comparators derive theirs (defaults added) on every exchange."""
+    hit = _DERIVED.get((id(options), key))
+    if hit is not None and hit[0] is options:  # the entry holds `options`: its id is not reused
+        return hit[1]
+    built = build(options)
+    if len(_DERIVED) >= _DERIVED_MAX:
+        _DERIVED.clear()
+    _DERIVED[(id(options), key)] = (options, built)
+    return built
+
+
 def with_ignored(options: CompareOptions, globs: Iterable[str]) -> CompareOptions:
     """`options` with more ignore globs (the comparator's volatile fields)."""
-    extra = tuple(g for g in globs if g not in options.ignore)
-    return dataclasses.replace(options, ignore=options.ignore + extra) if extra else options
+    globs = tuple(globs)
+
+    def build(options: CompareOptions) -> CompareOptions:
+        extra = tuple(g for g in globs if g not in options.ignore)
+        return dataclasses.replace(options, ignore=options.ignore + extra) if extra else options
+
+    return derived(options, ("ignore", globs), build)
 
 
 def drop_ignored(differences: list[Difference], options: CompareOptions) -> list[Difference]:
     """The differences whose path no ignore glob selects."""
-    ignored = PathMatcher(options.ignore)
+    ignored = matcher(options.ignore)
     if not ignored:
         return differences
     return [d for d in differences if not ignored(d.path)]
@@ -612,9 +636,13 @@ def generic_bodies(
     from comparators.generic import compare_bodies
 
     if options.rtol is None or options.atol is None:  # the domain default, not exact equality
-        rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
-        options = dataclasses.replace(options, rtol=rtol, atol=atol)
+        options = derived(options, "domain tolerance", _domain_tolerance)
     return list(compare_bodies(primary, candidate, options, path=path))
+
+
+def _domain_tolerance(options: CompareOptions) -> CompareOptions:
+    rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
+    return dataclasses.replace(options, rtol=rtol, atol=atol)
 
 
 def member_difference(path: str, value: Any, *, missing: bool) -> Difference:

@@ -344,8 +344,8 @@ class _Differ:
 
     def __init__(self, options: CompareOptions, *, summarise: bool = True) -> None:
         self.rtol, self.atol = options.tol(0.0, 0.0)
-        self.ignored = paths.PathMatcher(options.ignore)
-        self.unordered = paths.PathMatcher(options.unordered)
+        self.ignored = paths.matcher(options.ignore)
+        self.unordered = paths.matcher(options.unordered)
         self.summarise = summarise
         self.found: list[Difference] = []
         self.notes: dict[int, str] = {}  # id(difference) → what its message adds

@@ -32,7 +32,7 @@ from comparators.domain import (
     show,
     with_ignored,
 )
-from comparators.paths import PathMatcher
+from comparators.paths import matcher
 from harness.model import Difference, Kind
 
 DRY_RUN = "dry_run"
@@ -183,7 +183,7 @@ class _Walker:
 
     def __init__(self, options: CompareOptions) -> None:
         self.options = options
-        self.ignored = PathMatcher(options.ignore)
+        self.ignored = matcher(options.ignore)
 
     def member(self, path: str, p: dict, c: dict, name: str) -> list[Difference]:
         if self.ignored(path):

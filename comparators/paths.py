@@ -77,3 +77,14 @@ class PathMatcher:
             if len(self._cache) < 10_000:
                 self._cache[path] = hit
         return hit
+
+
+def matcher(globs: Iterable[str]) -> PathMatcher:
+    """A `PathMatcher` for `globs`, shared by every comparison with the same globs (a route's
+    globs are matched against the same paths exchange after exchange)."""
+    return _shared_matcher(tuple(globs))
+
+
+@lru_cache(maxsize=256)
+def _shared_matcher(globs: tuple[str, ...]) -> PathMatcher:
+    return PathMatcher(globs)

@@ -22,7 +22,14 @@ from typing import Any
 
 from comparators import paths
 from comparators.base import CompareOptions, Lifted, register
-from comparators.domain import DEFAULT_ATOL, DEFAULT_RTOL, compare_answers, generic_bodies, show
+from comparators.domain import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    compare_answers,
+    derived,
+    generic_bodies,
+    show,
+)
 from harness.model import Difference, Kind
 
 IDS = ("id", "strategy_id")
@@ -49,6 +56,10 @@ compare_strategy.identical_is_match = True  # type: ignore[attr-defined]
 
 def _options(options: CompareOptions) -> CompareOptions:
     """The route's options with the comparator's defaults: volatile fields and tolerances."""
+    return derived(options, "strategy", _with_defaults)
+
+
+def _with_defaults(options: CompareOptions) -> CompareOptions:
     ignored = [f"**.{name}" for name in TIMESTAMPS]
     if not options.extra.get("compare_ids"):
         ignored += [f"**.{name}" for name in IDS]
