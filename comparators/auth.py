@@ -37,6 +37,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from comparators import paths
@@ -149,17 +150,25 @@ class Jwt:
 
     @classmethod
     def decode(cls, token: Any) -> Jwt | None:
-        """Header and claims of a JWT (signature not checked), or None if it is not one."""
-        if not isinstance(token, str) or not JWT_SHAPE.match(token.strip()):
+        """Header and claims of a JWT (signature not checked), or None if it is not one. The
+        result is shared by every caller decoding the same token: read it, never change it."""
+        if not isinstance(token, str) or token.count(".") != 2:  # cheap: most values are not
             return None
-        head, body, _ = token.strip().split(".")
-        try:
-            header, claims = _b64json(head), _b64json(body)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            return None
-        if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
-            return None
-        return cls(header, claims)
+        return _decode(token)
+
+
+@lru_cache(maxsize=1024)  # each token is looked at several times per comparison
+def _decode(token: str) -> Jwt | None:
+    if not JWT_SHAPE.match(token.strip()):
+        return None
+    head, body, _ = token.strip().split(".")
+    try:
+        header, claims = _b64json(head), _b64json(body)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
+        return None
+    return Jwt(header, claims)
 
 
 def _b64json(part: str) -> Any:

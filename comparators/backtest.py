@@ -36,7 +36,6 @@ from comparators.domain import (
     compare_columns,
     compare_scalar,
     compare_time_column,
-    epoch_key,
     field_tolerance,
     generic_bodies,
     is_number,
@@ -45,6 +44,7 @@ from comparators.domain import (
     numbers_or_nulls,
     shift_difference,
     show,
+    time_key,
     to_epoch,
     with_ignored,
     within,
@@ -265,9 +265,9 @@ def _is_curve(p: list, c: list) -> bool:
     items = p + c
     if not items:
         return False
-    if all(v is None or is_number(v) for v in items):
+    if numbers_or_nulls(items):
         return True
-    if not all(isinstance(v, dict) for v in items):
+    if not _all_dicts(items):
         return False
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
     if time_field is None:
@@ -319,9 +319,13 @@ def _is_time_list(p: list, c: list) -> bool:
     )
 
 
+def _all_dicts(items: list) -> bool:
+    return set(map(type, items)) == {dict} or all(isinstance(v, dict) for v in items)
+
+
 def _is_trades(name: str, p: list, c: list) -> bool:
     items = p + c
-    if not items or not all(isinstance(v, dict) for v in items):
+    if not items or not _all_dicts(items):
         return False
     if name in TRADE_LISTS:
         return _trade_time_field(items) is not None
@@ -414,8 +418,9 @@ class TradeTable:
     def _keys(rows: list[dict], time_field: str, keys: list[str]) -> list[tuple]:
         out = []
         for row in rows:
-            moment = to_epoch(row.get(time_field))
-            when = epoch_key(moment) if moment is not None else str(row.get(time_field))
+            when = time_key(row.get(time_field))
+            if when is None:
+                when = str(row.get(time_field))
             out.append((when, *(str(row.get(k)) for k in keys)))
         return out
 
@@ -478,8 +483,8 @@ def _moved_by(
 ) -> bool:
     """Is `field` a time moved by exactly `shift` in every aligned trade (said once already)?"""
     for i, j in pairs:
-        a, b = to_epoch(p[i].get(field)), to_epoch(c[j].get(field))
-        if a is None or b is None or epoch_key(b) - epoch_key(a) != shift:
+        a, b = time_key(p[i].get(field)), time_key(c[j].get(field))
+        if a is None or b is None or b - a != shift:
             return False
     return True
 

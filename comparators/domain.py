@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -407,6 +408,20 @@ def epoch_key(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def time_key(value: Any) -> int | None:
+    """``epoch_key(to_epoch(value))``: a timestamp's exact key, or None when it is not one."""
+    if isinstance(value, str):
+        return _text_key(value)
+    seconds = to_epoch(value)
+    return None if seconds is None else epoch_key(seconds)
+
+
+@lru_cache(maxsize=65_536)
+def _text_key(value: str) -> int | None:
+    seconds = _text_epoch(value)
+    return None if seconds is None else epoch_key(seconds)
+
+
 def show_offset(seconds: float) -> str:
     """A shift as a person says it: ``+1h``, ``-30m``, ``+5h30m``, ``+2d``, ``+90s``."""
     sign = "+" if seconds >= 0 else "-"
@@ -520,14 +535,14 @@ def compare_time_column(
     """One difference for two positionally aligned timestamp columns: a constant shift (one
     timezone) is named as such, the same instants in another notation are said to be so, anything
     else is the first index that differs."""
-    p_times = [to_epoch(v) for v in primary]
-    c_times = [to_epoch(v) for v in candidate]
-    if None in p_times or None in c_times:
+    p_keys = list(map(time_key, primary))
+    c_keys = list(map(time_key, candidate))
+    if None in p_keys or None in c_keys:
         return column_difference(path_of, primary, candidate, 0.0, 0.0, what=what, exact=True)
-    deltas = [epoch_key(c) - epoch_key(p) for p, c in zip(p_times, c_times, strict=True)]
+    deltas = list(map(operator.sub, c_keys, p_keys))
     if not deltas:
         return None
-    if all(d == 0 for d in deltas):
+    if not any(deltas):
         for i, (p, c) in enumerate(zip(primary, candidate, strict=True)):
             if p != c:
                 return Difference(
@@ -638,6 +653,17 @@ def generic_bodies(
     if options.rtol is None or options.atol is None:  # the domain default, not exact equality
         options = derived(options, "domain tolerance", _domain_tolerance)
     return list(compare_bodies(primary, candidate, options, path=path))
+
+
+def generic_pairs(
+    items: Iterable[tuple[Any, Any, str]], options: CompareOptions
+) -> list[Difference]:
+    """`generic_bodies` of every ``(primary, candidate, path)``, concatenated (one walk)."""
+    from comparators.generic import compare_many
+
+    if options.rtol is None or options.atol is None:
+        options = derived(options, "domain tolerance", _domain_tolerance)
+    return compare_many(items, options)
 
 
 def _domain_tolerance(options: CompareOptions) -> CompareOptions:

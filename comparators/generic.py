@@ -31,6 +31,7 @@ import difflib
 import hashlib
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -808,6 +809,24 @@ def compare_bodies(
     differ = _Differ(options, summarise=summarise)
     differ.walk(primary, candidate, path)
     return differ.finish()
+
+
+def compare_many(
+    items: Iterable[tuple[Any, Any, str]], options: CompareOptions
+) -> list[Difference]:
+    """`compare_bodies(a, b, options, path=path)` of every ``(a, b, path)``, concatenated, with
+    one walk for them all (the items of a list matched by identity, not position)."""
+    differ = None
+    for primary, candidate, path in items:
+        if same(primary, candidate):
+            continue
+        if primary == candidate:
+            canonical = _canonical(primary)
+            if canonical is not None and canonical == _canonical(candidate):
+                continue
+        differ = differ or _Differ(options)
+        differ.walk(primary, candidate, path)
+    return differ.finish() if differ is not None else []
 
 
 def compare_text(primary: str, candidate: str) -> list[Difference]:

@@ -29,14 +29,13 @@ from comparators.domain import (
     best_shift,
     compare_answers,
     compare_columns,
-    epoch_key,
     field_tolerance,
     generic_bodies,
     is_number,
     near_pairs,
     shift_difference,
     show,
-    to_epoch,
+    time_key,
     within,
 )
 from harness.model import Difference, Kind
@@ -119,11 +118,10 @@ class Candles:
             rows = list(items)  # read, never changed
             time_field = next((f for f in TIME_FIELDS if rows and f in rows[0]), "timestamp")
         raw = [row.get(time_field) for row in rows]
-        epochs = [to_epoch(value) for value in raw]
-        if None in epochs:
+        keys = list(map(time_key, raw))
+        if None in keys:
             return None
-        keys = [epoch_key(e) for e in epochs]  # type: ignore[arg-type]
-        return cls(rows, raw, keys, time_field, as_rows)
+        return cls(rows, raw, keys, time_field, as_rows)  # type: ignore[arg-type]
 
     def field_segment(self, name: str) -> str | int:
         return (

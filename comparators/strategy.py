@@ -28,6 +28,7 @@ from comparators.domain import (
     compare_answers,
     derived,
     generic_bodies,
+    generic_pairs,
     show,
 )
 from harness.model import Difference, Kind
@@ -112,9 +113,7 @@ def compare_strategy_lists(
     """Two lists of strategies in any order, matched by id (when the ids agree) or by name."""
     key, what = _identity(p, c, options)
     pairs, missing, extra = _match(p, c, key)
-    differences = []
-    for i, j in pairs:
-        differences += generic_bodies(p[i], c[j], options, path=paths.index(path, i))
+    differences = generic_pairs(((p[i], c[j], paths.index(path, i)) for i, j in pairs), options)
     for i in missing:
         differences.append(
             Difference(
