@@ -492,8 +492,12 @@ class _Differ:
                 kinds = set(map(type, column_a)) | set(map(type, column_b))
                 exact = len(kinds) == 1 and kinds <= {str, bool, type(None)}
                 pairs = enumerate(zip(column_a, column_b, strict=True))
-                bad = ([j for j, (x, y) in pairs if x != y] if exact
-                       else [j for j, (x, y) in pairs if not same(x, y)])
+                if column_a == column_b and not kinds & {dict, list} and (
+                        exact or list(map(type, column_a)) == list(map(type, column_b))):
+                    bad = []  # equal scalars of one type, item by item: `same` says so too
+                else:
+                    bad = ([j for j, (x, y) in pairs if x != y] if exact
+                           else [j for j, (x, y) in pairs if not same(x, y)])
             if not bad:
                 continue
             if exact and self.summarise and len(bad) > MAX_ITEM_FINDINGS:
