@@ -17,6 +17,7 @@ from typing import Any
 
 from comparators import base as comparator_registry
 from comparators.base import Incomparable, Lifted
+from comparators.generic import compare_json
 from comparators.paths import generalize
 from harness.compare.noise import NoiseModel
 from harness.compare.volatile import is_volatile
@@ -25,6 +26,9 @@ from harness.lift import lift, lift_headers
 from harness.model import Body, Difference, Exchange, Response, Severity, Verdict
 from harness.routes import Route
 
+# The generic comparator (numpy and deepdiff with it) is imported with the engine, not on the
+# first judge: a mirror worker's first judge must not stall the mirrors it has in flight.
+_PRELOADED = compare_json
 # Exchanges judged again (the settle loop retries a backtest's results) are counted once.
 _REMEMBERED_IDS = 4096
 
