@@ -37,6 +37,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from comparators import paths
@@ -45,6 +46,7 @@ from comparators.domain import (
     compare_answers,
     compare_scalar,
     critical,
+    derived,
     generic_bodies,
     is_number,
     json_type,
@@ -86,6 +88,8 @@ TIMESTAMPS = (
     "revoked_at",
     "compromised_at",
 )
+VOLATILE_TIMESTAMPS = tuple(f"**.{name}" for name in TIMESTAMPS)
+VOLATILE = tuple(f"**.{name}" for name in IDS) + VOLATILE_TIMESTAMPS
 # The signature may be a recording's fingerprint (`redacted:sha256:1f2e3d4c`): only the header and
 # claims are read.
 JWT_SHAPE = re.compile(
@@ -97,10 +101,10 @@ REDACTED = "<redacted>"
 @register("auth")
 def compare_auth(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two auth-service answers (see the module docstring)."""
-    volatile = TIMESTAMPS if options.extra.get("compare_ids") else IDS + TIMESTAMPS
-    options = with_ignored(options, (f"**.{name}" for name in volatile))
+    volatile = VOLATILE_TIMESTAMPS if options.extra.get("compare_ids") else VOLATILE
+    options = with_ignored(options, volatile)
     # Cookies are compared here, attribute by attribute, never by value.
-    headers = dataclasses.replace(options, ignore_headers=(*options.ignore_headers, "set-cookie"))
+    headers = derived(options, "auth headers", _without_cookies)
     differences = _cookies(primary, candidate, options)
     found = compare_answers(
         primary,
@@ -113,6 +117,19 @@ def compare_auth(primary: Lifted, candidate: Lifted, options: CompareOptions) ->
     )
     # Text bodies went to the generic comparator: make sure it quotes no token.
     return differences + _scrub(found)
+
+
+def _without_cookies(options: CompareOptions) -> CompareOptions:
+    return dataclasses.replace(options, ignore_headers=(*options.ignore_headers, "set-cookie"))
+
+
+def _identical_is_match(options: CompareOptions) -> bool:
+    """Identical answers are judged by their headers (cookies too) unless tokens must verify
+    with configured keys: an identical token can fail to verify."""
+    return not options.extra.get("keys")
+
+
+compare_auth.identical_is_match = _identical_is_match  # type: ignore[attr-defined]
 
 
 def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
@@ -133,17 +150,25 @@ class Jwt:
 
     @classmethod
     def decode(cls, token: Any) -> Jwt | None:
-        """Header and claims of a JWT (signature not checked), or None if it is not one."""
-        if not isinstance(token, str) or not JWT_SHAPE.match(token.strip()):
+        """Header and claims of a JWT (signature not checked), or None if it is not one. The
+        result is shared by every caller decoding the same token: read it, never change it."""
+        if not isinstance(token, str) or token.count(".") != 2:  # cheap: most values are not
             return None
-        head, body, _ = token.strip().split(".")
-        try:
-            header, claims = _b64json(head), _b64json(body)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            return None
-        if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
-            return None
-        return cls(header, claims)
+        return _decode(token)
+
+
+@lru_cache(maxsize=1024)  # each token is looked at several times per comparison
+def _decode(token: str) -> Jwt | None:
+    if not JWT_SHAPE.match(token.strip()):
+        return None
+    head, body, _ = token.strip().split(".")
+    try:
+        header, claims = _b64json(head), _b64json(body)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
+        return None
+    return Jwt(header, claims)
 
 
 def _b64json(part: str) -> Any:

@@ -9,7 +9,7 @@ walk-forward answers, recognised by their shape, not their route.
   arrays with numpy: one difference per column at the first index outside tolerance, with the
   largest deviations; a length difference is named; the points' timestamps are compared too (a
   constant shift is one difference).
-- Trade lists are tables (pandas) aligned on entry time, symbol and side, not on position;
+- Trade lists are tables aligned on entry time, symbol and side, not on position;
   prices, amounts, fees and pnl within tolerance, one difference per column; missing and extra
   trades are named. Their order is not compared unless ``extra["trade_order"]`` is true.
 - Optimization results are matched by their parameter set, walk-forward folds by fold number.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,18 +36,20 @@ from comparators.domain import (
     compare_columns,
     compare_scalar,
     compare_time_column,
-    epoch_key,
     field_tolerance,
     generic_bodies,
     is_number,
     member_difference,
+    near_pairs,
+    numbers_or_nulls,
     shift_difference,
     show,
+    time_key,
     to_epoch,
     with_ignored,
     within,
 )
-from comparators.paths import PathMatcher
+from comparators.paths import matcher
 from harness.model import Difference, Kind
 
 IDS = (
@@ -94,6 +97,9 @@ def compare_backtest(
     return compare_answers(primary, candidate, with_ignored(options, DEFAULT_IGNORE), _bodies)
 
 
+compare_backtest.identical_is_match = True  # type: ignore[attr-defined]
+
+
 def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     return BacktestDiff(options).walk("", primary.body, candidate.body, "")
 
@@ -108,8 +114,8 @@ class BacktestDiff:
     def __init__(self, options: CompareOptions) -> None:
         self.options = options
         # The defaults are member names: a set lookup, not a glob match, on every member.
-        self.globs = PathMatcher(g for g in options.ignore if g not in DEFAULT_IGNORE)
-        self.unordered = PathMatcher(options.unordered)
+        self.globs = matcher(g for g in options.ignore if g not in DEFAULT_IGNORE)
+        self.unordered = matcher(options.unordered)
 
     def ignored(self, path: str) -> bool:
         """Is `path` ignored, by default (ids, run timestamps) or by the route?"""
@@ -259,15 +265,49 @@ def _is_curve(p: list, c: list) -> bool:
     items = p + c
     if not items:
         return False
-    if all(v is None or is_number(v) for v in items):
+    if numbers_or_nulls(items):
         return True
-    if not all(isinstance(v, dict) for v in items):
+    if not _all_dicts(items):
         return False
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
-    return time_field is not None and all(
-        time_field in v and all(k == time_field or x is None or is_number(x) for k, x in v.items())
-        for v in items
-    )
+    if time_field is None:
+        return False
+    same_members = _columns_if_same_members(items)
+    if same_members is None:
+        return all(_is_point(v, time_field) for v in items)
+    return all(numbers_or_nulls(column) for name, column in same_members.items()
+               if name != time_field)
+
+
+_ABSENT = object()
+
+
+def _columns_if_same_members(items: list[dict]) -> dict[str, list] | None:
+    """The members' values column by column when every item has the same members, else None."""
+    first = items[0]
+    if set(map(len, items)) != {len(first)}:
+        return None
+    columns = {}
+    for name in first:
+        column = [item.get(name, _ABSENT) for item in items]
+        if _ABSENT in column:  # identity first; no JSON value equals it
+            return None
+        columns[name] = column
+    return columns
+
+
+_PLAIN = frozenset({int, float, type(None)})
+
+
+def _is_point(item: dict, time_field: str) -> bool:
+    """A timestamp under `time_field` and numbers (or nulls) under every other member."""
+    if time_field not in item:
+        return False
+    kinds = list(map(type, item.values()))
+    plain = set(kinds) - _PLAIN
+    if not plain or (plain == {type(item[time_field])} and kinds.count(plain.pop()) == 1):
+        return True  # fast: only the timestamp (if any member) is not a plain number
+    return all(k == time_field or x is None or is_number(x) for k, x in item.items())
 
 
 def _is_time_list(p: list, c: list) -> bool:
@@ -279,9 +319,13 @@ def _is_time_list(p: list, c: list) -> bool:
     )
 
 
+def _all_dicts(items: list) -> bool:
+    return set(map(type, items)) == {dict} or all(isinstance(v, dict) for v in items)
+
+
 def _is_trades(name: str, p: list, c: list) -> bool:
     items = p + c
-    if not items or not all(isinstance(v, dict) for v in items):
+    if not items or not _all_dicts(items):
         return False
     if name in TRADE_LISTS:
         return _trade_time_field(items) is not None
@@ -309,7 +353,7 @@ def _list_key(p: list, c: list) -> tuple[str, Callable[[dict], str]] | None:
 
 
 class TradeTable:
-    """Two trade lists as pandas tables aligned on (entry time, symbol, side)."""
+    """Two trade lists as tables aligned on (entry time, symbol, side)."""
 
     def __init__(self, diff: BacktestDiff, path: str) -> None:
         self.diff = diff
@@ -374,8 +418,9 @@ class TradeTable:
     def _keys(rows: list[dict], time_field: str, keys: list[str]) -> list[tuple]:
         out = []
         for row in rows:
-            moment = to_epoch(row.get(time_field))
-            when = epoch_key(moment) if moment is not None else str(row.get(time_field))
+            when = time_key(row.get(time_field))
+            if when is None:
+                when = str(row.get(time_field))
             out.append((when, *(str(row.get(k)) for k in keys)))
         return out
 
@@ -394,14 +439,17 @@ class TradeTable:
                 return within(float(a), float(b), rtol, atol)
             return a == b
 
-        def score(shift: int) -> int:
-            hits = 0
-            for i, k in enumerate(p_keys):
-                j = c_at.get((k[0] + shift, *k[1:]))
-                hits += j is not None and same(i, j)
-            return hits
-
-        found = best_shift((k[0] for k in p_keys), (k[0] for k in c_keys), score)
+        # For every shift, the trades that land on a candidate trade (the last with that key)
+        # with the same entry price: counted once from the pairs whose prices agree.
+        votes: Counter[int] = Counter()
+        prices = near_pairs([row.get("entry_price") for row in p],
+                            [row.get("entry_price") for row in c], rtol, atol)
+        for i, j in prices:
+            key = c_keys[j]
+            if c_at[key] == j and key[1:] == p_keys[i][1:] and same(i, j):
+                votes[key[0] - p_keys[i][0]] += 1
+        found = best_shift((k[0] for k in p_keys), (k[0] for k in c_keys),
+                           lambda shift: votes.get(shift, 0))
         return found[0] if found else None
 
     def _unmatched(
@@ -435,8 +483,8 @@ def _moved_by(
 ) -> bool:
     """Is `field` a time moved by exactly `shift` in every aligned trade (said once already)?"""
     for i, j in pairs:
-        a, b = to_epoch(p[i].get(field)), to_epoch(c[j].get(field))
-        if a is None or b is None or epoch_key(b) - epoch_key(a) != shift:
+        a, b = time_key(p[i].get(field)), time_key(c[j].get(field))
+        if a is None or b is None or b - a != shift:
             return False
     return True
 
@@ -446,31 +494,29 @@ def _align(
 ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Pairs (primary index, candidate index) of trades with one key, and the unmatched ones.
 
-    A pandas outer merge on the key plus its occurrence number, so two trades with one key pair
-    up in order instead of crossing.
+    Matched on the key plus its occurrence number, so two trades with one key pair up in order
+    instead of crossing.
     """
     if not shift and p_keys == c_keys:  # the common case: same trades, same order
         return [(i, i) for i in range(len(p_keys))], [], []
-    import pandas as pd
+    candidate_at = {label: j for j, label in enumerate(_occurrences(c_keys, 0))}
+    pairs, missing = [], []
+    for i, label in enumerate(_occurrences(p_keys, shift)):
+        j = candidate_at.pop(label, None)
+        if j is None:
+            missing.append(i)
+        else:
+            pairs.append((i, j))
+    return pairs, missing, sorted(candidate_at.values())
 
-    def frame(keys: list[tuple], offset: int) -> pd.DataFrame:
-        labels = [repr((k[0] + offset, *k[1:]) if offset else k) for k in keys]
-        seen: dict[str, int] = {}
-        occurrence = []
-        for label in labels:
-            occurrence.append(seen.get(label, 0))
-            seen[label] = occurrence[-1] + 1
-        return pd.DataFrame({"key": labels, "occurrence": occurrence, "row": range(len(keys))})
 
-    merged = frame(p_keys, shift).merge(
-        frame(c_keys, 0),
-        on=["key", "occurrence"],
-        how="outer",
-        suffixes=("_p", "_c"),
-        indicator=True,
-    )
-    both = merged[merged["_merge"] == "both"].sort_values("row_p")
-    pairs = list(zip(both["row_p"].astype(int), both["row_c"].astype(int), strict=True))
-    missing = sorted(merged.loc[merged["_merge"] == "left_only", "row_p"].astype(int))
-    extra = sorted(merged.loc[merged["_merge"] == "right_only", "row_c"].astype(int))
-    return pairs, missing, extra
+def _occurrences(keys: list[tuple], offset: int) -> list[tuple[tuple, int]]:
+    """Each key (its time moved by `offset`) with how many times it came before."""
+    seen: dict[tuple, int] = {}
+    labels = []
+    for key in keys:
+        moved = (key[0] + offset, *key[1:]) if offset else key
+        count = seen.get(moved, 0)
+        seen[moved] = count + 1
+        labels.append((moved, count))
+    return labels

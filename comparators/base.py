@@ -6,9 +6,11 @@ the two answers cannot be compared at all (the exchange is then recorded ``incom
 reason). Comparators only diff; judging noise and giving the verdict is the engine's job.
 
 Comparators must not change the lifted bodies: the engine shares one parsed body between
-byte-identical answers. A comparator for which two answers with the same status and body bytes
-can only differ in the generic headers may set ``fn.identical_is_match = True``; the engine then
-skips parsing them (as it does for ``json``).
+byte-identical answers. A comparator that judges two answers with the same status and body bytes
+by their headers alone sets ``fn.identical_is_match = True`` (or a predicate of the route's
+options, when some options make it read identical bodies too: a required dry-run proof, keys
+to verify tokens with); the engine then skips parsing them and calls it with bodiless answers
+(``kind`` "empty").
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ BUILTIN = {
     "ohlcv": "comparators.ohlcv",
     "strategy": "comparators.strategy",
 }
+
+
+def identical_is_match(compare: Comparator, options: CompareOptions) -> bool:
+    """Whether `compare` judges answers with one status and body bytes by their headers alone
+    under `options` (see the module docstring)."""
+    declared = getattr(compare, "identical_is_match", False)
+    return bool(declared(options) if callable(declared) else declared)
 
 
 def register(name: str) -> Callable[[Comparator], Comparator]:

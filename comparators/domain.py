@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from comparators.base import CompareOptions, Lifted, get
-from comparators.paths import PathMatcher
+from comparators.paths import matcher
 from harness.model import Difference, Kind, Severity
 
 DEFAULT_RTOL = 1e-9
@@ -28,7 +30,21 @@ BodyCompare = Callable[[Lifted, Lifted, CompareOptions], list[Difference]]
 
 def is_number(value: Any) -> bool:
     """True for JSON numbers (bool is not a number here)."""
+    kind = type(value)
+    if kind is float or kind is int:
+        return True
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_PLAIN_COLUMN = frozenset({int, float, type(None)})
+
+
+def numbers_or_nulls(values: Iterable[Any]) -> bool:
+    """Whether every value is a number (not a bool) or null."""
+    values = values if isinstance(values, Sequence) else list(values)
+    return set(map(type, values)) <= _PLAIN_COLUMN or all(
+        v is None or is_number(v) for v in values
+    )
 
 
 def as_number(value: Any, *, strings: bool = False) -> float | None:
@@ -164,7 +180,7 @@ def field_tolerance(options: CompareOptions, path: str, name: str) -> tuple[floa
     rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
     overrides = options.extra.get("tolerances") or {}
     for pattern, spec in overrides.items():
-        if pattern == name or PathMatcher([pattern])(path):
+        if pattern == name or matcher((pattern,))(path):
             if isinstance(spec, Mapping):
                 rtol = float(spec.get("rtol", rtol))
                 atol = float(spec.get("atol", atol))
@@ -195,17 +211,37 @@ def column_difference(
     (default k). Columns of numbers (and nulls) are compared with numpy within (rtol, atol);
     anything else point by point, exactly.
     """
-    numeric = not exact and all(
-        v is None or is_number(v) for column in (primary, candidate) for v in column
-    )
+    if _same_points(primary, candidate, exact=exact):
+        return None
+    numeric = not exact and numbers_or_nulls(primary) and numbers_or_nulls(candidate)
     if numeric:
-        bad, stats = _numeric_mismatches(primary, candidate, rtol, atol)
+        ((bad, stats),) = _numeric_mismatches([(primary, candidate)], [rtol], [atol])
     else:
         bad = [
             compare_scalar("", p, c, rtol, atol, exact=exact) is not None
             for p, c in zip(primary, candidate, strict=True)
         ]
         stats = ""
+    return _column_finding(path_of, primary, candidate, bad, stats, rtol, atol, what=what,
+                           noun=noun, positions=positions, exact=exact, numeric=numeric)
+
+
+def _column_finding(
+    path_of: Callable[[int], str],
+    primary: Sequence[Any],
+    candidate: Sequence[Any],
+    bad: list[bool],
+    stats: str,
+    rtol: float,
+    atol: float,
+    *,
+    what: str,
+    noun: str,
+    positions: Sequence[int] | None,
+    exact: bool,
+    numeric: bool,
+) -> Difference | None:
+    """The difference `column_difference` reports, from the points found `bad`."""
     count = sum(bad)
     if not count:
         return None
@@ -226,26 +262,47 @@ def column_difference(
     return Difference(path, Kind.CHANGED, p_first, c_first, message)
 
 
+def _same_points(primary: Sequence[Any], candidate: Sequence[Any], *, exact: bool) -> bool:
+    """Every point equal to its counterpart and of its type, so `compare_scalar` finds nothing
+    (checked at C speed). Not for exact floats: a NaN is itself yet never exactly equal."""
+    kinds = list(map(type, primary))
+    if kinds != list(map(type, candidate)) or (exact and float in kinds):
+        return False
+    return list(primary) == list(candidate)
+
+
 def _numeric_mismatches(
-    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
-) -> tuple[list[bool], str]:
+    columns: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+    rtols: Sequence[float],
+    atols: Sequence[float],
+) -> list[tuple[list[bool], str]]:
+    """For each pair of equally long numeric columns (nulls allowed), the points outside its
+    tolerance and what the deviations were; all columns in one numpy comparison."""
     import numpy as np
 
-    p = np.array([np.nan if v is None else v for v in primary], dtype=float)
-    c = np.array([np.nan if v is None else v for v in candidate], dtype=float)
-    p_nan, c_nan = np.isnan(p), np.isnan(c)
-    with np.errstate(invalid="ignore", over="ignore"):
+    def array(values: list) -> np.ndarray:
+        return np.array([[np.nan if v is None else v for v in column] if None in column
+                         else column for column in values], dtype=float)
+
+    p, c = array([a for a, _ in columns]), array([b for _, b in columns])
+    rtol = np.asarray(rtols, dtype=float)[:, None]
+    atol = np.asarray(atols, dtype=float)[:, None]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        p_nan, c_nan = np.isnan(p), np.isnan(c)
         deviation = np.abs(p - c)
         scale = np.maximum(np.abs(p), np.abs(c))
         bad = (deviation > atol + rtol * scale) | (p_nan != c_nan)
-    both = bad & ~p_nan & ~c_nan
-    if both.any():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.where(scale > 0, deviation / np.where(scale > 0, scale, 1.0), 0.0)
-        stats = f"max rel {float(rel[both].max()):.1e}, max abs {float(deviation[both].max()):.3g}"
-    else:
-        stats = "null against a number"
-    return bad.tolist(), stats
+        both = bad & ~p_nan & ~c_nan
+        rel = np.where(scale > 0, deviation / np.where(scale > 0, scale, 1.0), 0.0)
+        max_rel = np.where(both, rel, -np.inf).max(axis=1).tolist()
+        max_abs = np.where(both, deviation, -np.inf).max(axis=1).tolist()
+    out = []
+    for row_bad, any_both, row_rel, row_abs in zip(bad.tolist(), both.any(axis=1).tolist(),
+                                                   max_rel, max_abs, strict=True):
+        stats = (f"max rel {row_rel:.1e}, max abs {row_abs:.3g}" if any_both
+                 else "null against a number")
+        out.append((row_bad, stats))
+    return out
 
 
 def compare_columns(
@@ -267,35 +324,46 @@ def compare_columns(
     """
     if not pairs:
         return []
-    differences = []
+    found: dict[str, Difference | None] = {}
     positions = [pi for pi, _ in pairs]
+    p_rows = [primary_rows[pi] for pi in positions]
+    c_rows = [candidate_rows[ci] for _, ci in pairs]
+    numeric: list[tuple[str, list[Any], list[Any], float, float]] = []
     for name in fields:
         first_path = field_path(positions[0], name)
-        p_has = any(name in primary_rows[pi] for pi, _ in pairs)
-        c_has = any(name in candidate_rows[ci] for _, ci in pairs)
+        p_has = any(name in row for row in p_rows)
+        c_has = any(name in row for row in c_rows)
         if p_has != c_has:
             kind = Kind.MISSING if p_has else Kind.EXTRA
             where = "missing from the candidate's" if p_has else "only in the candidate's"
-            sample_p = primary_rows[positions[0]].get(name)
-            sample_c = candidate_rows[pairs[0][1]].get(name)
-            differences.append(
-                Difference(first_path, kind, sample_p, sample_c, f"{name} {where} {noun}")
-            )
+            sample_p = p_rows[0].get(name)
+            sample_c = c_rows[0].get(name)
+            found[name] = Difference(first_path, kind, sample_p, sample_c,
+                                     f"{name} {where} {noun}")
+            continue
+        p_column = [row.get(name) for row in p_rows]
+        c_column = [row.get(name) for row in c_rows]
+        if _same_points(p_column, c_column, exact=False):
             continue
         rtol, atol = field_tolerance(options, first_path, name)
-        found = column_difference(
-            lambda k, name=name: field_path(positions[k], name),
-            [primary_rows[pi].get(name) for pi, _ in pairs],
-            [candidate_rows[ci].get(name) for _, ci in pairs],
-            rtol,
-            atol,
-            what=label(name),
-            noun=noun,
-            positions=positions,
-        )
-        if found is not None:
-            differences.append(found)
-    return differences
+        if numbers_or_nulls(p_column) and numbers_or_nulls(c_column):
+            found[name] = None  # keeps the field's place among the differences
+            numeric.append((name, p_column, c_column, rtol, atol))
+            continue
+        found[name] = column_difference(
+            lambda k, name=name: field_path(positions[k], name), p_column, c_column, rtol,
+            atol, what=label(name), noun=noun, positions=positions)
+    if numeric:
+        mismatches = _numeric_mismatches([(p, c) for _, p, c, _, _ in numeric],
+                                         [rtol for *_, rtol, _ in numeric],
+                                         [atol for *_, atol in numeric])
+        for (name, p_column, c_column, rtol, atol), (bad, stats) in zip(
+                numeric, mismatches, strict=True):
+            found[name] = _column_finding(
+                lambda k, name=name: field_path(positions[k], name), p_column, c_column, bad,
+                stats, rtol, atol, what=label(name), noun=noun, positions=positions,
+                exact=False, numeric=True)
+    return [d for d in found.values() if d is not None]
 
 
 # --- timestamps ------------------------------------------------------------------------------
@@ -304,14 +372,27 @@ def compare_columns(
 def to_epoch(value: Any) -> float | None:
     """Seconds since the epoch for the timestamp shapes Cryptobot answers with: epoch seconds or
     milliseconds (numbers or numeric strings) and ISO 8601 strings (naive ones read as UTC)."""
+    if isinstance(value, str):
+        return _text_epoch(value)
+    number = as_number(value)
+    return None if number is None else _epoch_seconds(number)
+
+
+def _epoch_seconds(number: float) -> float:
+    if abs(number) > 1e14:  # microseconds
+        return number / 1e6
+    if abs(number) > 1e11:  # milliseconds
+        return number / 1e3
+    return number
+
+
+# Both answers of an exchange, and the answers of one market, repeat the same timestamps.
+@lru_cache(maxsize=65_536)
+def _text_epoch(value: str) -> float | None:
     number = as_number(value, strings=True)
     if number is not None:
-        if abs(number) > 1e14:  # microseconds
-            return number / 1e6
-        if abs(number) > 1e11:  # milliseconds
-            return number / 1e3
-        return number
-    if not isinstance(value, str) or len(value) < 8:
+        return _epoch_seconds(number)
+    if len(value) < 8:
         return None
     try:
         moment = datetime.fromisoformat(value.strip())
@@ -325,6 +406,20 @@ def to_epoch(value: Any) -> float | None:
 def epoch_key(seconds: float) -> int:
     """An exact dictionary key for a timestamp (milliseconds)."""
     return round(seconds * 1000)
+
+
+def time_key(value: Any) -> int | None:
+    """``epoch_key(to_epoch(value))``: a timestamp's exact key, or None when it is not one."""
+    if isinstance(value, str):
+        return _text_key(value)
+    seconds = to_epoch(value)
+    return None if seconds is None else epoch_key(seconds)
+
+
+@lru_cache(maxsize=65_536)
+def _text_key(value: str) -> int | None:
+    seconds = _text_epoch(value)
+    return None if seconds is None else epoch_key(seconds)
 
 
 def show_offset(seconds: float) -> str:
@@ -371,6 +466,64 @@ def best_shift(
     return best
 
 
+def near_pairs(
+    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
+) -> list[tuple[int, int]]:
+    """Every (i, j) whose values `within` may call close or `==` equal, found by sorting the
+    candidate's values rather than trying every pair: a superset, for an exact check to decide.
+    A value that is not a finite number (null, text, NaN, an infinity, a bool) is paired with
+    every value of the other side, so that no pair the exact check would accept is left out."""
+    import numpy as np
+
+    if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:  # no useful window: every pair
+        return [(i, j) for i in range(len(primary)) for j in range(len(candidate))]
+    p, p_odd = _finite_array(primary)
+    c, c_odd = _finite_array(candidate)
+    c_numeric = np.flatnonzero(~c_odd)
+    order = np.argsort(c[c_numeric], kind="stable")
+    keys, at = c[c_numeric][order], c_numeric[order]
+    with np.errstate(invalid="ignore"):
+        # within(a, b) implies |a - b| <= (atol + rtol·|a|) / (1 - rtol); widened for rounding.
+        reach = (atol + rtol * np.abs(p)) / (1 - rtol) * (1 + 1e-9) + 1e-300
+        low = np.searchsorted(keys, p - reach, "left")
+        high = np.searchsorted(keys, p + reach, "right")
+    pairs: list[tuple[int, int]] = []
+    for i in np.flatnonzero(~p_odd & (high > low)).tolist():
+        pairs += ((i, j) for j in at[low[i]:high[i]].tolist())
+    odd_c = np.flatnonzero(c_odd).tolist()
+    if odd_c:
+        pairs += ((i, j) for i in np.flatnonzero(~p_odd).tolist() for j in odd_c)
+    pairs += ((i, j) for i in np.flatnonzero(p_odd).tolist() for j in range(len(candidate)))
+    return pairs
+
+
+def _finite_array(values: Sequence[Any]) -> tuple[Any, Any]:
+    """(`values` as floats, where a value is not a finite number of float range: NaN there)."""
+    import numpy as np
+
+    if set(map(type, values)) <= {int, float}:
+        try:
+            array = np.array(values, dtype=float)
+        except OverflowError:
+            pass
+        else:
+            return array, ~np.isfinite(array)
+    numbers = [_finite(v) for v in values]
+    array = np.array([math.nan if n is None else n for n in numbers], dtype=float)
+    return array, np.array([n is None for n in numbers], dtype=bool)
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite number of float range (not a bool), else None."""
+    if not is_number(value):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def compare_time_column(
     path_of: Callable[[int], str],
     primary: Sequence[Any],
@@ -382,14 +535,14 @@ def compare_time_column(
     """One difference for two positionally aligned timestamp columns: a constant shift (one
     timezone) is named as such, the same instants in another notation are said to be so, anything
     else is the first index that differs."""
-    p_times = [to_epoch(v) for v in primary]
-    c_times = [to_epoch(v) for v in candidate]
-    if None in p_times or None in c_times:
+    p_keys = list(map(time_key, primary))
+    c_keys = list(map(time_key, candidate))
+    if None in p_keys or None in c_keys:
         return column_difference(path_of, primary, candidate, 0.0, 0.0, what=what, exact=True)
-    deltas = [epoch_key(c) - epoch_key(p) for p, c in zip(p_times, c_times, strict=True)]
+    deltas = list(map(operator.sub, c_keys, p_keys))
     if not deltas:
         return None
-    if all(d == 0 for d in deltas):
+    if not any(deltas):
         for i, (p, c) in enumerate(zip(primary, candidate, strict=True)):
             if p != c:
                 return Difference(
@@ -430,15 +583,39 @@ def shift_difference(
 # --- answers ---------------------------------------------------------------------------------
 
 
+_DERIVED: dict[tuple[int, Hashable], tuple[CompareOptions, CompareOptions]] = {}
+_DERIVED_MAX = 4096
+
+
+def derived(
+    options: CompareOptions, key: Hashable, build: Callable[[CompareOptions], CompareOptions]
+) -> CompareOptions:
+    """`build(options)`, built once per options object and `key`: a route keeps its options for
+    the life of the process, and comparators derive theirs (defaults added) on every exchange."""
+    hit = _DERIVED.get((id(options), key))
+    if hit is not None and hit[0] is options:  # the entry holds `options`: its id is not reused
+        return hit[1]
+    built = build(options)
+    if len(_DERIVED) >= _DERIVED_MAX:
+        _DERIVED.clear()
+    _DERIVED[(id(options), key)] = (options, built)
+    return built
+
+
 def with_ignored(options: CompareOptions, globs: Iterable[str]) -> CompareOptions:
     """`options` with more ignore globs (the comparator's volatile fields)."""
-    extra = tuple(g for g in globs if g not in options.ignore)
-    return dataclasses.replace(options, ignore=options.ignore + extra) if extra else options
+    globs = tuple(globs)
+
+    def build(options: CompareOptions) -> CompareOptions:
+        extra = tuple(g for g in globs if g not in options.ignore)
+        return dataclasses.replace(options, ignore=options.ignore + extra) if extra else options
+
+    return derived(options, ("ignore", globs), build)
 
 
 def drop_ignored(differences: list[Difference], options: CompareOptions) -> list[Difference]:
     """The differences whose path no ignore glob selects."""
-    ignored = PathMatcher(options.ignore)
+    ignored = matcher(options.ignore)
     if not ignored:
         return differences
     return [d for d in differences if not ignored(d.path)]
@@ -474,9 +651,24 @@ def generic_bodies(
     from comparators.generic import compare_bodies
 
     if options.rtol is None or options.atol is None:  # the domain default, not exact equality
-        rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
-        options = dataclasses.replace(options, rtol=rtol, atol=atol)
+        options = derived(options, "domain tolerance", _domain_tolerance)
     return list(compare_bodies(primary, candidate, options, path=path))
+
+
+def generic_pairs(
+    items: Iterable[tuple[Any, Any, str]], options: CompareOptions
+) -> list[Difference]:
+    """`generic_bodies` of every ``(primary, candidate, path)``, concatenated (one walk)."""
+    from comparators.generic import compare_many
+
+    if options.rtol is None or options.atol is None:
+        options = derived(options, "domain tolerance", _domain_tolerance)
+    return compare_many(items, options)
+
+
+def _domain_tolerance(options: CompareOptions) -> CompareOptions:
+    rtol, atol = options.tol(DEFAULT_RTOL, DEFAULT_ATOL)
+    return dataclasses.replace(options, rtol=rtol, atol=atol)
 
 
 def member_difference(path: str, value: Any, *, missing: bool) -> Difference:

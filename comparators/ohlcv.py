@@ -18,6 +18,7 @@ A candle is ``{timestamp, open, high, low, close, volume, ...}`` or the ccxt row
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,13 @@ from comparators.domain import (
     best_shift,
     compare_answers,
     compare_columns,
-    epoch_key,
     field_tolerance,
     generic_bodies,
     is_number,
+    near_pairs,
     shift_difference,
     show,
-    to_epoch,
+    time_key,
     within,
 )
 from harness.model import Difference, Kind
@@ -45,12 +46,16 @@ LIST_KEYS = ("data", "candles", "ohlcv", "items", "results")
 ROW_FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
 VALUE_FIELDS = ("open", "high", "low", "close", "volume")
 SHOWN = 3  # timestamps named in a missing/extra difference
+_TIME_NAMES, _VALUE_NAMES = frozenset(TIME_FIELDS), frozenset(VALUE_FIELDS)
 
 
 @register("ohlcv")
 def compare_ohlcv(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two OHLCV answers candle by candle (see the module docstring)."""
     return compare_answers(primary, candidate, options, _compare_bodies)
+
+
+compare_ohlcv.identical_is_match = True  # type: ignore[attr-defined]
 
 
 def _compare_bodies(
@@ -86,7 +91,7 @@ def find_candles(body: Any) -> str | None:
 
 def _is_candle(item: Any) -> bool:
     if isinstance(item, dict):
-        return any(f in item for f in TIME_FIELDS) and any(f in item for f in VALUE_FIELDS)
+        return not _TIME_NAMES.isdisjoint(item) and not _VALUE_NAMES.isdisjoint(item)
     if isinstance(item, list):
         return len(item) >= 5 and all(v is None or is_number(v) for v in item[1:5])
     return False
@@ -110,14 +115,13 @@ class Candles:
             rows = [dict(zip(_row_names(len(item)), item, strict=True)) for item in items]
             time_field = "timestamp"
         else:
-            rows = [dict(item) for item in items]
+            rows = list(items)  # read, never changed
             time_field = next((f for f in TIME_FIELDS if rows and f in rows[0]), "timestamp")
         raw = [row.get(time_field) for row in rows]
-        epochs = [to_epoch(value) for value in raw]
-        if None in epochs:
+        keys = list(map(time_key, raw))
+        if None in keys:
             return None
-        keys = [epoch_key(e) for e in epochs]  # type: ignore[arg-type]
-        return cls(rows, raw, keys, time_field, as_rows)
+        return cls(rows, raw, keys, time_field, as_rows)  # type: ignore[arg-type]
 
     def field_segment(self, name: str) -> str | int:
         return (
@@ -149,16 +153,10 @@ def compare_candles(
     differences = _duplicates(path, p, c)
     p_at = {k: i for i, k in reversed(list(enumerate(p.keys)))}
     c_at = {k: i for i, k in reversed(list(enumerate(c.keys)))}
-    matches = _value_matcher(p, c, options, field_path)
     shift = 0
     if set(p_at) != set(c_at):
-        found = best_shift(
-            p_at,
-            c_at,
-            lambda s: sum(
-                1 for k, i in p_at.items() if (j := c_at.get(k + s)) is not None and matches(i, j)
-            ),
-        )
+        votes = _shift_votes(p, c, p_at, c_at, options, field_path)
+        found = best_shift(p_at, c_at, lambda s: votes.get(s, 0))
         if found is not None:
             shift = found[0]
             first = min(p_at[k] for k in p_at if k + shift in c_at)
@@ -202,6 +200,33 @@ def compare_candles(
         field_path, pairs, p.rows, c.rows, fields, options, noun="candles"
     )
     return differences
+
+
+def _shift_votes(
+    p: Candles,
+    c: Candles,
+    p_at: dict[int, int],
+    c_at: dict[int, int],
+    options: CompareOptions,
+    field_path: Callable[[int, str], str],
+) -> Counter[int]:
+    """For every shift, how many of the primary's candles (the first of each timestamp) carry
+    the same values as the candidate's candle (the first of its timestamp) that much later: the
+    score of `best_shift`, counted once for all shifts from the pairs whose closes agree."""
+    matches = _value_matcher(p, c, options, field_path)
+    firsts_p, firsts_c = sorted(p_at.values()), sorted(c_at.values())
+    rtol, atol = field_tolerance(options, field_path(0, "close"), "close")
+    votes: Counter[int] = Counter()
+    for a, b in near_pairs(
+        [p.rows[i].get("close") for i in firsts_p],
+        [c.rows[j].get("close") for j in firsts_c],
+        rtol,
+        atol,
+    ):
+        i, j = firsts_p[a], firsts_c[b]
+        if matches(i, j):
+            votes[c.keys[j] - p.keys[i]] += 1
+    return votes
 
 
 def _value_matcher(

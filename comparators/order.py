@@ -32,7 +32,7 @@ from comparators.domain import (
     show,
     with_ignored,
 )
-from comparators.paths import PathMatcher
+from comparators.paths import matcher
 from harness.model import Difference, Kind
 
 DRY_RUN = "dry_run"
@@ -121,6 +121,15 @@ def compare_order(primary: Lifted, candidate: Lifted, options: CompareOptions) -
     return proof + differences
 
 
+def _identical_is_match(options: CompareOptions) -> bool:
+    """Identical answers are judged by their headers unless the route requires the proof: an
+    identical body that does not prove the dry run is still critical."""
+    return not options.extra.get("require_dry_run")
+
+
+compare_order.identical_is_match = _identical_is_match  # type: ignore[attr-defined]
+
+
 def _dry_run_proof(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """The critical difference when the candidate does not prove the dry run it owed."""
     required = options.extra.get("require_dry_run") or (
@@ -174,7 +183,7 @@ class _Walker:
 
     def __init__(self, options: CompareOptions) -> None:
         self.options = options
-        self.ignored = PathMatcher(options.ignore)
+        self.ignored = matcher(options.ignore)
 
     def member(self, path: str, p: dict, c: dict, name: str) -> list[Difference]:
         if self.ignored(path):

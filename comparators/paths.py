@@ -19,10 +19,19 @@ _INDEX = re.compile(r"\[\d+\]")
 def key(path: str, name: object) -> str:
     """The path of member `name` below `path`."""
     name = str(name)
-    if not _PLAIN_KEY.match(name):
-        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'{path}["{escaped}"]'
-    return f"{path}.{name}" if path else name
+    segment = _segment(name)
+    if segment is None:
+        return f"{path}.{name}" if path else name
+    return path + segment
+
+
+@lru_cache(maxsize=4096)  # member names repeat in every answer of a route
+def _segment(name: str) -> str | None:
+    """None for a plain key (joined with a dot), else its quoted segment: ``["x-y"]``."""
+    if _PLAIN_KEY.match(name):
+        return None
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'["{escaped}"]'
 
 
 def index(path: str, i: int) -> str:
@@ -30,6 +39,7 @@ def index(path: str, i: int) -> str:
     return f"{path}[{i}]"
 
 
+@lru_cache(maxsize=8192)  # a route's difference paths repeat exchange after exchange
 def generalize(path: str) -> str:
     """The path with every list index replaced by ``[*]``: how noise is counted per route."""
     return _INDEX.sub("[*]", path)
@@ -77,3 +87,14 @@ class PathMatcher:
             if len(self._cache) < 10_000:
                 self._cache[path] = hit
         return hit
+
+
+def matcher(globs: Iterable[str]) -> PathMatcher:
+    """A `PathMatcher` for `globs`, shared by every comparison with the same globs (a route's
+    globs are matched against the same paths exchange after exchange)."""
+    return _shared_matcher(tuple(globs))
+
+
+@lru_cache(maxsize=256)
+def _shared_matcher(globs: tuple[str, ...]) -> PathMatcher:
+    return PathMatcher(globs)

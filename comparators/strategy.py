@@ -22,7 +22,15 @@ from typing import Any
 
 from comparators import paths
 from comparators.base import CompareOptions, Lifted, register
-from comparators.domain import DEFAULT_ATOL, DEFAULT_RTOL, compare_answers, generic_bodies, show
+from comparators.domain import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    compare_answers,
+    derived,
+    generic_bodies,
+    generic_pairs,
+    show,
+)
 from harness.model import Difference, Kind
 
 IDS = ("id", "strategy_id")
@@ -44,8 +52,15 @@ def compare_strategy(
     return compare_answers(primary, candidate, _options(options), _bodies)
 
 
+compare_strategy.identical_is_match = True  # type: ignore[attr-defined]
+
+
 def _options(options: CompareOptions) -> CompareOptions:
     """The route's options with the comparator's defaults: volatile fields and tolerances."""
+    return derived(options, "strategy", _with_defaults)
+
+
+def _with_defaults(options: CompareOptions) -> CompareOptions:
     ignored = [f"**.{name}" for name in TIMESTAMPS]
     if not options.extra.get("compare_ids"):
         ignored += [f"**.{name}" for name in IDS]
@@ -98,9 +113,7 @@ def compare_strategy_lists(
     """Two lists of strategies in any order, matched by id (when the ids agree) or by name."""
     key, what = _identity(p, c, options)
     pairs, missing, extra = _match(p, c, key)
-    differences = []
-    for i, j in pairs:
-        differences += generic_bodies(p[i], c[j], options, path=paths.index(path, i))
+    differences = generic_pairs(((p[i], c[j], paths.index(path, i)) for i, j in pairs), options)
     for i in missing:
         differences.append(
             Difference(

@@ -24,6 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "compare the primary's and the candidate's databases, row by row, fast"),
     "routes": ("routes", "write a parity.toml route table from the running services' specs"),
 }
+# Subcommands that parse their own options: everything after the name is theirs, passed as
+# `app_args` (argparse's REMAINDER does not take options that come first: `--flavor docker`).
+PASS_THROUGH = ("cryptobot",)
 
 DESCRIPTION = """\
 cryptobot-parity: prove, service by service, that the native Cryptobot answers like the Docker one.
@@ -90,10 +93,14 @@ def _configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `parity` console script."""
     _configure_logging()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:
+        module = importlib.import_module(f"harness.commands.{SUBCOMMANDS[argv[0]][0]}")
+        args = argparse.Namespace(command=argv[0], app_args=argv[1:], _run=module.run)
+    else:
+        args = build_parser().parse_args(argv)
     if not getattr(args, "_run", None):
-        parser.print_help()
+        build_parser().print_help()
         return 2
     try:
         return int(args._run(args) or 0)

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, model_validator
 
 from reference_cryptobot.clock import as_utc, iso, now_iso
-from reference_cryptobot.market import Timeframe, normalise_symbol
+from reference_cryptobot.market import Timeframe
 from reference_cryptobot.settings import Settings
 from reference_cryptobot.simulation import (
     STRATEGIES,
@@ -59,7 +59,7 @@ class BacktestRun:
             "id": self.id,
             "strategy": req.strategy,
             "parameters": req.parameters,
-            "symbol": normalise_symbol(req.symbol),
+            "symbol": req.symbol,  # as sent, as the real service stores it
             "exchange": req.exchange.lower(),
             "timeframe": req.timeframe.value,
             "start_date": iso(req.start_date),
@@ -267,7 +267,7 @@ async def optimize(request: Request, body: OptimizationRequest) -> dict[str, Any
     return {
         "optimization_id": str(uuid.uuid4()),
         "strategy_name": body.strategy_name,
-        "symbol": normalise_symbol(body.symbol),
+        "symbol": body.symbol,  # as sent, as the real service answers
         "exchange": body.exchange.lower(),
         "timeframe": body.timeframe.value,
         "start_date": iso(body.start_date),

@@ -9,7 +9,9 @@ reference price.
 
     GET /api/v1/data/ohlcv/{exchange}/{symbol}/{timeframe}?start=&end=&limit=
 
-`symbol` is `BTC-USDT`, `BTC_USDT` or `BTC%2FUSDT` (answered as `BTC/USDT`). Without start/end:
+`symbol` is `BTCUSDT`, `BTC-USDT`, `BTC_USDT` or `BTC%2FUSDT`, all one market (the real data
+service strips `/` and `-` before asking the exchange); every candle carries the symbol as sent,
+as the real one's do. Without start/end:
 the `limit` latest candles before REFERENCE_END. The backtest service reads the same series
 through `closes`, always unshifted (the `tz-offset` drift is a rendering fault of this service).
 """
@@ -49,6 +51,9 @@ USD_PRICES = {
 HOURLY_NOTIONAL_USD = {"BTC": 60e6, "ETH": 25e6, "SOL": 8e6}
 DEFAULT_HOURLY_NOTIONAL_USD = 2e6
 SYMBOL = re.compile(r"^([A-Z0-9]{1,20})/([A-Z0-9]{1,20})$")
+# Quote assets a concatenated symbol (`BTCUSDT`) is split at, longest match first.
+QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "DAI", "USD", "EUR", "GBP", "TRY", "BTC",
+          "ETH", "BNB")
 
 
 class Timeframe(StrEnum):
@@ -69,8 +74,14 @@ STEP = {
 
 
 def normalise_symbol(symbol: str) -> str:
-    """`BTC-USDT`, `btc_usdt` or `BTC/USDT` → `BTC/USDT`."""
-    return symbol.strip().upper().replace("-", "/").replace("_", "/")
+    """The market a symbol names: `BTC-USDT`, `btc_usdt`, `BTC/USDT` or `BTCUSDT` → `BTC/USDT`
+    (a concatenated symbol is split at a known quote asset)."""
+    market = symbol.strip().upper().replace("-", "/").replace("_", "/")
+    if "/" not in market:
+        quote = next((q for q in QUOTES if market.endswith(q) and len(market) > len(q)), None)
+        if quote is not None:
+            return f"{market[:-len(quote)]}/{quote}"
+    return market
 
 
 def is_symbol(symbol: str) -> bool:
@@ -212,10 +223,11 @@ def candle_range(timeframe: str, start: datetime | None, end: datetime | None,
 def candles(settings: Settings, exchange: str, symbol: str, timeframe: str,
             start: datetime | None = None, end: datetime | None = None,
             limit: int = DEFAULT_LIMIT, *, shift: bool = True) -> list[dict[str, Any]]:
-    """Candles as the data service answers them. `shift=False` renders true timestamps even on a
-    copy with the `tz-offset` drift."""
+    """Candles as the data service answers them, of the market `symbol` names in any form it
+    accepts (each candle says `symbol` as given). `shift=False` renders true timestamps even on
+    a copy with the `tz-offset` drift."""
     indexes = candle_range(timeframe, start, end, limit)
-    values = ohlcv_arrays(settings, exchange, symbol, timeframe, indexes)
+    values = ohlcv_arrays(settings, exchange, normalise_symbol(symbol), timeframe, indexes)
     drift = TZ_DRIFT if shift and settings.has("tz-offset") else timedelta(0)
     step = STEP[timeframe]
     origin = open_time(timeframe, indexes.start) + drift if indexes else EPOCH
@@ -266,13 +278,13 @@ def get_ohlcv(
     """Historical OHLCV candles of one market, oldest first."""
     market = normalise_symbol(symbol)
     if not is_symbol(market):
-        raise invalid(("path", "symbol"), "symbol must look like BASE/QUOTE, e.g. BTC-USDT",
-                      symbol)
+        raise invalid(("path", "symbol"),
+                      "symbol must name a market: BTCUSDT, BTC-USDT or BTC/USDT", symbol)
     if start is not None and end is not None and as_utc(start) > as_utc(end):
         raise invalid(("query", "end"), "end must not be before start",
                       request.query_params.get("end"))
     settings: Settings = request.app.state.settings
-    return JSONResponse(candles(settings, exchange.lower(), market, timeframe.value,
+    return JSONResponse(candles(settings, exchange.lower(), symbol, timeframe.value,
                                 start, end, limit))
 
 
@@ -289,7 +301,7 @@ async def stream_ohlcv(websocket: WebSocket, exchange: str, symbol: str, timefra
     asked = websocket.query_params.get("limit", "5")
     limit = min(MAX_LIMIT, int(asked)) if asked.isdigit() and int(asked) > 0 else 5
     settings: Settings = websocket.app.state.settings
-    for candle in candles(settings, exchange.lower(), market, timeframe, limit=limit):
+    for candle in candles(settings, exchange.lower(), symbol, timeframe, limit=limit):
         await websocket.send_json(candle)
     try:
         async with asyncio.timeout(0.2):

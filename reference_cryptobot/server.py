@@ -64,10 +64,10 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "reference_cryptobot") -> argparse.ArgumentParser:
     """The command line of `python -m reference_cryptobot` (and `parity cryptobot`)."""
     parser = argparse.ArgumentParser(
-        prog="reference_cryptobot",
+        prog=prog,
         description="Run the reference Cryptobot: data, backtest, strategy, auth, trade and MCP "
                     "paper trading in one process.",
     )
@@ -88,12 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "reference_cryptobot") -> int:
     """Serve until interrupted (SIGINT/SIGTERM). Exit status 2 on bad options, e.g. an unknown
-    drift; 1 if the server cannot start."""
+    drift; 1 if the server cannot start; 0 after `--help`. `prog` names the command in messages."""
     import uvicorn
 
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exit_:

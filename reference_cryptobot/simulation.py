@@ -50,7 +50,7 @@ class BacktestRequest(BaseModel):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r} (known: {', '.join(STRATEGIES)})")
         if not is_symbol(normalise_symbol(self.symbol)):
-            raise ValueError("symbol must look like BASE/QUOTE, e.g. BTC/USDT")
+            raise ValueError("symbol must name a market: BTCUSDT, BTC-USDT or BTC/USDT")
         if as_utc(self.end_date) <= as_utc(self.start_date):
             raise ValueError("end_date must be after start_date")
         return self
@@ -234,9 +234,9 @@ def run_backtest(settings: Settings, req: BacktestRequest) -> dict[str, Any]:
         raise ValueError(f"{len(close)} candles in the period; at most {MAX_CANDLES}")
     params = sma_parameters(req.parameters)
     initial = float(req.initial_capital)
-    equity, curve, trades = simulate(settings, times, close, symbol, params, initial)
+    equity, curve, trades = simulate(settings, times, close, req.symbol, params, initial)
     return {
-        "symbol": symbol,
+        "symbol": req.symbol,  # as sent: the real service keeps the request's symbol
         "exchange": req.exchange.lower(),
         "timeframe": timeframe,
         "start_date": iso(start),

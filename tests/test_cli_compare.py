@@ -117,3 +117,79 @@ def test_console_script(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "cannot read" in done.stderr
+
+
+# --- three ways: --secondary ------------------------------------------------------------------
+
+
+def optimisation(seed: int) -> dict:
+    """The real backtest service's optimize answer: unseeded random metrics per run."""
+    import random
+
+    rng = random.Random(seed)
+    return {"optimization_id": f"0b6f1c9e-0000-4000-8000-{seed:012d}",
+            "strategy_name": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h",
+            "results": [{"parameters": {"fast": fast},
+                         "metrics": {"profit": rng.uniform(500, 5000),
+                                     "sharpe_ratio": rng.uniform(0.5, 2.5),
+                                     "win_rate": rng.uniform(0.4, 0.7),
+                                     "total_trades": rng.randint(50, 200)}}
+                        for fast in (5, 10)]}
+
+
+def three(tmp_path, primary, candidate, secondary) -> list[str]:
+    p, c = files(tmp_path, primary, candidate)
+    s = tmp_path / "secondary.json"
+    s.write_text(json.dumps(secondary))
+    return [p, c, "--secondary", str(s)]
+
+
+def test_unseeded_random_metrics_are_untestable_not_a_mismatch(tmp_path, capsys):
+    argv = three(tmp_path, optimisation(1), optimisation(2), optimisation(3))
+    code, out = run_json(capsys, *argv, "--route", "POST /api/backtest/optimize")
+    assert (code, out["comparator"], out["verdict"]) == (1, "backtest", "untestable")
+    assert "the two Docker copies disagree at" in out["reason"]
+    assert "results[*].metrics.sharpe_ratio" in out["reason"]
+    assert out["differences"] and not any(d["noise"] for d in out["differences"])
+    copies = {d["path"] for d in out["secondary"]}
+    assert {d["path"] for d in out["differences"]} <= copies
+    assert set(out["secondary"][0]) == {"path", "kind", "primary", "secondary", "severity",
+                                        "message"}
+    # Two answers alone cannot tell: the same pair without the secondary is a mismatch.
+    code, out = run_json(capsys, *argv[:2], "--route", "POST /api/backtest/optimize")
+    assert (code, out["verdict"]) == (1, "mismatch")
+
+
+def test_differences_only_where_the_copies_mint_values_are_noise_only(tmp_path, capsys):
+    def answer(minted: str, value: float = 5.0) -> dict:
+        return {"id": minted, "created_at": "2024-05-01T00:00:00Z", "value": value}
+
+    argv = three(tmp_path, answer("3f0e8a1c-1b2d-4c5e-8f90-1a2b3c4d5e6f"),
+                 answer("9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"),
+                 answer("0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9"))
+    code, out = run_json(capsys, *argv)
+    assert (code, out["verdict"]) == (0, "noise-only")
+    (diff,) = out["differences"]
+    assert (diff["path"], diff["noise"]) == ("id", True)
+    assert [d["path"] for d in out["secondary"]] == ["id"]
+    # A real difference next to the noise is still a mismatch: noise never hides it.
+    argv = three(tmp_path, answer("3f0e8a1c-1b2d-4c5e-8f90-1a2b3c4d5e6f"),
+                 answer("9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d", 6.0),
+                 answer("0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9"))
+    code, out = run_json(capsys, *argv)
+    assert (code, out["verdict"]) == (1, "mismatch")
+    assert {(d["path"], d["noise"]) for d in out["differences"]} == {("id", True),
+                                                                      ("value", False)}
+    capsys.readouterr()
+    assert main(["compare", *argv]) == 1
+    readable = capsys.readouterr().out
+    assert readable.startswith("mismatch") and "noise" in readable
+    assert "the two Docker copies (primary, secondary) disagree at 1 place: id" in readable
+
+
+def test_a_missing_secondary_is_a_one_line_error(tmp_path, capsys):
+    p, c = files(tmp_path, {}, {})
+    capsys.readouterr()
+    assert main(["compare", p, c, "--secondary", str(tmp_path / "nope.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "cannot read" in captured.err

@@ -1,6 +1,10 @@
-"""`parity compare`: diff two answers read from files with a comparator, by hand.
+"""`parity compare`: diff two answers read from files with a comparator, by hand; with a third
+(`--secondary`, a second Docker copy's answer) judged three ways, as the shadow proxy judges:
+differences where the two Docker copies disagree too are noise when the values look generated
+(ids, timestamps, tokens) and make the answer untestable otherwise.
 
-Exit 0 when they match, 1 when they differ, 2 on a usage or input error."""
+Exit 0 when they match (or differ only in noise), 1 when they differ (mismatch, untestable,
+incomparable), 2 on a usage or input error."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from harness.errors import UserError
-from harness.model import Body, Difference, Response
+from harness.model import Body, Difference, Exchange, Request, Response
 
 
 def add_parser(
@@ -35,6 +39,11 @@ def add_parser(
                         help="the primary's status code (default 200)")
     parser.add_argument("--status-candidate", type=int, default=200, metavar="N",
                         help="the candidate's status code (default 200)")
+    parser.add_argument("--secondary", metavar="SECONDARY",
+                        help="a second Docker copy's answer body: judge three ways (noise, "
+                             "untestable)")
+    parser.add_argument("--status-secondary", type=int, default=200, metavar="N",
+                        help="the secondary's status code (default 200)")
     parser.add_argument("--config", metavar="FILE", help="parity.toml")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     return parser
@@ -67,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from comparators import base as registry
     from harness.compare.engine import Engine
     from harness.config import load_config
-    from harness.model import Exchange, Request
 
     config = load_config(args.config)
     if args.route:
@@ -93,33 +101,48 @@ def run(args: argparse.Namespace) -> int:
         compare_headers=False,
     )
     route = dataclasses.replace(route, options=options)
-    exchange = Exchange(
-        request=Request(method, path),
-        primary=_answer(args.primary, args.status_primary),
-        candidate=_answer(args.candidate, args.status_candidate),
-        route=route.name,
-        group=route.group,
-        comparator=route.comparator,
-    )
-    judged = Engine(config).judge(exchange, route)
+    primary = _answer(args.primary, args.status_primary)
+    secondary = _answer(args.secondary, args.status_secondary) if args.secondary else None
+
+    def judge(candidate: Response, second: Response | None) -> Exchange:
+        exchange = Exchange(request=Request(method, path), primary=primary, candidate=candidate,
+                            secondary=second, route=route.name, group=route.group,
+                            comparator=route.comparator)
+        return Engine(config).judge(exchange, route)
+
+    judged = judge(_answer(args.candidate, args.status_candidate), secondary)
+    # Where the two Docker copies disagree: what the noise and untestable verdicts rest on.
+    copies = judge(secondary, None).differences if secondary is not None else None
     if args.json:
         out = {"verdict": str(judged.verdict), "comparator": judged.comparator,
                "reason": judged.reason,
-               "differences": [_public(d) for d in judged.differences]}
+               "differences": [_public(d, noise=copies is not None)
+                               for d in judged.differences]}
+        if copies is not None:
+            out["secondary"] = [_as_secondary(_public(d, noise=False)) for d in copies]
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        _print_readable(judged)
+        _print_readable(judged, copies)
     return 0 if str(judged.verdict) in ("match", "noise-only") else 1
 
 
-def _public(diff: Difference) -> dict:
+def _public(diff: Difference, *, noise: bool) -> dict:
+    """A difference as `--json` shows it; `noise` (learned from a secondary) only when judged
+    three ways."""
     data = diff.to_dict()
-    data.pop("noise")
+    if not noise:
+        data.pop("noise")
     return data
 
 
-def _print_readable(exchange) -> None:
-    """The verdict and one line per difference; colour only on a terminal (rich decides)."""
+def _as_secondary(data: dict) -> dict:
+    """A primary-vs-secondary difference, its other side named for what it is."""
+    return {("secondary" if key == "candidate" else key): value for key, value in data.items()}
+
+
+def _print_readable(exchange: Exchange, copies: list[Difference] | None) -> None:
+    """The verdict and one line per difference (noise marked), then where the Docker copies
+    disagree when judged three ways; colour only on a terminal (rich decides)."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -140,4 +163,10 @@ def _print_readable(exchange) -> None:
             text = f"[bold]{escape(diff.path)}[/]{escape(message[len(diff.path):])}"
         else:
             text = escape(message)
-        console.print(f"  {mark} {text} [dim]({diff.kind})[/]", soft_wrap=True)
+        noise = " [dim]noise[/]" if diff.noise else ""
+        console.print(f"  {mark} {text} [dim]({diff.kind})[/]{noise}", soft_wrap=True)
+    if copies is not None:
+        console.print(f"the two Docker copies (primary, secondary) disagree at {len(copies)} "
+                      f"place{'s' if len(copies) != 1 else ''}"
+                      + (": " + escape(", ".join(d.path or "body" for d in copies[:8]))
+                         if copies else ""), soft_wrap=True)

@@ -18,6 +18,7 @@ def add_parser(
         description=summary + " (all options are passed to `python -m reference_cryptobot`)",
         add_help=False,
     )
+    # Never parsed here: `harness.cli` hands everything after `cryptobot` to the app (PASS_THROUGH).
     parser.add_argument("app_args", nargs=argparse.REMAINDER)
     return parser
 
@@ -26,4 +27,4 @@ def run(args: argparse.Namespace) -> int:
     """Serve the reference Cryptobot until interrupted."""
     from reference_cryptobot.server import main
 
-    return main(args.app_args)
+    return main(args.app_args, prog="parity cryptobot")

@@ -19,7 +19,7 @@ from typing import Any
 
 from comparators import base as comparator_registry
 from comparators.base import Incomparable, Lifted
-from comparators.generic import compare_headers
+from comparators.generic import compare_json
 from comparators.paths import generalize
 from harness.compare.noise import NoiseModel
 from harness.compare.volatile import is_volatile
@@ -28,6 +28,9 @@ from harness.lift import lift, lift_headers
 from harness.model import Body, Difference, Exchange, Response, Severity, Verdict
 from harness.routes import Route
 
+# The generic comparator (numpy and deepdiff with it) is imported with the engine, not on the
+# first judge: a mirror worker's first judge must not stall the mirrors it has in flight.
+_PRELOADED = compare_json
 # Exchanges judged again (the settle loop retries a backtest's results) are counted once.
 _REMEMBERED_IDS = 4096
 
@@ -109,12 +112,12 @@ class Engine:
                     return []
                 raise Incomparable(f"{side} body: {answer.body.decode_error}")
         compare = comparator_registry.get(comparator)
-        identical = same_body and primary.status == other.status
-        if identical and (comparator == "json" or getattr(compare, "identical_is_match", False)):
-            # Fast path: identical bodies need no parsing; only the headers can differ. Other
-            # comparators run unless they say so: they may judge more than the body (cookies,
-            # dry-run proofs).
-            return compare_headers(answers.headers_only(), _headers_only(other), route.options)
+        if (same_body and primary.status == other.status and route.dry_run is None
+                and comparator_registry.identical_is_match(compare, route.options)):
+            # Fast path: identical bodies need no parsing; the comparator judges the headers
+            # alone (cookies, its ignore globs). Not on a route owing a dry-run proof, nor for
+            # a comparator that reads the body even when identical (a required proof, keys).
+            return compare(answers.headers_only(), _headers_only(other), route.options)
         return compare(answers.lifted(), answers.lift_other(other), route.options)
 
     # --- count -------------------------------------------------------------------------------

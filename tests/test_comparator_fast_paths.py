@@ -1,0 +1,176 @@
+"""The shortcuts that make the comparators fast must not change a verdict: identical answers judged
+by their headers alone, the shift search by votes, the sorted windows of `near_pairs`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from comparators import base as registry
+from comparators import strategies as shapes
+from comparators.base import CompareOptions, Lifted, get
+from comparators.domain import near_pairs, within
+from harness.compare.engine import Engine
+from harness.lift import lift
+from harness.model import Body, Difference, Exchange, Kind, Request, Response, Severity
+from harness.routes import DryRunRewrite, Route
+
+ENGINE = Engine()
+BODIES = {
+    "json": st.one_of(shapes.backtest_results(), shapes.strategy_lists()),
+    "ohlcv": shapes.candles(min_size=1),
+    "backtest": shapes.backtest_results(),
+    "strategy": shapes.strategy_lists(),
+    "order": st.one_of(shapes.orders(), shapes.dry_run_answers()),
+    "auth": shapes.token_answers(),
+}
+# Headers a route compares or an auth answer carries, each side drawing its own.
+HEADERS = st.lists(st.sampled_from([
+    ("content-type", "application/json; charset=utf-8"),
+    ("cache-control", "no-store"),
+    ("location", "/api/x/1"),
+    ("set-cookie", "refresh=abc; HttpOnly; Secure; Path=/; Max-Age=3600"),
+    ("set-cookie", "refresh=abc; Secure; Path=/; Max-Age=60"),
+    ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+]), max_size=4, unique=True)
+
+
+def response(body, headers=(), status=200) -> Response:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Response(status, [("content-type", "application/json"), *headers],
+                    Body.from_bytes(raw))
+
+
+def route(comparator: str, **extra) -> Route:
+    return Route("GET", "/fast", "other", comparator, CompareOptions(extra=extra))
+
+
+def judged(primary: Response, candidate: Response, on: Route) -> list[Difference]:
+    exchange = Exchange(request=Request("GET", "/fast"), primary=primary, candidate=candidate)
+    return ENGINE.judge(exchange, on).differences
+
+
+def seen(differences: list[Difference]) -> list[tuple]:
+    return [(d.path, d.kind, d.severity, d.message) for d in differences]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data(), st.sampled_from(sorted(BODIES)), HEADERS, HEADERS)
+def test_identical_bodies_judged_as_the_comparator_judges_them(data, name, p_headers, c_headers):
+    body = data.draw(BODIES[name])
+    primary, candidate = response(body, p_headers), response(body, c_headers)
+    expected = get(name)(lift(primary), lift(candidate), CompareOptions())
+    assert seen(judged(primary, candidate, route(name))) == seen(expected)
+
+
+def test_a_required_proof_is_still_read_from_identical_bodies():
+    order = {"symbol": "BTC/USDT", "side": "buy", "amount": 1.0, "status": "open"}
+    found = judged(response(order), response(order), route("order", require_dry_run=True))
+    assert [(d.path, d.severity) for d in found] == [("status", Severity.CRITICAL)]
+
+
+def test_identical_tokens_still_verify_with_configured_keys():
+    claims = {"sub": "alice", "roles": ["user"], "exp": 1_704_069_000, "jti": "a"}
+    forged = {"access_token": shapes.encode(claims, secret="x" * 64)}
+    keys = {"secret": shapes.SECRET, "alg": "HS256"}
+    found = judged(response(forged), response(forged), route("auth", keys=keys))
+    assert {(d.path, d.severity) for d in found} == {
+        ("access_token.signature", Severity.CRITICAL)}
+
+
+def _reads_the_body(primary: Lifted, candidate: Lifted, options: CompareOptions):
+    """Says whether it was given the bodies: a comparator allowing the fast path."""
+    return [Difference("", Kind.CHANGED, primary.kind, candidate.kind, "bodies given")]
+
+
+_reads_the_body.identical_is_match = True  # type: ignore[attr-defined]
+
+
+def test_a_dry_run_route_never_judges_by_the_headers_alone(monkeypatch):
+    # Registered for this test only: other tests list the known comparators.
+    monkeypatch.setitem(registry._REGISTRY, "test-reads-the-body", _reads_the_body)
+    answer = {"status": "dry_run", "order": {"symbol": "BTC/USDT", "side": "buy"}}
+    plain = route("test-reads-the-body")
+    (found,) = judged(response(answer), response(answer), plain)
+    assert (found.primary, found.candidate) == ("empty", "empty")  # the fast path
+    proving = Route("POST", "/fast", "trade", "test-reads-the-body", CompareOptions(),
+                    mirror="dry-run", dry_run=DryRunRewrite(headers={"X-Dry-Run": "true"}))
+    (found,) = judged(response(answer), response(answer), proving)
+    assert (found.primary, found.candidate) == ("json", "json")
+
+
+# --- near_pairs: a superset of what the exact check accepts ----------------------------------
+
+VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.integers(-(10**20), 10**20),
+    st.sampled_from([None, True, False, "1", "x", 0, 1, 1.0, 2**53 + 1, 10**400]),
+    st.floats(0.999, 1.001),
+)
+
+
+def accepted(a, b, rtol: float, atol: float) -> bool:
+    """The exact check the shift searches apply to one pair."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    if numbers:
+        try:
+            return within(float(a), float(b), rtol, atol)
+        except OverflowError:
+            return True  # raises in the exact check: it must see the pair
+    return a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(VALUES, max_size=12), st.lists(VALUES, max_size=12),
+       st.sampled_from([0.0, 1e-12, 1e-9, 1e-3, 0.4, 0.7]),
+       st.sampled_from([0.0, 1e-12, 1e-3, 1.0, math.inf]))
+def test_near_pairs_never_leaves_out_a_pair_the_exact_check_accepts(p, c, rtol, atol):
+    found = set(near_pairs(p, c, rtol, atol))
+    must = {(i, j) for i, a in enumerate(p) for j, b in enumerate(c) if accepted(a, b, rtol, atol)}
+    assert must <= found
+    assert len(found) == len(near_pairs(p, c, rtol, atol))  # each pair once
+
+
+def test_near_pairs_is_small_when_few_values_agree():
+    p = [100.0 + i for i in range(500)]
+    c = [v * 1.000001 for v in p]
+    assert near_pairs(p, c, 1e-9, 1e-12) == []
+    assert near_pairs(p, p, 1e-9, 1e-12) == [(i, i) for i in range(500)]
+
+
+# --- the shift found by votes is the shift the scores give ----------------------------------
+
+
+def candle_rows(shift_h: int = 0, scale: float = 1.0, count: int = 48) -> list[dict]:
+    return [{"timestamp": shapes.iso(shapes.EPOCH_2024 + 3600 * (i + shift_h)),
+             "open": (100.0 + i) * scale, "high": (101.0 + i) * scale,
+             "low": (99.0 + i) * scale, "close": (100.5 + i) * scale, "volume": 10.0 + i}
+            for i in range(count)]
+
+
+def test_a_shift_within_tolerance_is_found_not_only_exact_equality():
+    ohlcv = get("ohlcv")
+    primary, shifted = candle_rows(), candle_rows(shift_h=1, scale=1 + 1e-7)
+    loose = CompareOptions(rtol=1e-6)
+    found = ohlcv(shapes.answer(primary), shapes.answer(shifted), loose)
+    assert any("candles shifted by +1h" in d.message for d in found)
+    strict = ohlcv(shapes.answer(primary), shapes.answer(shifted), CompareOptions())
+    assert not any("shifted" in d.message for d in strict)  # values differ: no shift claimed
+
+
+def test_trades_shifted_within_tolerance_are_aligned_by_the_shift():
+    def trades(shift_h: int, scale: float) -> list[dict]:
+        return [{"symbol": "BTC/USDT", "side": "buy" if i % 2 else "sell",
+                 "entry_time": shapes.iso(shapes.EPOCH_2024 + 3600 * (8 * i + shift_h)),
+                 "entry_price": (60_000.0 + 10 * i) * scale, "amount": 0.01, "pnl": 1.0}
+                for i in range(12)]
+
+    backtest = get("backtest")
+    found = backtest(shapes.answer({"trades": trades(0, 1.0)}),
+                     shapes.answer({"trades": trades(2, 1 + 1e-8)}),
+                     CompareOptions(rtol=1e-6))
+    assert [d.message for d in found] == [
+        'trades entry times shifted by +2h ("2024-01-01T00:00:00Z" vs "2024-01-01T02:00:00Z")']
