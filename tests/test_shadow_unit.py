@@ -156,17 +156,26 @@ def test_the_candidate_gets_the_clients_exact_query_until_something_rewrites_it(
 
 def test_counters_sum_the_proxy_and_the_latest_report_of_each_worker():
     counters = Counters()
+    counters.add(c.ANSWERED, 13)
     counters.add(c.CAPTURED, 10)
     counters.add(c.DROPPED, 2)
-    counters.report("w1", {c.MIRRORED: 3, "match": 2, "mismatch": 1})
-    counters.report("w1", {c.MIRRORED: 5, "match": 4, "mismatch": 1})  # cumulative: replaces
-    counters.report("w2", {c.MIRRORED: 2, "candidate-error": 2, "skipped": 1})
+    counters.add(c.STREAMS, 1)
+    counters.report("w1", {c.MIRRORED: 3, "match": 2, "mismatch": 1, c.COMPARED: 3})
+    counters.report("w1", {c.MIRRORED: 5, "match": 4, "mismatch": 1,  # cumulative: replaces
+                           c.COMPARED: 5})
+    counters.report("w2", {c.MIRRORED: 2, "candidate-error": 2, "skipped": 1, c.COMPARED: 2,
+                           c.SKIPPED: 1})
     totals = counters.totals()
     assert totals[c.MIRRORED] == 7 and totals["match"] == 4 and totals[c.DROPPED] == 2
+    assert counters.decided_by("w1") == 5 and counters.decided_by("w2") == 3
     line = counters.summary()
-    assert line.startswith("shadow: captured 10, mirrored 7 (matched 4, mismatched 1, ")
-    assert "candidate errors 2" in line and "skipped 1" in line and "dropped 2" in line
-    assert "in flight 2" in line  # 10 captured, 8 judged
+    assert line.startswith("shadow: 13 requests answered: compared 7, skipped-by-policy 1, "
+                           "dropped 2, abandoned 0, too-large 0, streams 1, ")
+    assert "in flight 2;" in line  # 13 answered, 11 with an outcome
+    assert "mirrored 7 (matched 4, mismatched 1, " in line and "candidate errors 2" in line
+    counters.report("w1", {c.MIRRORED: 7, "match": 6, "mismatch": 1, c.COMPARED: 7})
+    assert "in flight" not in counters.summary()
+    assert c.accounted(counters.totals()) == 13
 
 
 # --- correlation -----------------------------------------------------------------------------
@@ -367,7 +376,8 @@ def test_worker_mirrors_orders_once_as_dry_runs_and_follows_created_ids():
         "mirrored", "mirrored", "dry-run", "skipped", "skipped"]
     assert "duplicate order" in written[3].reason
     assert worker.counts[c.MIRRORED] == 3 and worker.counts["skipped"] == 2
-    assert worker.report()["counts"][c.DUPLICATES] == 1
+    assert worker.counts[c.COMPARED] == 3 and worker.counts[c.SKIPPED] == 2
+    assert worker.report()["counts"][c.RETRIES_NOT_RESENT] == 1
 
 
 def test_a_candidate_that_does_not_prove_the_dry_run_trips_the_breaker(tmp_path):
@@ -473,6 +483,7 @@ def test_pool_workers_mirror_record_report_and_stop(tmp_path):
     assert len({p.name.split("-")[1] for p in (tmp_path / "rec").iterdir()}) == 2  # w1, w2
     totals = counters.totals()
     assert totals[c.CAPTURED] == 20 and totals["candidate-error"] == 20
+    assert totals[c.COMPARED] == 20 and totals.get(c.ABANDONED, 0) == 0
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -482,7 +493,7 @@ def test_a_full_queue_drops_and_counts_and_never_waits():
     counters = Counters()
     pool = WorkerPool(WorkerSettings(candidate="http://c"), 1, counters)
     read_fd, write_fd = open_pipe(size=65536)  # a worker that reads nothing
-    pool._slots = [type("Slot", (), {"sender": Sender(write_fd)})()]
+    pool._slots = [type("Slot", (), {"sender": Sender(write_fd), "sent": 0})()]
     flow = tflow.tflow(resp=True)
     flow.response.raw_content = b"x" * 2000
     started = time.perf_counter()
@@ -618,7 +629,7 @@ def test_the_response_hook_costs_microseconds(capsys):
         read_fd, write_fd = open_pipe()
         os.set_blocking(read_fd, False)
         pool = WorkerPool(WorkerSettings(candidate="http://c"), 1, addon.counters)
-        pool._slots = [type("Slot", (), {"sender": Sender(write_fd)})()]
+        pool._slots = [type("Slot", (), {"sender": Sender(write_fd), "sent": 0})()]
         addon.pool = pool
         flow = tflow.tflow(resp=True)
         flow.request.headers["authorization"] = "Bearer abc.def.ghi"

@@ -42,9 +42,10 @@ def add_parser(
                              "counted (default [shadow] queue_size: 10000)")
     parser.add_argument("--max-inflight", type=int, default=128, metavar="N",
                         help="mirrors a worker sends at once at most (default 128)")
-    parser.add_argument("--drain", type=float, default=15.0, metavar="S",
-                        help="seconds the workers get at exit to finish their mirrors "
-                             "(default 15)")
+    parser.add_argument("--drain", type=float, metavar="SECONDS",
+                        help="seconds the proxy waits at exit for the mirrors in flight to "
+                             "finish; what is still held then is counted abandoned "
+                             "(default [shadow] drain_s: 15)")
     parser.add_argument("--certs", action="append", default=[], metavar="[DOMAIN=]PEM",
                         help="serve TLS to clients with this PEM (certificate chain and key; "
                              "mitmproxy's certs option); repeatable")
@@ -108,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--timeout", timeout), ("--workers", args.workers),
                           ("--queue-size", args.queue_size), ("--max-inflight", args.max_inflight)):
         _positive(option, value)
-    if args.drain < 0:
-        raise UserError(f"--drain must be 0 or more, got {args.drain}")
+    drain = config.shadow.drain_s if args.drain is None else args.drain
+    if drain < 0:
+        raise UserError(f"--drain must be 0 or more, got {drain}")
     certs = tuple(_file("--certs", value) for value in args.certs)
     ca_bundle = _file("--ca-bundle", args.ca_bundle) if args.ca_bundle else None
     settings = ProxySettings(
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             "parity_workers": args.workers or config.shadow.workers,
             "parity_queue_size": args.queue_size or config.shadow.queue_size,
             "parity_max_inflight": args.max_inflight,
-            "parity_drain": str(args.drain),
+            "parity_drain": str(drain),
             "parity_insecure": args.insecure,
             "parity_ca_bundle": ca_bundle or "",
         },

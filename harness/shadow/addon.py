@@ -40,7 +40,7 @@ from harness.shadow import counters as c
 from harness.shadow.capture import capture, client_address
 from harness.shadow.counters import Counters
 from harness.shadow.pool import WorkerPool
-from harness.shadow.settings import WorkerSettings
+from harness.shadow.settings import DRAIN_S, WorkerSettings
 
 log = logging.getLogger("parity.shadow")
 
@@ -130,7 +130,7 @@ class ShadowAddon:
                           "Mirrors a worker sends at once at most.")
         loader.add_option("parity_workers", int, 1,
                           "Mirror worker processes (requests of one client stay on one worker).")
-        loader.add_option("parity_drain", str, "15",
+        loader.add_option("parity_drain", str, f"{DRAIN_S:g}",
                           "Seconds the workers get at exit to finish the mirrors they hold.")
         loader.add_option("parity_worker_nice", int, 10,
                           "CPU niceness added to the workers, so the proxy wins when CPU is "
@@ -237,6 +237,7 @@ class ShadowAddon:
         response = flow.response
         if response is None:
             return
+        pool.counts[c.ANSWERED] += 1  # and exactly one outcome below (or in a worker)
         if response.data.content is None or flow.request.data.content is None \
                 or flow.websocket is not None or response.status_code == 101:
             pool.counts[c.STREAMS] += 1  # streamed (server-sent events, large bodies), upgraded

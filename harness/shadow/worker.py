@@ -7,10 +7,13 @@ Bounded everywhere: at most `queue_size` exchanges (and `MAX_HELD_BYTES`) are he
 the worker stops reading, its pipe fills and the proxy drops (and counts) further mirrors. At
 most `max_inflight` exchanges are being mirrored at once, each within its timeout. Requests of one
 client keep their order around writes (create → get, login → authorised calls), so the
-identifiers learned from a write are there for the requests after it.
+identifiers learned from a write are there for the requests after it. An answer the candidate
+has not finished (a backtest still running) is asked again beside the lane, never in it: the
+client's later requests do not wait for it (at most `max_inflight` settle at once).
 
 The worker ends when its pipe ends (the proxy closed it, or died) after finishing what it holds;
-on SIGTERM it abandons what is still queued, flushes the recordings and exits.
+on SIGTERM it abandons what is still queued, flushes the recordings and exits. Every exchange it
+was handed gets exactly one outcome in its counts (see `counters.WorkerTally`).
 """
 
 from __future__ import annotations
@@ -183,7 +186,10 @@ class MirrorWorker:
         self.writer = writer
         self.policy = policy or MirrorPolicy(Breakers(settings.breakers))
         self.correlators = {"candidate": Correlator(), "secondary": Correlator()}
-        self.counts: Counter[str] = Counter()
+        self.tally = c.WorkerTally()
+        self.counts: Counter[str] = self.tally.counts
+        self._settling: set[asyncio.Task[None]] = set()
+        self._settle_slots = asyncio.Semaphore(settings.max_inflight)
         self.recording_failed: str | None = None
         self._mirror: Any = None
         self._release: Callable[[int], None] = lambda size: None
@@ -201,10 +207,19 @@ class MirrorWorker:
                 client = await stack.enter_async_context(self._client())
             self.attach(client)
             s = self.settings
-            await run_lanes(self._exchanges(items), self._handle,
-                            key=lambda item: item[0].session or "anonymous",
-                            is_safe=lambda item: item[0].request.method.upper() in SAFE_METHODS,
-                            concurrency=s.max_inflight, depth=s.queue_size)
+            try:
+                await run_lanes(self._exchanges(items), self._handle,
+                                key=lambda item: item[0].session or "anonymous",
+                                is_safe=lambda item: item[0].request.method.upper()
+                                in SAFE_METHODS,
+                                concurrency=s.max_inflight, depth=s.queue_size)
+                while self._settling:  # the pipe ended: let the settling answers finish
+                    await asyncio.gather(*list(self._settling))
+            except BaseException:  # cancelled: nothing settles after the client is closed
+                for task in self._settling:
+                    task.cancel()
+                await asyncio.gather(*self._settling, return_exceptions=True)
+                raise
 
     def attach(self, client: Any) -> None:
         """Send the mirrors with `client` (a `harness.transport.Client`)."""
@@ -230,61 +245,106 @@ class MirrorWorker:
                 exchange = to_exchange(captured)
             except Exception:
                 log.exception("a captured exchange could not be read")
-                self.counts[c.WORKER_ERRORS] += 1
+                self.tally.failed()
                 self._release(size)
                 continue
             yield exchange, size
 
-    def _deadline(self, route: Any) -> float:
-        # The transport's timeout bounds one request; this bounds the whole mirror,
-        # the settle retries of answers that become final shortly after a write included.
-        return 2 * self.settings.timeout_s + getattr(route, "settle_s", 0.0) + 1.0
+    def _deadline(self) -> float:
+        # The transport's timeout bounds one request (candidate and secondary are asked at
+        # once); this bounds the whole mirror.
+        return 2 * self.settings.timeout_s + 1.0
 
     async def _handle(self, item: Item) -> None:
         exchange, size = item
+        held = False  # still held by this worker after return (settling, or cancelled)
         try:
-            await self.mirror_one(exchange)
-            self._record(exchange)
+            route = await self._mirror_first(exchange)
+            if self._mirror.unfinished(route, exchange):
+                await self._settle_slots.acquire()
+                task = asyncio.create_task(self._settle_beside(exchange, route, size))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+                held = True
+                return
+            self._finish(exchange)
+        except asyncio.CancelledError:
+            held = True  # told to stop: the intake counts it as abandoned
+            raise
         except Exception:  # one bad exchange must not stop the worker
             log.exception("mirroring %s %s failed", exchange.request.method,
                           exchange.request.path)
-            self.counts[c.WORKER_ERRORS] += 1
+            self.tally.failed()
         finally:
-            self._release(size)
+            if not held:
+                self._release(size)
 
-    async def mirror_one(self, exchange: Exchange) -> Exchange:
-        """Mirror and judge one exchange (its primary answer known); counts it."""
+    async def _settle_beside(self, exchange: Exchange, route: Any, size: int) -> None:
+        """Ask an unfinished answer again, off the lane; then judge, record and count it."""
+        cancelled = False
+        try:
+            await self._settle(exchange, route)
+            self._finish(exchange)
+        except asyncio.CancelledError:
+            cancelled = True  # told to stop: the intake counts it as abandoned
+            raise
+        except Exception:
+            log.exception("settling %s %s failed", exchange.request.method,
+                          exchange.request.path)
+            self.tally.failed()
+        finally:
+            self._settle_slots.release()
+            if not cancelled:
+                self._release(size)
+
+    async def _mirror_first(self, exchange: Exchange) -> Any:
+        """Send `exchange` once and judge it; returns its route."""
         route = self.engine.route_of(exchange)
-        deadline = self._deadline(route)
+        deadline = self._deadline()
         try:
             async with asyncio.timeout(deadline):
-                await self._mirror.run(exchange, route)
+                await self._mirror.run(exchange, route, settle=False)
         except TimeoutError:
             exchange.candidate = Response(error=f"timeout after {deadline:g}s (whole mirror)")
             self.engine.judge(exchange, route)
-        if exchange.mirror in ("mirrored", "dry-run"):
-            self.counts[c.MIRRORED] += 1
-            if exchange.mirror == "dry-run":
-                self.counts[c.DRY_RUN] += 1
-        self.counts[str(exchange.verdict)] += 1
+        return route
+
+    async def _settle(self, exchange: Exchange, route: Any) -> None:
+        # A request cut off by the bound keeps the last answer judged.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(route.settle_s + self._deadline()):
+                await self._mirror.settle(exchange, route)
+
+    def _finish(self, exchange: Exchange) -> None:
+        recorded = self._record(exchange)
+        self.tally.finished(exchange, recorded=recorded)
+
+    async def mirror_one(self, exchange: Exchange) -> Exchange:
+        """Mirror and judge one exchange (its primary answer known), settling an unfinished
+        answer in line; counts it as compared or skipped (nothing is recorded)."""
+        route = await self._mirror_first(exchange)
+        if self._mirror.unfinished(route, exchange):
+            await self._settle(exchange, route)
+        self.tally.finished(exchange, recorded=True)
         return exchange
 
-    def _record(self, exchange: Exchange) -> None:
+    def _record(self, exchange: Exchange) -> bool:
+        """Write `exchange`; False when it is not recorded (recording stopped)."""
         if self.recording_failed:
-            self.counts[c.NOT_RECORDED] += 1
-            return
+            return False
         try:
             self.writer.write(exchange)
         except Exception as exc:  # StoreError (disk full...) or a bug: stop recording loudly
             self.recording_failed = str(exc)
             log.critical("RECORDING STOPPED: %s. Mirroring goes on unrecorded; production is not "
                          "affected. Free space on the recordings volume and restart.", exc)
-            self.counts[c.NOT_RECORDED] += 1
+            return False
+        return True
 
     def report(self) -> dict[str, Any]:
         """The worker's cumulative counts and open breakers, as sent to the proxy."""
         counts = dict(self.counts)
-        counts[c.DUPLICATES] = self.policy.duplicates
+        counts[c.RETRIES_NOT_RESENT] = self.policy.duplicates
         counts[c.BREAKERS] = self.policy.trips
         return {"worker": self.settings.name, "counts": counts, "breakers": self.policy.tripped}
 
@@ -330,11 +390,11 @@ async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
         await worker.run(intake, intake.release)
     except asyncio.CancelledError:
         abandoned = intake.abandon()
-        worker.counts[c.ABANDONED] += abandoned
+        worker.tally.abandoned(abandoned)
         log.warning("stopped: %d queued exchange(s) abandoned", abandoned)
     finally:
         reporter.cancel()
-        worker.counts[c.WORKER_ERRORS] += intake.undecodable
+        worker.tally.failed(intake.undecodable)
         worker.close()
         intake.close()
         stats.send(worker.report())
