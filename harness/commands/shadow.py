@@ -46,6 +46,14 @@ def add_parser(
                         help="seconds the proxy waits at exit for the mirrors in flight to "
                              "finish; what is still held then is counted abandoned "
                              "(default [shadow] drain_s: 15)")
+    parser.add_argument("--no-idle-workers", dest="idle_workers", action="store_false",
+                        default=None,
+                        help="run the mirror workers outside Linux's SCHED_IDLE class: on a "
+                             "machine whose CPU is never idle, idle-class workers fall behind "
+                             "and mirrors are dropped (counted); outside it they compete, "
+                             "niced, with production for CPU")
+    parser.add_argument("--worker-nice", type=int, metavar="N",
+                        help="CPU niceness added to the workers, 0 to 19 (default 10)")
     parser.add_argument("--certs", action="append", default=[], metavar="[DOMAIN=]PEM",
                         help="serve TLS to clients with this PEM (certificate chain and key; "
                              "mitmproxy's certs option); repeatable")
@@ -112,8 +120,14 @@ def run(args: argparse.Namespace) -> int:
     drain = config.shadow.drain_s if args.drain is None else args.drain
     if drain < 0:
         raise UserError(f"--drain must be 0 or more, got {drain}")
+    if args.worker_nice is not None and not 0 <= args.worker_nice <= 19:
+        raise UserError(f"--worker-nice must be between 0 and 19, got {args.worker_nice}")
     certs = tuple(_file("--certs", value) for value in args.certs)
     ca_bundle = _file("--ca-bundle", args.ca_bundle) if args.ca_bundle else None
+    # Given only when asked for: the addon's options hold the defaults.
+    priority = {option: value for option, value in (("parity_worker_idle", args.idle_workers),
+                                                    ("parity_worker_nice", args.worker_nice))
+                if value is not None}
     settings = ProxySettings(
         primary=primary or "",
         listen_host=host,
@@ -134,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             "parity_drain": str(drain),
             "parity_insecure": args.insecure,
             "parity_ca_bundle": ca_bundle or "",
+            **priority,
         },
     )
     print(f"parity shadow: listening on {host}:{port}, primary {primary}, candidate {candidate}"

@@ -204,10 +204,11 @@ class WorkerPool:
         SIGTERM (they flush and exit) and, if need be, SIGKILL. No worker is left behind."""
         self._stopping = True
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s  # one bound for the hand-off and the mirrors in flight
         for slot in self._slots:
-            await slot.sender.drain(min(drain_s, 5.0))
+            await slot.sender.drain(max(0.0, min(deadline - loop.time(), 5.0)))
             slot.sender.close()
-        await self._wait_exit(loop.time() + drain_s)
+        await self._wait_exit(deadline)
         for slot in self._alive():
             log.warning("shadow: worker %s still busy after %gs; stopping it (what it still "
                         "holds is not mirrored)", slot.name, drain_s)

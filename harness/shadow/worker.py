@@ -127,6 +127,13 @@ class Intake:
         else:
             self._resume()
 
+    def poll(self) -> None:
+        """Read what the pipe holds now, if there is room. Called between exchanges: on a busy
+        machine one turn of the event loop can take longer than the pipe takes to fill (many
+        mirrors judged in a row), and the proxy would drop what it could not write."""
+        if self._reading:
+            self._readable()
+
     def release(self, size: int) -> None:
         """One item is finished: make room for more."""
         self.held -= 1
@@ -193,15 +200,18 @@ class MirrorWorker:
         self.recording_failed: str | None = None
         self._mirror: Any = None
         self._release: Callable[[int], None] = lambda size: None
+        self._poll: Callable[[], None] = lambda: None
 
     async def run(self, items: AsyncIterable[tuple[Captured, int]],
-                  release: Callable[[int], None] | None = None, *, client: Any = None) -> None:
+                  release: Callable[[int], None] | None = None, *, client: Any = None,
+                  poll: Callable[[], None] | None = None) -> None:
         """Mirror every captured item until `items` ends; `release(size)` is called as each one
-        is finished. `client` (a `harness.transport.Client`) is made from the settings when
-        None."""
+        is finished, `poll()` between the CPU-heavy steps (to read the pipe). `client` (a
+        `harness.transport.Client`) is made from the settings when None."""
         from harness.replay.lanes import run_lanes
 
         self._release = release or self._release
+        self._poll = poll or self._poll
         async with contextlib.AsyncExitStack() as stack:
             if client is None:
                 client = await stack.enter_async_context(self._client())
@@ -260,6 +270,7 @@ class MirrorWorker:
         held = False  # still held by this worker after return (settling, or cancelled)
         try:
             route = await self._mirror_first(exchange)
+            self._poll()
             if self._mirror.unfinished(route, exchange):
                 await self._settle_slots.acquire()
                 task = asyncio.create_task(self._settle_beside(exchange, route, size))
@@ -318,6 +329,7 @@ class MirrorWorker:
     def _finish(self, exchange: Exchange) -> None:
         recorded = self._record(exchange)
         self.tally.finished(exchange, recorded=recorded)
+        self._poll()
 
     async def mirror_one(self, exchange: Exchange) -> Exchange:
         """Mirror and judge one exchange (its primary answer known), settling an unfinished
@@ -387,7 +399,7 @@ async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, main.cancel)
     reporter = loop.create_task(stats.every(STATS_EVERY_S, worker.report))
     try:
-        await worker.run(intake, intake.release)
+        await worker.run(intake, intake.release, poll=intake.poll)
     except asyncio.CancelledError:
         abandoned = intake.abandon()
         worker.tally.abandoned(abandoned)
