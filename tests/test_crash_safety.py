@@ -233,4 +233,5 @@ def test_a_full_recordings_volume_stops_recording_loudly_and_costs_clients_nothi
     assert "RECORDING STOPPED: writing segment" in log
     assert counted(final_summary(log), "not-recorded") > 0, final_summary(log)
     check_segments(recordings)
-    assert final_totals(shadow)[c.NOT_RECORDED] > 0
+    # The counters file cannot be written to the full volume: the final log line says it all.
+    assert "in flight" not in final_summary(log), final_summary(log)
