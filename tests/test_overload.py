@@ -207,3 +207,13 @@ def test_the_not_mirrored_section_is_there_only_with_counters_files(tmp_path):
     assert summary["not_mirrored"]["worker-restarts"] == 2
     assert 'data-k="dropped" data-value="12"' in html
     assert 'data-k="too-large" data-value="0"' in html
+    assert 'data-k="unaccounted"' not in html  # files without `answered` (older proxies)
+
+    # A run whose outcomes do not add up to what it answered shows what is unaccounted.
+    (segments / "shadow-counters-20240101T000000-14.json").write_bytes(orjson.dumps(
+        {"final": True, "totals": {"answered": 40, "compared": 10, "skipped-by-policy": 2}}))
+    summary = build_report([segments], out)
+    html = out.read_text()
+    assert summary["not_mirrored"]["answered"] == 40
+    assert 'data-k="compared" data-value="10"' in html
+    assert 'data-k="unaccounted" data-value="16"' in html  # 40 - (10 + 2 + 12 dropped)

@@ -6,10 +6,10 @@ The hook costs a few microseconds: it collects references into a tuple, pickles 
 to a non-blocking pipe. A full pipe drops (and counts) the mirror; the proxy never waits for a
 worker, and nothing the candidate does can change, delay or fail a production answer.
 WebSocket upgrades and server-sent events pass through untouched (events streamed as they come)
-and are counted, not mirrored. The counter totals (what was not mirrored included: dropped, too
-large, streams, not sampled, worker restarts, not recorded) are also written, every supervision
-tick and at exit, to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where `parity
-report` finds them.
+and are counted, not mirrored. Every answered request ends in exactly one outcome (compared,
+skipped by policy, dropped, abandoned, too large, stream, not sampled, not recorded, failed in a
+worker: see `counters`). The counter totals are also written, every supervision tick and at exit,
+to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where `parity report` finds them.
 
     mitmdump --mode reverse:http://primary:8000 -s harness/shadow/addon.py \\
              --set parity_candidate=http://native:8000 --set parity_recordings=recordings/
