@@ -681,6 +681,14 @@ def test_the_command_line_becomes_proxy_and_addon_options(monkeypatch, tmp_path)
         "parity_candidate": "https://c", "parity_secondary": "http://s", "parity_sample": "0.5",
         "parity_timeout": "2.0", "parity_workers": 2, "parity_insecure": True,
         "parity_ca_bundle": str(pem)}
+    # Drain from [shadow] drain_s; worker priority left to the addon's defaults unless asked.
+    assert options["parity_drain"] == "15.0"
+    assert "parity_worker_idle" not in options and "parity_worker_nice" not in options
+    assert main(["shadow", "--primary", "http://p", "--candidate", "http://c", "--drain", "3",
+                 "--no-idle-workers", "--worker-nice", "0", "--recordings", str(tmp_path)]) == 0
+    options = seen[-1].mitmproxy_options()
+    assert (options["parity_drain"], options["parity_worker_idle"],
+            options["parity_worker_nice"]) == ("3.0", False, 0)
 
 
 def test_running_starts_workers_with_the_options_and_done_stops_them(monkeypatch, tmp_path):
