@@ -539,6 +539,42 @@ def test_a_worker_that_dies_is_replaced(tmp_path, monkeypatch):
     assert len(list(iter_records([tmp_path / "rec"]))) == 5
 
 
+def test_what_a_killed_worker_held_is_counted_abandoned(tmp_path, monkeypatch):
+    import signal
+    import socket
+
+    import harness.shadow.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "RESTART_AFTER_S", 0.0)
+    hanging = socket.socket()  # accepts connections (backlog), never answers
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(64)
+    settings = WorkerSettings(candidate=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+                              recordings=str(tmp_path / "rec"), timeout_s=60.0)
+    counters = Counters()
+
+    async def scenario() -> None:
+        pool = WorkerPool(settings, 1, counters)
+        pool.start()
+        for _ in range(5):
+            pool.submit(capture(tflow.tflow(resp=True)), "10.0.0.1")
+        (worker,) = pool.pids
+        os.kill(worker, signal.SIGKILL)
+        while pool._slots[0].process.poll() is None:
+            await asyncio.sleep(0.01)
+        pool.supervise()  # restarted; the five it held are lost
+        pool.counts[c.ANSWERED] += 5
+        await pool.stop(drain_s=20)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        hanging.close()
+    totals = counters.totals()
+    assert totals[c.RESTARTS] == 1 and totals[c.ABANDONED] == 5
+    assert c.accounted(totals) == totals[c.ANSWERED] == 5
+
+
 # --- addon -----------------------------------------------------------------------------------
 
 
