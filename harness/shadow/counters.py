@@ -33,7 +33,7 @@ RETRIES_NOT_RESENT = "order-retries-not-resent"  # a client's retry of an order 
 BREAKERS = "breakers-tripped"
 ABANDONED = "abandoned"  # held by a worker told to stop (or lost with a worker that died)
 NOT_RECORDED = "not-recorded"
-WORKER_ERRORS = "worker-errors"  # could not be read or mirrored (a bug: see the worker's log)
+WORKER_ERRORS = "failed-in-worker"  # could not be read or mirrored (a bug: see the worker's log)
 
 # What became of each answered request: (key, label). Their sum is ANSWERED.
 OUTCOMES: tuple[tuple[str, str], ...] = (
