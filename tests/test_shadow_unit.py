@@ -575,6 +575,41 @@ def test_what_a_killed_worker_held_is_counted_abandoned(tmp_path, monkeypatch):
     assert c.accounted(totals) == totals[c.ANSWERED] == 5
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_a_worker_leaves_the_idle_class_to_drain_when_its_pipe_ends(tmp_path):
+    import socket
+
+    hanging = socket.socket()  # accepts connections (backlog), never answers
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(64)
+    settings = WorkerSettings(candidate=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+                              recordings=str(tmp_path / "rec"), timeout_s=60.0)
+
+    async def scenario() -> tuple[int, int]:
+        pool = WorkerPool(settings, 1, Counters())
+        pool.start()
+        (worker,) = pool.pids
+        deadline = time.monotonic() + 20
+        while os.sched_getscheduler(worker) != os.SCHED_IDLE:
+            assert time.monotonic() < deadline, "the worker never switched to SCHED_IDLE"
+            await asyncio.sleep(0.05)
+        pool.submit(capture(tflow.tflow(resp=True)), "10.0.0.1")  # held: the candidate hangs
+        pool._slots[0].sender.close()  # what the proxy does when it stops
+        deadline = time.monotonic() + 20
+        while (policy := os.sched_getscheduler(worker)) == os.SCHED_IDLE:
+            assert time.monotonic() < deadline, "the worker stayed in SCHED_IDLE"
+            await asyncio.sleep(0.05)
+        held = pool._slots[0].process.poll() is None  # still finishing what it holds
+        await pool.stop(drain_s=0)
+        return policy, held
+
+    try:
+        policy, held = asyncio.run(scenario())
+    finally:
+        hanging.close()
+    assert policy == os.SCHED_OTHER and held
+
+
 # --- addon -----------------------------------------------------------------------------------
 
 

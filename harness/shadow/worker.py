@@ -57,8 +57,10 @@ class Intake:
     Reading stops while `max_items` or `max_bytes` are held (read and not yet released), so the
     pipe fills up and the proxy drops instead of this process growing."""
 
-    def __init__(self, fd: int, max_items: int, max_bytes: int = MAX_HELD_BYTES) -> None:
+    def __init__(self, fd: int, max_items: int, max_bytes: int = MAX_HELD_BYTES,
+                 on_eof: Callable[[], None] | None = None) -> None:
         os.set_blocking(fd, False)
+        self._on_eof = on_eof
         self.fd = fd
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -101,6 +103,8 @@ class Intake:
             self._eof = True
             self._pause()
             self._arrived.set()
+            if self._on_eof is not None:
+                self._on_eof()
         self._frames.push(data)
         self._admit()
 
@@ -387,11 +391,22 @@ class StatsSender:
             os.close(self.fd)
 
 
+def leave_idle_class() -> None:
+    """Back from SCHED_IDLE to the normal class (niceness kept). Called when the pipe ends: the
+    proxy is stopping (or gone), so no production answer competes for CPU any more, and what the
+    worker holds must be finished within the proxy's drain time, not whenever the machine idles."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return
+    with contextlib.suppress(OSError):
+        if os.sched_getscheduler(0) == os.SCHED_IDLE:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
     """Run one worker on its pipe until the pipe ends (or SIGTERM)."""
     loop = asyncio.get_running_loop()
     stats = StatsSender(stats_fd)
-    intake = Intake(fd, settings.queue_size)
+    intake = Intake(fd, settings.queue_size, on_eof=leave_idle_class)
     worker = MirrorWorker(settings)
     intake.start()
     main = asyncio.current_task()
