@@ -28,6 +28,7 @@ from harness.routes import (
     RouteTable,
     template_regex,
 )
+from harness.shadow.settings import DRAIN_S
 
 DEFAULT_NAME = "default_config.toml"
 ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "ages", "options",
@@ -68,6 +69,7 @@ class ShadowSettings:
     sample: float = 1.0
     queue_size: int = 10_000
     workers: int = 1
+    drain_s: float = DRAIN_S  # seconds the workers get at exit to finish what they hold
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,12 @@ class Shadow:
                                       log_path=tmp_path / f"shadow-{self.port}.log").start()
         self.workers = psutil.Process(self.process.pid).children()
 
-    def stop(self, signum: int = signal.SIGTERM) -> list[dict]:
-        """Stop the proxy with `signum`; it must exit cleanly and leave no worker behind.
-        Returns the recorded exchanges."""
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> list[dict]:
+        """Stop the proxy with `signum`; it must exit cleanly (within `timeout` seconds) and
+        leave no worker behind. Returns the recorded exchanges."""
         assert self.workers, "the proxy started no worker"
         self.process.process.send_signal(signum)
-        assert self.process.process.wait(timeout=60) == 0, self.process.log_tail()
+        assert self.process.process.wait(timeout=timeout) == 0, self.process.log_tail()
         for worker in self.workers:
             assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
         return list(iter_records([self.recordings])) if self.recordings.exists() else []

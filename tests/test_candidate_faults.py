@@ -183,7 +183,7 @@ def run_clients(tmp_path, primary_url: str, candidate: FaultyCandidate) -> tuple
     assert "Traceback" not in log, log
     final = next(line for line in log.splitlines() if line.endswith("(final)"))
     assert f"captured {REQUESTS + 1}, mirrored {REQUESTS + 1}" in final, final
-    assert "dropped 0" in final and "worker-errors" not in final, final
+    assert "dropped 0" in final and "failed-in-worker 0" in final, final
     return records, final
 
 

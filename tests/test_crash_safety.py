@@ -6,7 +6,8 @@ candidate, the proxy and its workers as subprocesses, client threads sending con
   reads them; a restart on the same directory opens new segments and leaves every old file
   byte-for-byte unchanged; `parity report` over the directory still builds.
 - kill -9 of a worker: clients see no error, the proxy restarts the worker (logged and counted as
-  `worker-restarts`), recording goes on in a new segment, every segment stays readable.
+  `worker-restarts`), recording goes on in a new segment, every segment stays readable, and what
+  the dead worker held is counted abandoned: every answered request still has one outcome.
 - a full recordings volume (a 2 MiB tmpfs when this runs as root and may mount; otherwise
   RLIMIT_FSIZE on the proxy and its workers, where writes fail with EFBIG): clients keep getting
   the primary's answers with no error, recording stops loudly once per worker ("RECORDING
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import psutil
 import pytest
 from support import Shadow
@@ -37,6 +39,7 @@ from traffic import (
     wait_for,
 )
 
+from harness.shadow import counters as c
 from harness.store.reader import count_records, segment_files
 
 PATH = "/api/v1/data/ohlcv/binance/BTC-USDT/1h"
@@ -60,6 +63,16 @@ def expected(primary: str, params: dict[str, str]) -> bytes:
 def full_log(shadow: Shadow) -> str:
     """Everything the proxy and its workers logged."""
     return shadow.process.log_path.read_text(errors="replace")
+
+
+def final_totals(shadow: Shadow) -> dict[str, int]:
+    """The proxy's final counter totals; they must account for every request it answered."""
+    (counters_file,) = shadow.recordings.glob("shadow-counters-*.json")
+    saved = orjson.loads(counters_file.read_bytes())
+    assert saved["final"] is True
+    totals = saved["totals"]
+    assert totals[c.ANSWERED] > 0 and c.accounted(totals) == totals[c.ANSWERED], totals
+    return totals
 
 
 def parity_report(recordings: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -147,6 +160,7 @@ def test_kill_9_of_a_worker_costs_clients_nothing_and_recording_goes_on(tmp_path
     assert any(n.startswith("shadow-w1-") for n in names), names
     assert any(n.startswith("shadow-w1.1-") for n in names), names
     check_segments(shadow.recordings)
+    final_totals(shadow)
 
 
 def _can_mount_tmpfs(directory: Path) -> bool:
@@ -219,3 +233,5 @@ def test_a_full_recordings_volume_stops_recording_loudly_and_costs_clients_nothi
     assert "RECORDING STOPPED: writing segment" in log
     assert counted(final_summary(log), "not-recorded") > 0, final_summary(log)
     check_segments(recordings)
+    # The counters file cannot be written to the full volume: the final log line says it all.
+    assert "in flight" not in final_summary(log), final_summary(log)

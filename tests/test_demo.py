@@ -1,11 +1,14 @@
 """`parity demo` end to end with real processes: the default drifts are caught in exactly their
-groups, and a drift-free candidate is ready everywhere."""
+groups, and a drift-free candidate is ready everywhere. Coverage holds under the wrong candidate:
+at least 95 % of the requests the proxy answered are compared, none is abandoned, and the
+outcomes in the summary line and the report add up to the requests answered."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from harness.demo.run import DemoOptions, run_demo
+from harness.demo.run import DemoOptions, print_summary, run_demo
+from harness.shadow import counters as c
 
 
 def statuses(result) -> dict[str, str]:
@@ -27,6 +30,21 @@ def test_default_drifts_are_caught_in_their_groups_only(tmp_path):
     html = (tmp_path / "demo.html").read_text()
     assert "NOT READY" in html
     assert list((tmp_path / "rec").glob("shadow-*.jsonl"))
+
+    counts, answered = result.counts, result.answered
+    assert answered >= result.requests  # the clients' requests plus the launcher's health checks
+    assert sum(counts[key] for key, _ in c.OUTCOMES) == answered, counts
+    assert counts[c.ABANDONED] == 0 and counts[c.DROPPED] == 0, counts
+    assert counts[c.COMPARED] >= 0.95 * answered, counts
+    console = Console(record=True, width=200)
+    print_summary(result, console)
+    line = next(x for x in console.export_text().splitlines() if x.startswith("shadow proxy:"))
+    assert line.startswith(f"shadow proxy: {answered} requests answered: compared "
+                           f"{counts[c.COMPARED]}, ") and "in flight" not in line, line
+    section = html[html.index('id="not-mirrored"'):]
+    section = section[:section.index("</section>")]
+    for key, _ in (*c.OUTCOMES, (c.ANSWERED, "")):
+        assert f'data-k="{key}" data-value="{counts[key]}"' in section, key
 
 
 def test_no_drift_means_every_group_ready(tmp_path):

@@ -234,7 +234,9 @@ def test_mitmdump_with_the_addon_script(tmp_path, apps):
     assert records["GET /health"]["verdict"] == "match"
     assert records["GET /api/v1/data/ohlcv/{exchange}/{symbol}/{timeframe}"]["verdict"] \
         == "mismatch"
-    assert "shadow: captured 2, mirrored 2" in proxy.log_tail(50)
+    final = proxy.log_tail(50)
+    assert "shadow: 2 requests answered: compared 2, " in final
+    assert "in flight" not in final and "captured 2, mirrored 2" in final
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

@@ -156,17 +156,26 @@ def test_the_candidate_gets_the_clients_exact_query_until_something_rewrites_it(
 
 def test_counters_sum_the_proxy_and_the_latest_report_of_each_worker():
     counters = Counters()
+    counters.add(c.ANSWERED, 13)
     counters.add(c.CAPTURED, 10)
     counters.add(c.DROPPED, 2)
-    counters.report("w1", {c.MIRRORED: 3, "match": 2, "mismatch": 1})
-    counters.report("w1", {c.MIRRORED: 5, "match": 4, "mismatch": 1})  # cumulative: replaces
-    counters.report("w2", {c.MIRRORED: 2, "candidate-error": 2, "skipped": 1})
+    counters.add(c.STREAMS, 1)
+    counters.report("w1", {c.MIRRORED: 3, "match": 2, "mismatch": 1, c.COMPARED: 3})
+    counters.report("w1", {c.MIRRORED: 5, "match": 4, "mismatch": 1,  # cumulative: replaces
+                           c.COMPARED: 5})
+    counters.report("w2", {c.MIRRORED: 2, "candidate-error": 2, "skipped": 1, c.COMPARED: 2,
+                           c.SKIPPED: 1})
     totals = counters.totals()
     assert totals[c.MIRRORED] == 7 and totals["match"] == 4 and totals[c.DROPPED] == 2
+    assert counters.decided_by("w1") == 5 and counters.decided_by("w2") == 3
     line = counters.summary()
-    assert line.startswith("shadow: captured 10, mirrored 7 (matched 4, mismatched 1, ")
-    assert "candidate errors 2" in line and "skipped 1" in line and "dropped 2" in line
-    assert "in flight 2" in line  # 10 captured, 8 judged
+    assert line.startswith("shadow: 13 requests answered: compared 7, skipped-by-policy 1, "
+                           "dropped 2, abandoned 0, too-large 0, streams 1, ")
+    assert "in flight 2;" in line  # 13 answered, 11 with an outcome
+    assert "mirrored 7 (matched 4, mismatched 1, " in line and "candidate errors 2" in line
+    counters.report("w1", {c.MIRRORED: 7, "match": 6, "mismatch": 1, c.COMPARED: 7})
+    assert "in flight" not in counters.summary()
+    assert c.accounted(counters.totals()) == 13
 
 
 # --- correlation -----------------------------------------------------------------------------
@@ -373,7 +382,8 @@ def test_worker_mirrors_orders_once_as_dry_runs_and_follows_created_ids():
         "mirrored", "mirrored", "dry-run", "skipped", "skipped"]
     assert "duplicate order" in written[3].reason
     assert worker.counts[c.MIRRORED] == 3 and worker.counts["skipped"] == 2
-    assert worker.report()["counts"][c.DUPLICATES] == 1
+    assert worker.counts[c.COMPARED] == 3 and worker.counts[c.SKIPPED] == 2
+    assert worker.report()["counts"][c.RETRIES_NOT_RESENT] == 1
 
 
 def test_a_candidate_that_does_not_prove_the_dry_run_trips_the_breaker(tmp_path):
@@ -479,6 +489,7 @@ def test_pool_workers_mirror_record_report_and_stop(tmp_path):
     assert len({p.name.split("-")[1] for p in (tmp_path / "rec").iterdir()}) == 2  # w1, w2
     totals = counters.totals()
     assert totals[c.CAPTURED] == 20 and totals["candidate-error"] == 20
+    assert totals[c.COMPARED] == 20 and totals.get(c.ABANDONED, 0) == 0
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -488,7 +499,7 @@ def test_a_full_queue_drops_and_counts_and_never_waits():
     counters = Counters()
     pool = WorkerPool(WorkerSettings(candidate="http://c"), 1, counters)
     read_fd, write_fd = open_pipe(size=65536)  # a worker that reads nothing
-    pool._slots = [type("Slot", (), {"sender": Sender(write_fd)})()]
+    pool._slots = [type("Slot", (), {"sender": Sender(write_fd), "sent": 0})()]
     flow = tflow.tflow(resp=True)
     flow.response.raw_content = b"x" * 2000
     started = time.perf_counter()
@@ -532,6 +543,77 @@ def test_a_worker_that_dies_is_replaced(tmp_path, monkeypatch):
     assert first != second and counters.totals()[c.RESTARTS] == 1
     assert [p.name.split("-")[1] for p in (tmp_path / "rec").iterdir()] == ["w1.1"]
     assert len(list(iter_records([tmp_path / "rec"]))) == 5
+
+
+def test_what_a_killed_worker_held_is_counted_abandoned(tmp_path, monkeypatch):
+    import signal
+    import socket
+
+    import harness.shadow.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "RESTART_AFTER_S", 0.0)
+    hanging = socket.socket()  # accepts connections (backlog), never answers
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(64)
+    settings = WorkerSettings(candidate=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+                              recordings=str(tmp_path / "rec"), timeout_s=60.0)
+    counters = Counters()
+
+    async def scenario() -> None:
+        pool = WorkerPool(settings, 1, counters)
+        pool.start()
+        for _ in range(5):
+            pool.submit(capture(tflow.tflow(resp=True)), "10.0.0.1")
+        (worker,) = pool.pids
+        os.kill(worker, signal.SIGKILL)
+        while pool._slots[0].process.poll() is None:
+            await asyncio.sleep(0.01)
+        pool.supervise()  # restarted; the five it held are lost
+        pool.counts[c.ANSWERED] += 5
+        await pool.stop(drain_s=20)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        hanging.close()
+    totals = counters.totals()
+    assert totals[c.RESTARTS] == 1 and totals[c.ABANDONED] == 5
+    assert c.accounted(totals) == totals[c.ANSWERED] == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_a_worker_leaves_the_idle_class_to_drain_when_its_pipe_ends(tmp_path):
+    import socket
+
+    hanging = socket.socket()  # accepts connections (backlog), never answers
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(64)
+    settings = WorkerSettings(candidate=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+                              recordings=str(tmp_path / "rec"), timeout_s=60.0)
+
+    async def scenario() -> tuple[int, int]:
+        pool = WorkerPool(settings, 1, Counters())
+        pool.start()
+        (worker,) = pool.pids
+        deadline = time.monotonic() + 20
+        while os.sched_getscheduler(worker) != os.SCHED_IDLE:
+            assert time.monotonic() < deadline, "the worker never switched to SCHED_IDLE"
+            await asyncio.sleep(0.05)
+        pool.submit(capture(tflow.tflow(resp=True)), "10.0.0.1")  # held: the candidate hangs
+        pool._slots[0].sender.close()  # what the proxy does when it stops
+        deadline = time.monotonic() + 20
+        while (policy := os.sched_getscheduler(worker)) == os.SCHED_IDLE:
+            assert time.monotonic() < deadline, "the worker stayed in SCHED_IDLE"
+            await asyncio.sleep(0.05)
+        held = pool._slots[0].process.poll() is None  # still finishing what it holds
+        await pool.stop(drain_s=0)
+        return policy, held
+
+    try:
+        policy, held = asyncio.run(scenario())
+    finally:
+        hanging.close()
+    assert policy == os.SCHED_OTHER and held
 
 
 # --- addon -----------------------------------------------------------------------------------
@@ -624,7 +706,7 @@ def test_the_response_hook_costs_microseconds(capsys):
         read_fd, write_fd = open_pipe()
         os.set_blocking(read_fd, False)
         pool = WorkerPool(WorkerSettings(candidate="http://c"), 1, addon.counters)
-        pool._slots = [type("Slot", (), {"sender": Sender(write_fd)})()]
+        pool._slots = [type("Slot", (), {"sender": Sender(write_fd), "sent": 0})()]
         addon.pool = pool
         flow = tflow.tflow(resp=True)
         flow.request.headers["authorization"] = "Bearer abc.def.ghi"
@@ -676,6 +758,14 @@ def test_the_command_line_becomes_proxy_and_addon_options(monkeypatch, tmp_path)
         "parity_candidate": "https://c", "parity_secondary": "http://s", "parity_sample": "0.5",
         "parity_timeout": "2.0", "parity_workers": 2, "parity_insecure": True,
         "parity_ca_bundle": str(pem)}
+    # Drain from [shadow] drain_s; worker priority left to the addon's defaults unless asked.
+    assert options["parity_drain"] == "15.0"
+    assert "parity_worker_idle" not in options and "parity_worker_nice" not in options
+    assert main(["shadow", "--primary", "http://p", "--candidate", "http://c", "--drain", "3",
+                 "--no-idle-workers", "--worker-nice", "0", "--recordings", str(tmp_path)]) == 0
+    options = seen[-1].mitmproxy_options()
+    assert (options["parity_drain"], options["parity_worker_idle"],
+            options["parity_worker_nice"]) == ("3.0", False, 0)
 
 
 def test_running_starts_workers_with_the_options_and_done_stops_them(monkeypatch, tmp_path):

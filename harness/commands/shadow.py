@@ -42,9 +42,18 @@ def add_parser(
                              "counted (default [shadow] queue_size: 10000)")
     parser.add_argument("--max-inflight", type=int, default=128, metavar="N",
                         help="mirrors a worker sends at once at most (default 128)")
-    parser.add_argument("--drain", type=float, default=15.0, metavar="S",
-                        help="seconds the workers get at exit to finish their mirrors "
-                             "(default 15)")
+    parser.add_argument("--drain", type=float, metavar="SECONDS",
+                        help="seconds the proxy waits at exit for the mirrors in flight to "
+                             "finish; what is still held then is counted abandoned "
+                             "(default [shadow] drain_s: 15)")
+    parser.add_argument("--no-idle-workers", dest="idle_workers", action="store_false",
+                        default=None,
+                        help="run the mirror workers outside Linux's SCHED_IDLE class: on a "
+                             "machine whose CPU is never idle, idle-class workers fall behind "
+                             "and mirrors are dropped (counted); outside it they compete, "
+                             "niced, with production for CPU")
+    parser.add_argument("--worker-nice", type=int, metavar="N",
+                        help="CPU niceness added to the workers, 0 to 19 (default 10)")
     parser.add_argument("--certs", action="append", default=[], metavar="[DOMAIN=]PEM",
                         help="serve TLS to clients with this PEM (certificate chain and key; "
                              "mitmproxy's certs option); repeatable")
@@ -116,8 +125,11 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--timeout", timeout), ("--workers", args.workers),
                           ("--queue-size", args.queue_size), ("--max-inflight", args.max_inflight)):
         _positive(option, value)
-    if args.drain < 0:
-        raise UserError(f"--drain must be 0 or more, got {args.drain}")
+    drain = config.shadow.drain_s if args.drain is None else args.drain
+    if drain < 0:
+        raise UserError(f"--drain must be 0 or more, got {drain}")
+    if args.worker_nice is not None and not 0 <= args.worker_nice <= 19:
+        raise UserError(f"--worker-nice must be between 0 and 19, got {args.worker_nice}")
     certs = tuple(_file("--certs", value) for value in args.certs)
     if args.metrics:
         from harness.metrics.shadow import parse_listen
@@ -129,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         if metrics[1] == port:
             raise UserError(f"--metrics {args.metrics!r}: must not be the proxied port ({port})")
     ca_bundle = _file("--ca-bundle", args.ca_bundle) if args.ca_bundle else None
+    # Given only when asked for: the addon's options hold the defaults.
+    priority = {option: value for option, value in (("parity_worker_idle", args.idle_workers),
+                                                    ("parity_worker_nice", args.worker_nice))
+                if value is not None}
     settings = ProxySettings(
         primary=primary or "",
         listen_host=host,
@@ -146,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
             "parity_workers": args.workers or config.shadow.workers,
             "parity_queue_size": args.queue_size or config.shadow.queue_size,
             "parity_max_inflight": args.max_inflight,
-            "parity_drain": str(args.drain),
+            "parity_drain": str(drain),
             "parity_insecure": args.insecure,
             "parity_ca_bundle": ca_bundle or "",
             "parity_metrics": args.metrics or "",
+            **priority,
         },
     )
     if args.routes_from_primary:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections import defaultdict
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -27,12 +27,15 @@ from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.errors import UserError
 from harness.gate import GateResult, Tally, evaluate
 from harness.processes import ManagedProcess, free_port, start_reference_app
+from harness.shadow import counters as c
 from harness.store.reader import iter_records
 from harness.transport import request_headers
 
 DEFAULT_DRIFTS = ("tz-offset", "token-lifetime", "fee-rounding", "amount-precision",
                   "float-order", "list-order")
 GROUPS = ("data", "backtest", "strategy", "auth", "trade", "mcp")
+# Beyond the proxy's drain: its workers' SIGTERM grace and its own exit.
+STOP_MARGIN_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class DemoOptions:
     edge_requests: int = 30
     seed: int = 7
     keep_recordings: Path | None = None
+    drain_s: float | None = None  # the proxy's --drain; [shadow] drain_s when None
 
 
 @dataclass(slots=True)
@@ -56,6 +60,12 @@ class DemoResult:
     client_errors: list[str]
     requests: int
     seconds: float
+    counts: dict[str, int] = field(default_factory=dict)  # the proxy's final accounting
+
+    @property
+    def answered(self) -> int:
+        """Requests the proxy answered (the client's plus the launcher's health checks)."""
+        return self.counts.get(c.ANSWERED, 0)
 
     @property
     def not_ready(self) -> list[str]:
@@ -142,33 +152,35 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                 stack.callback(app.stop)
                 apps[name] = app
             port = free_port()
+            drain = config.shadow.drain_s if options.drain_s is None else options.drain_s
             proxy = ManagedProcess(
                 [sys.executable, "-m", "harness.cli", "shadow",
                  "--primary", apps["primary"].base_url, "--candidate", apps["candidate"].base_url,
                  "--secondary", apps["secondary"].base_url, "--listen", f"127.0.0.1:{port}",
-                 "--recordings", str(recordings)],
+                 "--recordings", str(recordings), "--drain", f"{drain:g}"],
                 health_url=f"http://127.0.0.1:{port}/health", log_path=work / "shadow.log",
             ).start()
-            stack.callback(proxy.stop, 60.0)
+            stack.callback(proxy.stop, drain + STOP_MARGIN_S)
             console.print(f"shadow proxy on 127.0.0.1:{port}; sending traffic through it")
             stats = _drive(f"http://127.0.0.1:{port}", options, console)
             console.print(f"{stats.requests} requests answered by the primary through the proxy, "
                           f"{len(stats.errors)} client errors; waiting for the mirrors to finish")
             data_state = run_data_state(apps["primary"].base_url, work / "primary", work,
                                         drifted=bool(options.drifts), console=console)
-            proxy.stop(60.0)
+            proxy.stop(drain + STOP_MARGIN_S)  # SIGTERM: the proxy drains its workers
             if proxy.process.returncode not in (0, -15):
                 raise UserError(f"the shadow proxy failed (exit {proxy.process.returncode}):\n"
                                 f"{proxy.log_tail()}")
         groups = _gate(recordings, config)
         from harness.report import build_report
+        from harness.report.sources import shadow_counters
 
         options.out.parent.mkdir(parents=True, exist_ok=True)
         build_report([recordings], options.out, gates=config.gates,
                      title="parity demo: reference Cryptobot, Docker vs native",
                      data_state=data_state)
         result = DemoResult(groups, options.out, stats.errors, stats.requests,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, shadow_counters([recordings]) or {})
     except BaseException:
         console.print(f"[red]parity demo failed; the processes' logs are kept in {work}[/]")
         raise
@@ -195,4 +207,5 @@ def print_summary(result: DemoResult, console: Console) -> None:
                else f"[bold red]NOT READY[/]: {', '.join(result.not_ready)}")
     console.print(f"{verdict}  ({result.requests} requests, {result.seconds:.0f} s, "
                   f"{len(result.client_errors)} client errors)")
+    console.print(f"shadow proxy: {c.accounting_line(result.counts)}")
     console.print(f"report: {result.report}")

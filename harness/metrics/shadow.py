@@ -44,7 +44,8 @@ _PROXY_COUNTS: dict[str, tuple[m.MetricSpec, str | None]] = {
     c.NOT_RECORDED: (m.NOT_RECORDED, None),
     c.BREAKERS: (m.BREAKER_TRIPS, None),
     **{name: (m.NOT_MIRRORED, name) for name in (c.DROPPED, c.TOO_LARGE, c.STREAMS,
-                                                 c.NOT_SAMPLED, c.DUPLICATES, c.ABANDONED)},
+                                                 c.NOT_SAMPLED, c.RETRIES_NOT_RESENT,
+                                                 c.ABANDONED)},
 }
 _PER_GROUP = frozenset(str(v) for v in Verdict)  # exported by the workers, with their group
 

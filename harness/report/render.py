@@ -22,7 +22,7 @@ from markupsafe import Markup
 from harness.report.aggregate import FAILING, VERDICTS, ReportBuilder
 from harness.report.examples import BODY_CAP, ExampleView
 from harness.report.pretty import compact
-from harness.report.sources import NOT_MIRRORED
+from harness.report.sources import not_mirrored_rows
 
 TEMPLATES = Path(__file__).parent / "templates"
 NO_VALUE = "\u2013"  # en dash
@@ -187,8 +187,7 @@ def render_html(
         routes=views,
         anchors={(v["s"]["group"], v["s"]["route"]): v["anchor"] for v in views if v["detail"]},
         details=_details(builder, views),
-        not_mirrored=[(key, label, not_mirrored.get(key, 0)) for key, label in NOT_MIRRORED]
-        if not_mirrored is not None else None,
+        not_mirrored=not_mirrored_rows(dict(not_mirrored)) if not_mirrored is not None else None,
         data_state=data_state,  # `parity data`'s findings (DataStateResult.to_dict())
         verdicts=VERDICTS,
         failing=FAILING,

@@ -20,15 +20,29 @@ from harness.store.reader import iter_records, segment_files
 log = logging.getLogger("parity.report")
 
 COUNTERS_GLOB = "shadow-counters-*.json"  # written by the shadow addon, one per proxy run
-# What the shadow proxy did not mirror (or not record), as shown in the report: key, label.
+# The shadow proxy's accounting, as shown in the report's "Not mirrored" section: key, label.
+# The requests it answered, then what became of each (the outcomes add up to them), then the
+# worker restarts (an event, not an outcome).
 NOT_MIRRORED = (
-    (c.DROPPED, "dropped (a worker's queue was full)"),
-    (c.TOO_LARGE, "too large to capture"),
-    (c.STREAMS, "streams (WebSocket, server-sent events)"),
-    (c.NOT_SAMPLED, "not sampled"),
-    (c.RESTARTS, "worker restarts (what a dead worker held is lost)"),
-    (c.NOT_RECORDED, "mirrored but not recorded (recording stopped)"),
+    (c.ANSWERED, "requests answered by the proxy"),
+    *c.OUTCOMES,
+    (c.RESTARTS, "worker restarts (what a dead worker held is counted abandoned)"),
 )
+# Rows that are expected to be non-zero (not highlighted).
+EXPECTED = frozenset({c.ANSWERED, c.COMPARED, c.SKIPPED, c.NOT_SAMPLED})
+
+
+def not_mirrored_rows(counts: dict[str, int]) -> list[tuple[str, str, int, bool]]:
+    """(key, label, count, worth a look) of every row of the "Not mirrored" section, plus an
+    "unaccounted" row when the outcomes do not add up to the requests answered (a proxy that
+    was killed, or a counters file from before every request had an outcome)."""
+    rows = [(key, label, counts.get(key, 0), bool(counts.get(key, 0)) and key not in EXPECTED)
+            for key, label in NOT_MIRRORED]
+    missing = counts.get(c.ANSWERED, 0) - c.accounted(counts)
+    if counts.get(c.ANSWERED, 0) and missing:
+        rows.insert(len(c.OUTCOMES) + 1, ("unaccounted", "unaccounted (in flight, or lost)",
+                                          missing, True))
+    return rows
 
 
 def iter_sources(sources: Iterable[Any]) -> Iterator[dict[str, Any] | Exchange]:

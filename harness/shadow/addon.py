@@ -6,10 +6,10 @@ The hook costs a few microseconds: it collects references into a tuple, pickles 
 to a non-blocking pipe. A full pipe drops (and counts) the mirror; the proxy never waits for a
 worker, and nothing the candidate does can change, delay or fail a production answer.
 WebSocket upgrades and server-sent events pass through untouched (events streamed as they come)
-and are counted, not mirrored. The counter totals (what was not mirrored included: dropped, too
-large, streams, not sampled, worker restarts, not recorded) are also written, every supervision
-tick and at exit, to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where `parity
-report` finds them.
+and are counted, not mirrored. Every answered request ends in exactly one outcome (compared,
+skipped by policy, dropped, abandoned, too large, stream, not sampled, not recorded, failed in a
+worker: see `counters`). The counter totals are also written, every supervision tick and at exit,
+to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where `parity report` finds them.
 
     mitmdump --mode reverse:http://primary:8000 -s harness/shadow/addon.py \\
              --set parity_candidate=http://native:8000 --set parity_recordings=recordings/
@@ -42,7 +42,7 @@ from harness.shadow import counters as c
 from harness.shadow.capture import capture, client_address
 from harness.shadow.counters import Counters
 from harness.shadow.pool import WorkerPool
-from harness.shadow.settings import WorkerSettings
+from harness.shadow.settings import DRAIN_S, WorkerSettings
 
 log = logging.getLogger("parity.shadow")
 
@@ -133,7 +133,7 @@ class ShadowAddon:
                           "Mirrors a worker sends at once at most.")
         loader.add_option("parity_workers", int, 1,
                           "Mirror worker processes (requests of one client stay on one worker).")
-        loader.add_option("parity_drain", str, "15",
+        loader.add_option("parity_drain", str, f"{DRAIN_S:g}",
                           "Seconds the workers get at exit to finish the mirrors they hold.")
         loader.add_option("parity_worker_nice", int, 10,
                           "CPU niceness added to the workers, so the proxy wins when CPU is "
@@ -265,6 +265,7 @@ class ShadowAddon:
         response = flow.response
         if response is None:
             return
+        pool.counts[c.ANSWERED] += 1  # and exactly one outcome below (or in a worker)
         if response.data.content is None or flow.request.data.content is None \
                 or flow.websocket is not None or response.status_code == 101:
             pool.counts[c.STREAMS] += 1  # streamed (server-sent events, large bodies), upgraded

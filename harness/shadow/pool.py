@@ -61,6 +61,7 @@ class _Slot:
     stats_fd: int
     started: float = field(default_factory=time.monotonic)
     stats_buffer: bytearray = field(default_factory=bytearray)
+    sent: int = 0  # exchanges handed to this worker
 
 
 class WorkerPool:
@@ -125,6 +126,7 @@ class WorkerPool:
         slot = slots[0] if len(slots) == 1 else slots[zlib.crc32(key.encode()) % len(slots)]
         if slot.sender.send(pickle.dumps(captured, pickle.HIGHEST_PROTOCOL)):
             self.counts[c.CAPTURED] += 1
+            slot.sent += 1
         else:
             self.counts[c.DROPPED] += 1
 
@@ -186,20 +188,27 @@ class WorkerPool:
             self.counts[c.RESTARTS] += 1
 
     def _retire(self, slot: _Slot) -> None:
+        """Close a worker's pipes once it has exited. What it was handed and did not report an
+        outcome for (it died, or was killed, holding them) is counted abandoned."""
         slot.sender.close()
         if slot.stats_fd >= 0:
             self._read_stats(slot)
         self._close_stats(slot)
+        lost = slot.sent - self.counters.decided_by(slot.name)
+        if lost > 0:
+            self.counts[c.ABANDONED] += lost
+        slot.sent = 0  # a slot retired twice (restarted, then stopped) counts its loss once
 
     async def stop(self, drain_s: float) -> None:
         """Close the pipes, wait up to `drain_s` for the workers to finish what they hold, then
         SIGTERM (they flush and exit) and, if need be, SIGKILL. No worker is left behind."""
         self._stopping = True
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s  # one bound for the hand-off and the mirrors in flight
         for slot in self._slots:
-            await slot.sender.drain(min(drain_s, 5.0))
+            await slot.sender.drain(max(0.0, min(deadline - loop.time(), 5.0)))
             slot.sender.close()
-        await self._wait_exit(loop.time() + drain_s)
+        await self._wait_exit(deadline)
         for slot in self._alive():
             log.warning("shadow: worker %s still busy after %gs; stopping it (what it still "
                         "holds is not mirrored)", slot.name, drain_s)

@@ -7,10 +7,13 @@ Bounded everywhere: at most `queue_size` exchanges (and `MAX_HELD_BYTES`) are he
 the worker stops reading, its pipe fills and the proxy drops (and counts) further mirrors. At
 most `max_inflight` exchanges are being mirrored at once, each within its timeout. Requests of one
 client keep their order around writes (create → get, login → authorised calls), so the
-identifiers learned from a write are there for the requests after it.
+identifiers learned from a write are there for the requests after it. An answer the candidate
+has not finished (a backtest still running) is asked again beside the lane, never in it: the
+client's later requests do not wait for it (at most `max_inflight` settle at once).
 
 The worker ends when its pipe ends (the proxy closed it, or died) after finishing what it holds;
-on SIGTERM it abandons what is still queued, flushes the recordings and exits.
+on SIGTERM it abandons what is still queued, flushes the recordings and exits. Every exchange it
+was handed gets exactly one outcome in its counts (see `counters.WorkerTally`).
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ class Intake:
     Reading stops while `max_items` or `max_bytes` are held (read and not yet released), so the
     pipe fills up and the proxy drops instead of this process growing."""
 
-    def __init__(self, fd: int, max_items: int, max_bytes: int = MAX_HELD_BYTES) -> None:
+    def __init__(self, fd: int, max_items: int, max_bytes: int = MAX_HELD_BYTES,
+                 on_eof: Callable[[], None] | None = None) -> None:
         os.set_blocking(fd, False)
+        self._on_eof = on_eof
         self.fd = fd
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -98,6 +103,8 @@ class Intake:
             self._eof = True
             self._pause()
             self._arrived.set()
+            if self._on_eof is not None:
+                self._on_eof()
         self._frames.push(data)
         self._admit()
 
@@ -123,6 +130,13 @@ class Intake:
             self._pause()
         else:
             self._resume()
+
+    def poll(self) -> None:
+        """Read what the pipe holds now, if there is room. Called between exchanges: on a busy
+        machine one turn of the event loop can take longer than the pipe takes to fill (many
+        mirrors judged in a row), and the proxy would drop what it could not write."""
+        if self._reading:
+            self._readable()
 
     def release(self, size: int) -> None:
         """One item is finished: make room for more."""
@@ -183,7 +197,10 @@ class MirrorWorker:
         self.writer = writer
         self.policy = policy or MirrorPolicy(Breakers(settings.breakers))
         self.correlators = {"candidate": Correlator(), "secondary": Correlator()}
-        self.counts: Counter[str] = Counter()
+        self.tally = c.WorkerTally()
+        self.counts: Counter[str] = self.tally.counts
+        self._settling: set[asyncio.Task[None]] = set()
+        self._settle_slots = asyncio.Semaphore(settings.max_inflight)
         self.recording_failed: str | None = None
         self._mirror: Any = None
         self._release: Callable[[int], None] = lambda size: None
@@ -193,24 +210,36 @@ class MirrorWorker:
 
             self.metrics = WorkerMetrics(settings.metrics_dir,
                                          (route.name for route in self.engine.config.routes))
+        self._poll: Callable[[], None] = lambda: None
 
     async def run(self, items: AsyncIterable[tuple[Captured, int]],
-                  release: Callable[[int], None] | None = None, *, client: Any = None) -> None:
+                  release: Callable[[int], None] | None = None, *, client: Any = None,
+                  poll: Callable[[], None] | None = None) -> None:
         """Mirror every captured item until `items` ends; `release(size)` is called as each one
-        is finished. `client` (a `harness.transport.Client`) is made from the settings when
-        None."""
+        is finished, `poll()` between the CPU-heavy steps (to read the pipe). `client` (a
+        `harness.transport.Client`) is made from the settings when None."""
         from harness.replay.lanes import run_lanes
 
         self._release = release or self._release
+        self._poll = poll or self._poll
         async with contextlib.AsyncExitStack() as stack:
             if client is None:
                 client = await stack.enter_async_context(self._client())
             self.attach(client)
             s = self.settings
-            await run_lanes(self._exchanges(items), self._handle,
-                            key=lambda item: item[0].session or "anonymous",
-                            is_safe=lambda item: item[0].request.method.upper() in SAFE_METHODS,
-                            concurrency=s.max_inflight, depth=s.queue_size)
+            try:
+                await run_lanes(self._exchanges(items), self._handle,
+                                key=lambda item: item[0].session or "anonymous",
+                                is_safe=lambda item: item[0].request.method.upper()
+                                in SAFE_METHODS,
+                                concurrency=s.max_inflight, depth=s.queue_size)
+                while self._settling:  # the pipe ended: let the settling answers finish
+                    await asyncio.gather(*list(self._settling))
+            except BaseException:  # cancelled: nothing settles after the client is closed
+                for task in self._settling:
+                    task.cancel()
+                await asyncio.gather(*self._settling, return_exceptions=True)
+                raise
 
     def attach(self, client: Any) -> None:
         """Send the mirrors with `client` (a `harness.transport.Client`)."""
@@ -236,51 +265,99 @@ class MirrorWorker:
                 exchange = to_exchange(captured)
             except Exception:
                 log.exception("a captured exchange could not be read")
-                self.counts[c.WORKER_ERRORS] += 1
+                self.tally.failed()
                 self._release(size)
                 continue
             yield exchange, size
 
-    def _deadline(self, route: Any) -> float:
-        # The transport's timeout bounds one request; this bounds the whole mirror,
-        # the settle retries of answers that become final shortly after a write included.
-        return 2 * self.settings.timeout_s + getattr(route, "settle_s", 0.0) + 1.0
+    def _deadline(self) -> float:
+        # The transport's timeout bounds one request (candidate and secondary are asked at
+        # once); this bounds the whole mirror.
+        return 2 * self.settings.timeout_s + 1.0
 
     async def _handle(self, item: Item) -> None:
         exchange, size = item
+        held = False  # still held by this worker after return (settling, or cancelled)
         try:
-            await self.mirror_one(exchange)
-            self._record(exchange)
+            route = await self._mirror_first(exchange)
+            self._poll()
+            if self._mirror.unfinished(route, exchange):
+                await self._settle_slots.acquire()
+                task = asyncio.create_task(self._settle_beside(exchange, route, size))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+                held = True
+                return
+            self._finish(exchange)
+        except asyncio.CancelledError:
+            held = True  # told to stop: the intake counts it as abandoned
+            raise
         except Exception:  # one bad exchange must not stop the worker
             log.exception("mirroring %s %s failed", exchange.request.method,
                           exchange.request.path)
-            self.counts[c.WORKER_ERRORS] += 1
+            self.tally.failed()
         finally:
-            self._release(size)
+            if not held:
+                self._release(size)
 
-    async def mirror_one(self, exchange: Exchange) -> Exchange:
-        """Mirror and judge one exchange (its primary answer known); counts it."""
+    async def _settle_beside(self, exchange: Exchange, route: Any, size: int) -> None:
+        """Ask an unfinished answer again, off the lane; then judge, record and count it."""
+        cancelled = False
+        try:
+            await self._settle(exchange, route)
+            self._finish(exchange)
+        except asyncio.CancelledError:
+            cancelled = True  # told to stop: the intake counts it as abandoned
+            raise
+        except Exception:
+            log.exception("settling %s %s failed", exchange.request.method,
+                          exchange.request.path)
+            self.tally.failed()
+        finally:
+            self._settle_slots.release()
+            if not cancelled:
+                self._release(size)
+
+    async def _mirror_first(self, exchange: Exchange) -> Any:
+        """Send `exchange` once and judge it; returns its route."""
         route = self.engine.route_of(exchange)
-        deadline = self._deadline(route)
+        deadline = self._deadline()
         try:
             async with asyncio.timeout(deadline):
-                await self._mirror.run(exchange, route)
+                await self._mirror.run(exchange, route, settle=False)
         except TimeoutError:
             exchange.candidate = Response(error=f"timeout after {deadline:g}s (whole mirror)")
             self.engine.judge(exchange, route)
-        if exchange.mirror in ("mirrored", "dry-run"):
-            self.counts[c.MIRRORED] += 1
-            if exchange.mirror == "dry-run":
-                self.counts[c.DRY_RUN] += 1
-        self.counts[str(exchange.verdict)] += 1
+        return route
+
+    async def _settle(self, exchange: Exchange, route: Any) -> None:
+        # A request cut off by the bound keeps the last answer judged.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(route.settle_s + self._deadline()):
+                await self._mirror.settle(exchange, route)
+
+    def _count(self, exchange: Exchange, *, recorded: bool) -> None:
+        self.tally.finished(exchange, recorded=recorded)
         if self.metrics is not None:
             self.metrics.judged(exchange)
+
+    def _finish(self, exchange: Exchange) -> None:
+        self._count(exchange, recorded=self._record(exchange))
+        self._poll()
+
+    async def mirror_one(self, exchange: Exchange) -> Exchange:
+        """Mirror and judge one exchange (its primary answer known), settling an unfinished
+        answer in line; counts it as compared or skipped (nothing is recorded)."""
+        route = await self._mirror_first(exchange)
+        if self._mirror.unfinished(route, exchange):
+            await self._settle(exchange, route)
+        self._count(exchange, recorded=True)
         return exchange
 
-    def _record(self, exchange: Exchange) -> None:
+    def _record(self, exchange: Exchange) -> bool:
+        """Write `exchange`; False when it is not recorded (recording stopped)."""
         if self.recording_failed:
-            self.counts[c.NOT_RECORDED] += 1
-            return
+            return False
         try:
             self.writer.write(exchange)
         except Exception as exc:  # StoreError (disk full...) or a bug: stop recording loudly
@@ -289,12 +366,13 @@ class MirrorWorker:
                          "affected. Free space on the recordings volume and restart.", exc)
             if self.metrics is not None:
                 self.metrics.recording_failed()
-            self.counts[c.NOT_RECORDED] += 1
+            return False
+        return True
 
     def report(self) -> dict[str, Any]:
         """The worker's cumulative counts and open breakers, as sent to the proxy."""
         counts = dict(self.counts)
-        counts[c.DUPLICATES] = self.policy.duplicates
+        counts[c.RETRIES_NOT_RESENT] = self.policy.duplicates
         counts[c.BREAKERS] = self.policy.trips
         return {"worker": self.settings.name, "counts": counts, "breakers": self.policy.tripped}
 
@@ -325,11 +403,22 @@ class StatsSender:
             os.close(self.fd)
 
 
+def leave_idle_class() -> None:
+    """Back from SCHED_IDLE to the normal class (niceness kept). Called when the pipe ends: the
+    proxy is stopping (or gone), so no production answer competes for CPU any more, and what the
+    worker holds must be finished within the proxy's drain time, not whenever the machine idles."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return
+    with contextlib.suppress(OSError):
+        if os.sched_getscheduler(0) == os.SCHED_IDLE:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
     """Run one worker on its pipe until the pipe ends (or SIGTERM)."""
     loop = asyncio.get_running_loop()
     stats = StatsSender(stats_fd)
-    intake = Intake(fd, settings.queue_size)
+    intake = Intake(fd, settings.queue_size, on_eof=leave_idle_class)
     worker = MirrorWorker(settings)
     intake.start()
     main = asyncio.current_task()
@@ -339,16 +428,16 @@ async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
     sampler = worker.metrics and loop.create_task(worker.metrics.sample_every(
         STATS_EVERY_S, lambda: intake.held, lambda: getattr(worker.writer, "segments", ())))
     try:
-        await worker.run(intake, intake.release)
+        await worker.run(intake, intake.release, poll=intake.poll)
     except asyncio.CancelledError:
         abandoned = intake.abandon()
-        worker.counts[c.ABANDONED] += abandoned
+        worker.tally.abandoned(abandoned)
         log.warning("stopped: %d queued exchange(s) abandoned", abandoned)
     finally:
         reporter.cancel()
         if sampler:
             sampler.cancel()
-        worker.counts[c.WORKER_ERRORS] += intake.undecodable
+        worker.tally.failed(intake.undecodable)
         worker.close()
         intake.close()
         stats.send(worker.report())
