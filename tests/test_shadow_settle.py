@@ -110,19 +110,19 @@ def test_an_unfinished_answer_settles_beside_the_lane_while_the_client_goes_on(t
     # lane runs after everything before it) has reached the candidate: asked again inside the
     # lane, the results would stay "running" for all of settle_s and be judged a mismatch.
     def results(seen):
-        done = ("POST", "/api/strategies/strategies/") in seen
+        done = ("POST", "/api/strategies/") in seen
         return web.json_response(RESULTS if done else RUNNING)
 
     candidate = Candidate({"/api/backtest/results/b1": results,
-                           "/api/strategies/strategies/5": lambda seen: web.json_response(
+                           "/api/strategies/5": lambda seen: web.json_response(
                                STRATEGY)})
     items = [captured("GET", "/api/backtest/results/b1", RESULTS),
-             captured("POST", "/api/strategies/strategies/", STRATEGY, 201,
+             captured("POST", "/api/strategies/", STRATEGY, 201,
                       body={"name": "s"}),
-             captured("GET", "/api/strategies/strategies/5", STRATEGY)]
+             captured("GET", "/api/strategies/5", STRATEGY)]
     worker, records, released = mirror_all(tmp_path, candidate, items)
 
-    first_post = candidate.seen.index(("POST", "/api/strategies/strategies/"))
+    first_post = candidate.seen.index(("POST", "/api/strategies/"))
     assert candidate.seen[0] == ("GET", "/api/backtest/results/b1")
     assert first_post == 1  # not held back behind the unfinished results
     last_results = max(n for n, seen in enumerate(candidate.seen)
@@ -130,8 +130,8 @@ def test_an_unfinished_answer_settles_beside_the_lane_while_the_client_goes_on(t
     assert last_results > first_post  # asked again beside the lane, after it
     verdicts = {path: r["verdict"] for path, r in by_path(records).items()}
     assert verdicts == {"GET /api/backtest/results/b1": "match",
-                        "POST /api/strategies/strategies/": "match",
-                        "GET /api/strategies/strategies/5": "match"}
+                        "POST /api/strategies/": "match",
+                        "GET /api/strategies/5": "match"}
     assert worker.counts[c.COMPARED] == 3 and sorted(released) == [0, 1, 2]
 
 
