@@ -49,6 +49,12 @@ def test_demo_data_state_step(primary, tmp_path):
                            console=console)
     assert clean is not None and clean["verdict"] == "same"
     html_path = tmp_path / "r.html"
-    write_report(ReportBuilder(), html_path, data_state=drifted)
+    summary = write_report(ReportBuilder(), html_path, data_state=drifted)
     html = html_path.read_text()
     assert 'id="data-state"' in html and "not ready" in html
+    # A group whose data differ blocks cutover in the headline, whatever its answers said.
+    assert summary["verdict"] == "not ready"
+    assert summary["headline"].endswith("data differ: strategy, trade"), summary["headline"]
+    assert "data differ: strategy, trade" in html
+    clean_summary = write_report(ReportBuilder(), tmp_path / "c.html", data_state=clean)
+    assert "data differ" not in clean_summary["headline"]

@@ -61,6 +61,7 @@ class DemoResult:
     requests: int
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)  # the proxy's final accounting
+    data_differ: list[str] = field(default_factory=list)  # groups whose data gate is not ready
 
     @property
     def answered(self) -> int:
@@ -180,7 +181,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                      title="parity demo: reference Cryptobot, Docker vs native",
                      data_state=data_state)
         result = DemoResult(groups, options.out, stats.errors, stats.requests,
-                            time.perf_counter() - started, shadow_counters([recordings]) or {})
+                            time.perf_counter() - started, shadow_counters([recordings]) or {},
+                            [g for g, gate in ((data_state or {}).get("groups") or {}).items()
+                             if gate.get("status") != "ready"])
     except BaseException:
         console.print(f"[red]parity demo failed; the processes' logs are kept in {work}[/]")
         raise
@@ -203,8 +206,11 @@ def print_summary(result: DemoResult, console: Console) -> None:
                       str(tally.failing), str(tally.verdicts.get("noise-only", 0)),
                       finding)
     console.print(table)
-    verdict = ("[bold green]READY for cutover[/]" if not result.not_ready
-               else f"[bold red]NOT READY[/]: {', '.join(result.not_ready)}")
+    blocked = [", ".join(result.not_ready)] if result.not_ready else []
+    if result.data_differ:
+        blocked.append(f"data differ: {', '.join(result.data_differ)}")
+    verdict = ("[bold green]READY for cutover[/]" if not blocked
+               else f"[bold red]NOT READY[/]: {'; '.join(blocked)}")
     console.print(f"{verdict}  ({result.requests} requests, {result.seconds:.0f} s, "
                   f"{len(result.client_errors)} client errors)")
     console.print(f"shadow proxy: {c.accounting_line(result.counts)}")

@@ -108,6 +108,7 @@ def write_report(
         summary["not_mirrored"] = dict(not_mirrored)
     if data_state is not None:
         summary["data_state"] = dict(data_state)
+        _fold_data_gates(summary, data_state)
     if out_html is not None:
         html = render_html(builder, summary=summary, title=title, sources=sources,
                            not_mirrored=not_mirrored, data_state=data_state)
@@ -133,3 +134,20 @@ def _write_atomically(path: Path, data: bytes) -> None:
             raise
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _fold_data_gates(summary: dict[str, Any], data_state: Mapping[str, Any]) -> None:
+    """A group whose data differ is not ready, whatever its answers say: it joins the groups
+    the headline says block cutover ("data differ: strategy")."""
+    groups = data_state.get("groups") or {}
+    differ = [g for g, gate in groups.items() if gate.get("status") != "ready"]
+    if not differ:
+        return
+    note = f"data differ: {', '.join(differ)}"
+    summary["blocking"] = list(dict.fromkeys([*summary.get("blocking", []), *differ]))
+    summary["blocked_by"] = list(dict.fromkeys([*summary.get("blocked_by", []), *differ]))
+    if summary.get("verdict") == "not ready":
+        summary["headline"] = f"{summary['headline']}; {note}"
+    else:
+        summary["verdict"] = "not ready"
+        summary["headline"] = f"NOT READY for cutover: {note}"
