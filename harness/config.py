@@ -245,8 +245,8 @@ def _route(check: _Checker, raw: Any, key: str, comparators: list[str]) -> Route
     if mirror == "dry-run" and precondition is None and not (dry_run and dry_run.rewrites):
         raise check.fail(f"{key}.dry_run", "mirror = \"dry-run\" needs a dry_run rewrite "
                                            "(headers, query, body or path) or a precondition")
-    if mirror == "dry-run" and dry_run is None:
-        dry_run = DryRunRewrite()  # no rewrite; the default proof checks each answer
+    # A precondition without `dry_run`: the request goes unchanged, and the second check after
+    # each answer is the precondition asked again (harness.mirror), not the answer's body.
     return Route(
         method=method,
         template=table["path"],

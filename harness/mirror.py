@@ -70,7 +70,7 @@ class Mirror:
         exchange.secondary = secondary or secondary_recorded
         self.engine.judge(exchange, route)
         self._learn(route, exchange)
-        self._check_dry_run(route, exchange, secondary_sent=not secondary_unproven)
+        await self._check_dry_run(route, exchange, secondary_sent=not secondary_unproven)
         if settle and self.unfinished(route, exchange):
             await self.settle(exchange, route, secondary_recorded=secondary_recorded)
         return exchange
@@ -127,31 +127,67 @@ class Mirror:
             return reasons[0], None
         return None, reasons[1] if len(reasons) > 1 else None
 
-    def _check_dry_run(self, route: Route, exchange: Exchange, *, secondary_sent: bool) -> None:
-        if exchange.mirror != "dry-run" or route.dry_run is None:
+    async def _check_dry_run(self, route: Route, exchange: Exchange, *,
+                             secondary_sent: bool) -> None:
+        """The second check after a dry-run mirror: each answer proves the dry run (the route's
+        `dry_run` proof), or, for a route that declares none, the side still proves its
+        precondition right after answering (its dry-run switch was on while it took the order: the
+        real trade service answers a dry run like any order). A breach trips the breaker."""
+        if exchange.mirror != "dry-run":
             return
         sent = exchange.secondary if self.secondary_url and secondary_sent else None
-        if self._breach(route, exchange.primary, sent):
-            self.policy.trip(route.name, "the secondary's answer does not prove the dry run")
-        if not self._breach(route, exchange.primary, exchange.candidate):
+        if route.dry_run is not None:
+            breaches = ["answer does not prove the dry run"
+                        if self._breach(route, exchange.primary, answer) else None
+                        for answer in (exchange.candidate, sent)]
+            path, wanted = route.dry_run.proof_path, route.dry_run.proof_value
+        elif route.precondition is not None:
+            unmet = await asyncio.gather(
+                self._still_proven(route, exchange.primary, exchange.candidate,
+                                   self.candidate_url),
+                self._still_proven(route, exchange.primary, sent, self.secondary_url))
+            breaches = [why and f"precondition failed right after the answer ({why})"
+                        for why in unmet]
+            path, wanted = route.precondition.path, route.precondition.expect
+        else:
             return
-        self.policy.trip(route.name, "the candidate's answer does not prove the dry run")
+        candidate_breach, secondary_breach = breaches
+        if secondary_breach:
+            self.policy.trip(route.name, f"the secondary's {secondary_breach}")
+        if not candidate_breach:
+            return
+        self.policy.trip(route.name, f"the candidate's {candidate_breach}")
         exchange.verdict = Verdict.MISMATCH
         exchange.differences.append(Difference(
-            route.dry_run.proof_path, Kind.CHANGED, route.dry_run.proof_value, None,
-            "candidate did not prove the dry run: a real order may have been placed on the "
-            "candidate; mirroring of this route is stopped", Severity.CRITICAL))
+            path, Kind.CHANGED, wanted, None,
+            f"candidate did not prove the dry run ({candidate_breach}): a real order may have "
+            "been placed on the candidate; mirroring of this route is stopped",
+            Severity.CRITICAL))
+
+    async def _still_proven(self, route: Route, primary: Response, answer: Response | None,
+                            base_url: str | None) -> str | None:
+        """Why a side that answered a precondition-only dry-run mirror no longer proves the
+        precondition (asked again now, never from the cache); None when it does, or when it did
+        not answer or rejected the request as the primary did (nothing was created)."""
+        if (answer is None or answer.error or base_url is None or route.precondition is None
+                or self.preconditions is None or _same_rejection(primary, answer)):
+            return None
+        return await self.preconditions.confirm(base_url, route.precondition)
 
     @staticmethod
     def _breach(route: Route, primary: Response, answer: Response | None) -> bool:
         """Whether a side's answer to a dry-run mirror fails to prove it. No answer, a transport
         error, or the same 4xx rejection as the primary's (a validation error creates nothing) is
         no breach."""
-        if answer is None or answer.error:
+        if answer is None or answer.error or _same_rejection(primary, answer):
             return False
-        if 400 <= answer.status < 500 and answer.status == primary.status:
-            return False
-        return not route.dry_run.proven(lift(answer))
+        return route.dry_run is not None and not route.dry_run.proven(lift(answer))
+
+
+def _same_rejection(primary: Response, answer: Response) -> bool:
+    """The side rejected the request with the primary's 4xx (a validation error creates
+    nothing): no breach, whatever the body says."""
+    return 400 <= answer.status < 500 and answer.status == primary.status
 
 # A run's state as the candidate reports it while it is still working on it.
 IN_PROGRESS = frozenset({"pending", "queued", "running", "in_progress", "in-progress",

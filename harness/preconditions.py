@@ -36,7 +36,8 @@ class Preconditions:
         self.timeout_s = timeout_s
         self._proofs: dict[tuple[str, str], _Proof] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self.checks = 0  # answers asked for, for tests and counters
+        self.checks = 0  # asked before sending (at most once per recheck interval per side)
+        self.confirmations = 0  # asked again right after an answer
 
     async def unmet(self, side: str, base_url: str, precondition: Precondition) -> str | None:
         """Why `side` (at `base_url`) has not proven `precondition` now; None when it has."""
@@ -48,6 +49,7 @@ class Preconditions:
         async with lock:  # concurrent mirrors wait for one check instead of sending their own
             proof = self._proofs.get(key)
             if proof is None or time.monotonic() - proof.checked_at >= self.recheck_s:
+                self.checks += 1
                 asked_at = time.monotonic()  # the answer holds from when it was asked for
                 proof = _Proof(await self._ask(base_url, precondition), asked_at)
                 previous = self._proofs.get(key)
@@ -56,8 +58,18 @@ class Preconditions:
                     self._log_change(side, precondition, proof.unmet)
         return proof.unmet
 
+    async def confirm(self, base_url: str, precondition: Precondition) -> str | None:
+        """Ask now, whatever the cache holds (the check after an answer); the answer replaces
+        what the side last proved. Why it is not proven, or None."""
+        key = (base_url, precondition.key)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            self.confirmations += 1
+            asked_at = time.monotonic()
+            proof = _Proof(await self._ask(base_url, precondition), asked_at)
+            self._proofs[key] = proof
+        return proof.unmet
+
     async def _ask(self, base_url: str, precondition: Precondition) -> str:
-        self.checks += 1
         answer = await send(self.client, base_url,
                             Request(precondition.method, precondition.path,
                                     headers=[("accept", "application/json")]),

@@ -257,6 +257,7 @@ def test_the_switch_is_asked_once_per_recheck_interval_never_assumed(apps):
     _, cached = mirror_orders("[safety]\nprecondition_recheck_s = 600\n", candidate.base_url,
                               secondary.base_url, [order() for _ in range(4)])
     assert cached.preconditions.checks == 2  # once per side, then the answer stands
+    assert cached.preconditions.confirmations == 8  # and again after each answer, never cached
     _, every = mirror_orders("[safety]\nprecondition_recheck_s = 0\n", candidate.base_url,
                              None, [order() for _ in range(3)])
     assert every.preconditions.checks == 3
@@ -309,6 +310,72 @@ dry_run = {{ headers = {{ "X-Dry-Run" = "true" }} }}
     assert received(candidate)[0] == before[0] + 1  # the one order the proof came too late for
     real = httpx.get(candidate.base_url + "/_debug/orders").json()
     assert real[-1]["client_order_id"] == first["client_order_id"]
+
+
+def mirror_to_real_like_service(turned_off_by_the_order: bool) -> tuple[list[Exchange], Mirror,
+                                                                          dict]:
+    """Two orders mirrored to a stand-in shaped like the real trade service in dry-run mode: it
+    answers an order like any order (no dry-run status in the body) and serves its switch;
+    `turned_off_by_the_order`: the switch goes off while it takes the first order."""
+    from aiohttp import web
+
+    config = build_config(tomllib.loads(DEFAULT_TOML), "parity.toml", {})
+    primary = Response(200, [("content-type", "application/json")],
+                       Body.from_bytes(orjson.dumps({"id": "p1", "status": "open"})), 1.0)
+    state = {"dry_run": True, "orders": 0}
+
+    async def get_switch(request: web.Request) -> web.Response:
+        return web.json_response({"dry_run": state["dry_run"]})
+
+    async def create(request: web.Request) -> web.Response:
+        state["orders"] += 1
+        if turned_off_by_the_order:
+            state["dry_run"] = False
+        return web.json_response({"id": f"c{state['orders']}", **await request.json(),
+                                  "status": "open"})
+
+    async def scenario() -> tuple[list[Exchange], Mirror]:
+        app = web.Application()
+        app.router.add_get(SWITCH, get_switch)
+        app.router.add_post(ORDERS, create)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with make_client(TransportSettings(timeout_s=5)) as client:
+                mirror = Mirror(client, Engine(config), MirrorPolicy(),
+                                f"http://127.0.0.1:{port}", None)
+                done = []
+                for body in (order(), order()):
+                    request = Request("POST", ORDERS, [], [("content-type", "application/json")],
+                                      Body.from_bytes(orjson.dumps(body)))
+                    exchange = Exchange(request, primary)
+                    done.append(await mirror.run(exchange, mirror.engine.route_of(exchange)))
+                return done, mirror
+        finally:
+            await runner.cleanup()
+
+    done, mirror = asyncio.run(scenario())
+    return done, mirror, state
+
+
+def test_a_proven_side_answering_like_the_real_service_is_no_breach():
+    """The real trade service in dry-run mode answers an order like any order: the second check
+    is its switch, asked again right after the answer, not the answer's body."""
+    done, mirror, state = mirror_to_real_like_service(turned_off_by_the_order=False)
+    assert [e.mirror for e in done] == ["dry-run", "dry-run"] and state["orders"] == 2
+    assert mirror.policy.tripped == {}
+    assert not any(d.severity is Severity.CRITICAL for e in done for d in e.differences)
+
+
+def test_a_switch_turned_off_while_taking_an_order_trips_the_breaker():
+    done, mirror, state = mirror_to_real_like_service(turned_off_by_the_order=True)
+    [(route, reason)] = mirror.policy.tripped.items()
+    assert route == f"POST {ORDERS}" and "precondition failed right after the answer" in reason
+    assert done[0].verdict is Verdict.MISMATCH
+    assert any(d.severity is Severity.CRITICAL and d.path == SWITCH for d in done[0].differences)
+    assert done[1].reason.startswith("breaker open") and state["orders"] == 1
 
 
 # --- the declaration in parity.toml -------------------------------------------------------------

@@ -311,8 +311,9 @@ def test_a_breaker_tripped_in_one_worker_stops_the_route_in_every_worker(tmp_pat
 
 class FakeCandidate:
     """A real loopback server (aiohttp) standing in for the candidate: ids differ from the
-    primary's, orders answer as dry runs unless `proves` is off, its dry-run switch reads
-    `switch`, and every request is kept as (method, path, X-Dry-Run header)."""
+    primary's, orders answer as dry runs unless `proves` is off (then an order answers like a real
+    one and turns the dry-run switch off), its dry-run switch reads `switch`, and every request
+    is kept as (method, path, X-Dry-Run header)."""
 
     def __init__(self, proves: bool = True, delay: float = 0.0, switch: bool = True) -> None:
         self.proves = proves
@@ -335,6 +336,7 @@ class FakeCandidate:
             return web.json_response({"dry_run": self.switch})
         if path == "/api/trades/orders":
             status = "dry_run" if self.proves else "open"
+            self.switch = self.switch and self.proves
             return web.json_response({"status": status, "order": {"amount": 0.1}})
         return web.json_response({"ok": True})
 
@@ -377,7 +379,8 @@ def test_worker_mirrors_orders_once_as_dry_runs_and_follows_created_ids():
     assert candidate.requests == [("POST", "/api/strategies/", None),
                     ("GET", "/api/strategies/70", None),
                     ("GET", "/api/v1/settings/dry_run", None),
-                    ("POST", "/api/trades/orders", None)]
+                    ("POST", "/api/trades/orders", None),
+                    ("GET", "/api/v1/settings/dry_run", None)]  # asked again after the answer
     assert [e.mirror.split(":")[0] for e in written] == [
         "mirrored", "mirrored", "dry-run", "skipped", "skipped"]
     assert "duplicate order" in written[3].reason
