@@ -110,7 +110,9 @@ def test_routes_carry_correlation_ages_and_settling():
 
 def test_orders_go_only_to_sides_in_dry_run_mode_and_each_answer_must_prove_it():
     trade = DEFAULTS.routes.match("POST", "/api/trades/orders")
-    assert not trade.dry_run.rewrites  # the real trade service reads no dry-run header
+    # The real trade service reads no dry-run header and answers a dry run like any order: no
+    # rewrite, no body proof; its switch is the precondition and the check after each answer.
+    assert trade.dry_run is None
     assert trade.precondition.path == "/api/v1/settings/dry_run"
     assert trade.precondition.expect == {"dry_run": True}
     assert trade.precondition.unmet(200, {"dry_run": True}) is None
