@@ -31,6 +31,7 @@ import orjson
 from harness.config import METHODS, Config, route_toml
 from harness.errors import UserError
 from harness.routes import GROUPS, Route, RouteTable, guess_group, template_regex
+from harness.store.reader import files_beside
 
 SPEC_PATH = "/openapi.json"
 SAVED_NAME = "openapi-routes.json"  # beside the recordings; read by the report
@@ -283,18 +284,14 @@ def saved_routes(paths: Iterable[str | Path]) -> list[SpecRoute]:
     """The spec routes saved in the directories among `paths` (searched recursively); a file
     that cannot be read is skipped with a warning."""
     out: list[SpecRoute] = []
-    for item in paths:
-        path = Path(item)
-        if not path.is_dir():
-            continue
-        for file in sorted(path.rglob(SAVED_GLOB)):
-            try:
-                data = orjson.loads(file.read_bytes())
-                for method, template in data["routes"]:
-                    template_regex(str(template))
-                    out.append(SpecRoute(str(method).upper(), str(template), str(file)))
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                log.warning("%s: not a saved routes file, ignored: %s", file, exc)
+    for file in files_beside(paths, SAVED_GLOB):
+        try:
+            data = orjson.loads(file.read_bytes())
+            for method, template in data["routes"]:
+                template_regex(str(template))
+                out.append(SpecRoute(str(method).upper(), str(template), str(file)))
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: not a saved routes file, ignored: %s", file, exc)
     return out
 
 

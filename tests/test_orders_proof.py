@@ -271,19 +271,25 @@ def test_an_unreachable_side_is_not_proven(apps):
     assert received(apps[0]) == before
 
 
-def test_a_dry_run_path_rewrite_sends_orders_to_the_echo_whatever_the_switch(apps):
-    _, _, candidate = apps
-    switch(candidate, False)
-    before = received(candidate)
-    echo_route = f"""
+def orders_route(dry_run: str) -> str:
+    """A parity.toml replacing the trade orders route with a `dry_run` declaration (no
+    precondition)."""
+    return f"""
 [[routes]]
 method = "POST"
 path = "{ORDERS}"
 group = "trade"
 comparator = "order"
 mirror = "dry-run"
-dry_run = {{ path = "/api/v1/orders/" }}
+{dry_run}
 """
+
+
+def test_a_dry_run_path_rewrite_sends_orders_to_the_echo_whatever_the_switch(apps):
+    _, _, candidate = apps
+    switch(candidate, False)
+    before = received(candidate)
+    echo_route = orders_route('dry_run = { path = "/api/v1/orders/" }')
     done, mirror = mirror_orders(echo_route, candidate.base_url, None, [order()])
     assert done[0].mirror == "dry-run" and mirror.policy.tripped == {}
     assert received(candidate) == (before[0], before[1] + 1)
@@ -293,15 +299,8 @@ def test_a_side_whose_answer_does_not_prove_the_dry_run_trips_the_breaker(apps):
     _, _, candidate = apps
     switch(candidate, False)
     before = received(candidate)
-    header_only = f"""
-[[routes]]
-method = "POST"
-path = "{ORDERS}"
-group = "trade"
-comparator = "order"
-mirror = "dry-run"
-dry_run = {{ headers = {{ "X-Dry-Run" = "true" }} }}
-"""  # the old default: the trade service ignores the header, so the order is real
+    # The old default: the trade service ignores the header, so the order is real.
+    header_only = orders_route('dry_run = { headers = { "X-Dry-Run" = "true" } }')
     first = order()
     done, mirror = mirror_orders(header_only, candidate.base_url, None, [first, order()])
     assert list(mirror.policy.tripped) == [f"POST {ORDERS}"]

@@ -98,32 +98,29 @@ class ObservedNoise:
         by_candidate = raw_differences(primary, candidate) if has_candidate else {}
         reported = _reported(record.get("differences") or [])
         for path, values in by_secondary.items():
-            stat = self._stat(seen, path)
+            stat = self._stat(seen, path, values)
             if stat is None:
                 continue
             stat.secondary += 1
-            if stat.example is None:
-                stat.example = values
             label = self._label(record, seen, path, reported, by_candidate, by_secondary,
                                 verdict)
             stat.labels[label] = stat.labels.get(label, 0) + 1
         for path, values in by_candidate.items():
             if _covered(path, reported):
                 continue  # a reported difference: shown with the differences, not here
-            stat = self._stat(seen, path)
+            stat = self._stat(seen, path, values)
             if stat is None:
                 continue
             stat.candidate += 1
-            if stat.example is None:
-                stat.example = values
             if path not in by_secondary:
                 stat.labels[IGNORED] = stat.labels.get(IGNORED, 0) + 1
 
     @staticmethod
-    def _stat(seen: _RouteSeen, path: str) -> _PathSeen | None:
+    def _stat(seen: _RouteSeen, path: str, example: Any) -> _PathSeen | None:
+        """The counts of `path` (None past MAX_PATHS), keeping its first values as the example."""
         stat = seen.paths.get(path)
         if stat is None and len(seen.paths) < MAX_PATHS:
-            stat = seen.paths[path] = _PathSeen()
+            stat = seen.paths[path] = _PathSeen(example=example)
         return stat
 
     def _label(self, record: dict[str, Any], seen: _RouteSeen, path: str,

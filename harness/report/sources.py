@@ -15,7 +15,7 @@ import orjson
 from harness.errors import UserError
 from harness.model import Exchange
 from harness.shadow import counters as c
-from harness.store.reader import iter_records, segment_files
+from harness.store.reader import files_beside, iter_records, segment_files
 
 log = logging.getLogger("parity.report")
 
@@ -74,19 +74,15 @@ def shadow_counters(paths: Iterable[str | Path]) -> dict[str, int] | None:
     warning: they must not stop the report."""
     totals: Counter[str] = Counter()
     found = False
-    for item in paths:
-        path = Path(item)
-        if not path.is_dir():
+    for file in files_beside(paths, COUNTERS_GLOB):
+        try:
+            counts = orjson.loads(file.read_bytes())["totals"]
+            totals.update({str(k): int(v) for k, v in counts.items()})
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError,
+                AttributeError) as exc:
+            log.warning("%s: not a shadow counters file, ignored: %s", file, exc)
             continue
-        for file in sorted(path.rglob(COUNTERS_GLOB)):
-            try:
-                counts = orjson.loads(file.read_bytes())["totals"]
-                totals.update({str(k): int(v) for k, v in counts.items()})
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError,
-                    AttributeError) as exc:
-                log.warning("%s: not a shadow counters file, ignored: %s", file, exc)
-                continue
-            found = True
+        found = True
     if not found:
         return None
     return {key: totals[key] for key, _ in NOT_MIRRORED}

@@ -81,6 +81,15 @@ def segment_files(paths: Iterable[PathLike] | PathLike) -> list[Path]:
     return files
 
 
+def files_beside(paths: Iterable[PathLike], pattern: str) -> Iterator[Path]:
+    """The files named `pattern` (a glob) in the directories among `paths`, searched
+    recursively like the segments: what a run saved beside its recordings (counters, specs)."""
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(path.rglob(pattern))
+
+
 def _open(path: Path):
     try:
         return path.open("rb")
