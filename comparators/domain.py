@@ -338,8 +338,8 @@ def compare_columns(
     fields = list(fields)
     p_positions, c_positions = zip(*pairs, strict=True)
     positions = list(p_positions)
-    p_rows = list(map(primary_rows.__getitem__, p_positions))
-    c_rows = list(map(candidate_rows.__getitem__, c_positions))
+    p_rows = _rows_at(primary_rows, p_positions)
+    c_rows = _rows_at(candidate_rows, c_positions)
     # Rows that all have every field (the usual table): the columns in one C-level transpose.
     p_table, c_table = _columns_of(p_rows, fields), _columns_of(c_rows, fields)
     numeric: list[tuple[str, Sequence[Any], Sequence[Any], float, float]] = []
@@ -375,6 +375,13 @@ def compare_columns(
                 stats, rtol, atol, what=label(name), noun=noun, positions=positions,
                 exact=False, numeric=True)
     return [d for d in found.values() if d is not None]
+
+
+def _rows_at(rows: Sequence[Mapping[str, Any]], at: tuple[int, ...]) -> Sequence[Mapping[str, Any]]:
+    """The rows at positions `at` (all of them, in order, without copying when that is all)."""
+    if len(at) == len(rows) and at == tuple(range(len(rows))):
+        return rows
+    return list(map(rows.__getitem__, at))
 
 
 def _columns_of(rows: Sequence[Mapping[str, Any]], fields: list[str]) -> list[tuple] | None:
@@ -590,8 +597,8 @@ def compare_time_column(
     """One difference for two positionally aligned timestamp columns: a constant shift (one
     timezone) is named as such, the same instants in another notation are said to be so, anything
     else is the first index that differs."""
-    p_keys = list(map(time_key, primary))
-    c_keys = list(map(time_key, candidate))
+    p_keys = time_keys(primary)
+    c_keys = time_keys(candidate)
     if None in p_keys or None in c_keys:
         return column_difference(path_of, primary, candidate, 0.0, 0.0, what=what, exact=True)
     deltas = list(map(operator.sub, c_keys, p_keys))
