@@ -455,6 +455,13 @@ class _Differ:
                     by_item.setdefault(rows[k], []).extend(found)
                 continue
             for i, (a, b, path) in zip(rows, nested, strict=True):
+                if ignored and ignored(path):
+                    continue
+                kind_a, kind_b = type(a), type(b)
+                if (kind_a is float or kind_a is int) and (kind_b is float or kind_b is int):
+                    if not close(a, b, self.rtol, self.atol):  # `walk` of two numbers
+                        by_item.setdefault(i, []).append(Difference(path, Kind.CHANGED, a, b, ""))
+                    continue
                 before = len(self.found)
                 self.walk(a, b, path)
                 if len(self.found) > before:
@@ -872,14 +879,7 @@ def compare_many(
 ) -> list[Difference]:
     """`compare_bodies(a, b, options, path=path)` of every ``(a, b, path)``, concatenated, with
     one walk for them all (the items of a list matched by identity, not position)."""
-    items = list(items)
-    if len(items) >= RECORDS_MIN:
-        differ = _Differ(options)
-        by_item = differ.record_pairs(items)
-        if by_item is not None:
-            differ.found = [d for i in sorted(by_item) for d in by_item[i]]
-            return differ.finish()
-    differ = None
+    differing = []
     for primary, candidate, path in items:
         if same(primary, candidate):
             continue
@@ -887,9 +887,18 @@ def compare_many(
             canonical = _canonical(primary)
             if canonical is not None and canonical == _canonical(candidate):
                 continue
-        differ = differ or _Differ(options)
+        differing.append((primary, candidate, path))
+    if not differing:
+        return []
+    differ = _Differ(options)
+    if len(differing) >= RECORDS_MIN:  # many records differ: member by member over them all
+        by_item = differ.record_pairs(differing)
+        if by_item is not None:
+            differ.found = [d for i in sorted(by_item) for d in by_item[i]]
+            return differ.finish()
+    for primary, candidate, path in differing:
         differ.walk(primary, candidate, path)
-    return differ.finish() if differ is not None else []
+    return differ.finish()
 
 
 def compare_text(primary: str, candidate: str) -> list[Difference]:
