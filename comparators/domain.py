@@ -7,6 +7,7 @@ bodies) handed to the generic helpers.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import operator
@@ -269,6 +270,8 @@ def _same_points(primary: Sequence[Any], candidate: Sequence[Any], *, exact: boo
     kinds = list(map(type, primary))
     if kinds != list(map(type, candidate)) or (exact and float in kinds):
         return False
+    if type(primary) is type(candidate):
+        return primary == candidate
     return list(primary) == list(candidate)
 
 
@@ -282,8 +285,14 @@ def _numeric_mismatches(
     import numpy as np
 
     def array(values: list) -> np.ndarray:
-        return np.array([[np.nan if v is None else v for v in column] if None in column
-                         else column for column in values], dtype=float)
+        if any(None in column for column in values):
+            return np.array([[np.nan if v is None else v for v in column] if None in column
+                             else column for column in values], dtype=float)
+        # fromiter reads the numbers several times faster than np.array reads nested sequences
+        size = len(values[0])
+        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=float,
+                           count=size * len(values))
+        return flat.reshape(len(values), size)
 
     p, c = array([a for a, _ in columns]), array([b for _, b in columns])
     rtol = np.asarray(rtols, dtype=float)[:, None]
