@@ -532,10 +532,18 @@ class _Differ:
         names = list(items_a[0])
         if set(map(len, items_a)) != {len(names)} or set(map(len, items_b)) != {len(names)}:
             return False
+        if not names:
+            return True  # empty records: nothing to compare
+        getter = operator.itemgetter(*names)
         try:  # same number of members and every name present: the same members
-            columns = [([x[n] for x in items_a], [y[n] for y in items_b]) for n in names]
+            table_a, table_b = list(map(getter, items_a)), list(map(getter, items_b))
         except KeyError:
             return False
+        if len(names) == 1:
+            columns = [(table_a, table_b)]
+        else:
+            columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
+                               strict=True))
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
         if numeric:  # all numeric columns in one numpy comparison
