@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -410,6 +411,64 @@ class _Differ:
             if name not in a:
                 self.add(paths.key(where, name), Kind.EXTRA, None, value)
 
+    def record_pairs(self, items: list[tuple[Any, Any, str]]) -> dict[int, list[Difference]] | None:
+        """`walk` of every ``(a, b, path)`` when all are objects with the same members (the
+        primary's in one order): member by member over all of them, equal members skipped at C
+        speed. The differences found, by item (each item's in `walk`'s order); None when the items
+        are not such records."""
+        rows_a = [a for a, _, _ in items]
+        rows_b = [b for _, b, _ in items]
+        if set(map(type, rows_a)) != {dict} or set(map(type, rows_b)) != {dict}:
+            return None
+        names = tuple(rows_a[0])
+        if not names or set(map(tuple, rows_a)) != {names}:
+            return None
+        if set(map(len, rows_b)) != {len(names)}:
+            return None
+        getter = operator.itemgetter(*names)
+        try:  # as many members and every name present: the same members
+            table_b = list(map(getter, rows_b))
+        except KeyError:
+            return None
+        table_a = list(map(getter, rows_a))
+        if len(names) == 1:
+            columns = [(table_a, table_b)]
+        else:
+            columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
+                               strict=True))
+        ignored = self.ignored
+        skipped = [bool(ignored) and ignored(path) for _, _, path in items]
+        by_item: dict[int, list[Difference]] = {}
+        for name, (column_a, column_b) in zip(names, columns, strict=True):
+            if column_a == column_b:
+                kinds = list(map(type, column_a))
+                if kinds == list(map(type, column_b)) and dict not in kinds and list not in kinds:
+                    continue  # equal scalars of one type, item by item: `same` says so too
+            rows = [i for i, (x, y) in enumerate(zip(column_a, column_b, strict=True))
+                    if not skipped[i] and not same(x, y)]
+            if not rows:
+                continue
+            nested = [(column_a[i], column_b[i], paths.key(items[i][2], name)) for i in rows]
+            below = self.record_pairs(nested) if len(rows) >= RECORDS_MIN else None
+            if below is not None:
+                for k, found in below.items():
+                    by_item.setdefault(rows[k], []).extend(found)
+                continue
+            for i, (a, b, path) in zip(rows, nested, strict=True):
+                if ignored and ignored(path):
+                    continue
+                kind_a, kind_b = type(a), type(b)
+                if (kind_a is float or kind_a is int) and (kind_b is float or kind_b is int):
+                    if not close(a, b, self.rtol, self.atol):  # `walk` of two numbers
+                        by_item.setdefault(i, []).append(Difference(path, Kind.CHANGED, a, b, ""))
+                    continue
+                before = len(self.found)
+                self.walk(a, b, path)
+                if len(self.found) > before:
+                    by_item.setdefault(i, []).extend(self.found[before:])
+                    del self.found[before:]
+        return by_item
+
     def _leaf(self, a: Any, b: Any, where: str) -> None:
         if _is_number(a) and _is_number(b):
             if not close(a, b, self.rtol, self.atol):
@@ -473,10 +532,18 @@ class _Differ:
         names = list(items_a[0])
         if set(map(len, items_a)) != {len(names)} or set(map(len, items_b)) != {len(names)}:
             return False
+        if not names:
+            return True  # empty records: nothing to compare
+        getter = operator.itemgetter(*names)
         try:  # same number of members and every name present: the same members
-            columns = [([x[n] for x in items_a], [y[n] for y in items_b]) for n in names]
+            table_a, table_b = list(map(getter, items_a)), list(map(getter, items_b))
         except KeyError:
             return False
+        if len(names) == 1:
+            columns = [(table_a, table_b)]
+        else:
+            columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
+                               strict=True))
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
         if numeric:  # all numeric columns in one numpy comparison
@@ -820,7 +887,7 @@ def compare_many(
 ) -> list[Difference]:
     """`compare_bodies(a, b, options, path=path)` of every ``(a, b, path)``, concatenated, with
     one walk for them all (the items of a list matched by identity, not position)."""
-    differ = None
+    differing = []
     for primary, candidate, path in items:
         if same(primary, candidate):
             continue
@@ -828,9 +895,18 @@ def compare_many(
             canonical = _canonical(primary)
             if canonical is not None and canonical == _canonical(candidate):
                 continue
-        differ = differ or _Differ(options)
+        differing.append((primary, candidate, path))
+    if not differing:
+        return []
+    differ = _Differ(options)
+    if len(differing) >= RECORDS_MIN:  # many records differ: member by member over them all
+        by_item = differ.record_pairs(differing)
+        if by_item is not None:
+            differ.found = [d for i in sorted(by_item) for d in by_item[i]]
+            return differ.finish()
+    for primary, candidate, path in differing:
         differ.walk(primary, candidate, path)
-    return differ.finish() if differ is not None else []
+    return differ.finish()
 
 
 def compare_text(primary: str, candidate: str) -> list[Difference]:

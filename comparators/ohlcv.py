@@ -35,7 +35,7 @@ from comparators.domain import (
     near_pairs,
     shift_difference,
     show,
-    time_key,
+    time_keys,
     within,
 )
 from harness.model import Difference, Kind
@@ -80,13 +80,20 @@ def _compare_bodies(
 def find_candles(body: Any) -> str | None:
     """Where the candle list is: ``""`` for the body itself, a key, or None (not candles)."""
     if isinstance(body, list):
-        return "" if all(_is_candle(c) for c in body) else None
+        return "" if _all_candles(body) else None
     if isinstance(body, dict):
         for name in LIST_KEYS:
             value = body.get(name)
-            if isinstance(value, list) and value and all(_is_candle(c) for c in value):
+            if isinstance(value, list) and value and _all_candles(value):
                 return name
     return None
+
+
+def _all_candles(items: list) -> bool:
+    if items and set(map(type, items)) == {dict}:
+        # Whether an object is a candle depends on its member names only: one of each shape.
+        return all(map(_is_candle, dict(zip(map(tuple, items), items, strict=True)).values()))
+    return all(map(_is_candle, items))
 
 
 def _is_candle(item: Any) -> bool:
@@ -118,7 +125,7 @@ class Candles:
             rows = list(items)  # read, never changed
             time_field = next((f for f in TIME_FIELDS if rows and f in rows[0]), "timestamp")
         raw = [row.get(time_field) for row in rows]
-        keys = list(map(time_key, raw))
+        keys = time_keys(raw)
         if None in keys:
             return None
         return cls(rows, raw, keys, time_field, as_rows)  # type: ignore[arg-type]
@@ -151,12 +158,14 @@ def compare_candles(
         )
 
     differences = _duplicates(path, p, c)
-    p_at = {k: i for i, k in reversed(list(enumerate(p.keys)))}
-    c_at = {k: i for i, k in reversed(list(enumerate(c.keys)))}
+    p_at, c_at = _first_at(p.keys), _first_at(c.keys)
     shift = 0
-    if set(p_at) != set(c_at):
+    if p_at.keys() != c_at.keys():
         votes = _shift_votes(p, c, p_at, c_at, options, field_path)
-        found = best_shift(p_at, c_at, lambda s: votes.get(s, 0))
+        # No shift wins without votes from at least half the candles: skip the search then.
+        needed = max(votes.get(0, 0) + 1, (min(len(p_at), len(c_at)) + 1) // 2)
+        found = (best_shift(p_at, c_at, lambda s: votes.get(s, 0))
+                 if max(votes.values(), default=0) >= needed else None)
         if found is not None:
             shift = found[0]
             first = min(p_at[k] for k in p_at if k + shift in c_at)
@@ -169,17 +178,15 @@ def compare_candles(
                     "candles",
                 )
             )
-    pairs = [
-        (i, c_at[k + shift])
-        for k, i in sorted(p_at.items(), key=lambda kv: kv[1])
-        if k + shift in c_at
-    ]
-    differences += _missing(
-        path, p, [i for k, i in p_at.items() if k + shift not in c_at], Kind.MISSING
-    )
-    differences += _missing(
-        path, c, [j for k, j in c_at.items() if k - shift not in p_at], Kind.EXTRA
-    )
+    pairs = [(i, c_at[k + shift]) for k, i in p_at.items() if k + shift in c_at]
+    if shift:
+        missing = [i for k, i in p_at.items() if k + shift not in c_at]
+        extra = [j for k, j in c_at.items() if k - shift not in p_at]
+    else:
+        missing = list(map(p_at.__getitem__, p_at.keys() - c_at.keys()))
+        extra = list(map(c_at.__getitem__, c_at.keys() - p_at.keys()))
+    differences += _missing(path, p, missing, Kind.MISSING)
+    differences += _missing(path, c, extra, Kind.EXTRA)
     differences += _order(path, pairs, p, c)
     if not shift:
         differences += _notation(pairs, p, c, field_path)
@@ -200,6 +207,16 @@ def compare_candles(
         field_path, pairs, p.rows, c.rows, fields, options, noun="candles"
     )
     return differences
+
+
+def _first_at(keys: list[int]) -> dict[int, int]:
+    """Timestamp -> index of its first candle, in the order of those indexes."""
+    if len(set(keys)) == len(keys):
+        return dict(zip(keys, range(len(keys)), strict=True))
+    first: dict[int, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    return first
 
 
 def _shift_votes(
@@ -275,7 +292,7 @@ def _missing(path: str, side: Candles, indices: list[int], kind: Kind) -> list[D
 def _order(path: str, pairs: list[tuple[int, int]], p: Candles, c: Candles) -> list[Difference]:
     """One difference when the aligned candles come in another order."""
     order = [j for _, j in pairs]
-    if all(a < b for a, b in itertools.pairwise(order)):
+    if order == sorted(order):  # the indexes are distinct: sorted is strictly increasing
         return []
     return [
         Difference(
@@ -300,6 +317,12 @@ def _notation(
     pairs: list[tuple[int, int]], p: Candles, c: Candles, field_path: Callable[[int, str], str]
 ) -> list[Difference]:
     """The same instants written another way (``Z`` vs ``+00:00``, s vs ms): one difference."""
+    if pairs:
+        p_index, c_index = zip(*pairs, strict=True)
+        p_times = list(map(p.raw_times.__getitem__, p_index))
+        c_times = list(map(c.raw_times.__getitem__, c_index))
+        if p_times == c_times and list(map(type, p_times)) == list(map(type, c_times)):
+            return []
     for i, j in pairs:
         a, b = p.raw_times[i], c.raw_times[j]
         if a != b:
@@ -346,6 +369,8 @@ def _duplicates(path: str, p: Candles, c: Candles) -> list[Difference]:
 
 def _repeats(keys: list[int]) -> dict[int, int]:
     """Timestamp -> index of its first repetition."""
+    if len(set(keys)) == len(keys):
+        return {}
     seen: set[int] = set()
     repeats: dict[int, int] = {}
     for i, k in enumerate(keys):

@@ -16,6 +16,7 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_@][A-Za-z0-9_\-@]*$")
 _INDEX = re.compile(r"\[\d+\]")
 
 
+@lru_cache(maxsize=65_536, typed=True)  # a route's paths repeat exchange after exchange
 def key(path: str, name: object) -> str:
     """The path of member `name` below `path`."""
     name = str(name)
