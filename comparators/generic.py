@@ -290,13 +290,6 @@ def same(a: Any, b: Any) -> bool:
     return True
 
 
-def numeric_mismatches(a: list, b: list, rtol: float, atol: float) -> np.ndarray | None:
-    """Indexes where two equally long numeric lists differ past the tolerance (numpy, in one
-    step), or None when they are not both all numbers (or hold integers floats would round)."""
-    found = _numeric_compare(a, b, rtol, atol)
-    return None if found is None else found[0]
-
-
 def _all_numbers(a: list, b: list) -> bool:
     """Both lists hold only numbers that floats represent exactly (no bools)."""
     types = set(map(type, a)) | set(map(type, b))
