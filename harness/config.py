@@ -19,6 +19,7 @@ from comparators import base as comparator_registry
 from comparators.base import CompareOptions
 from harness.errors import ConfigError
 from harness.gate import GateRule
+from harness.policy import SAFE_METHODS
 from harness.routes import (
     GROUPS,
     MIRROR_POLICIES,
@@ -205,7 +206,7 @@ def _precondition(check: _Checker, raw: Any, key: str) -> Precondition:
     if not isinstance(path, str) or not path.startswith("/") or "{" in path:
         raise check.fail(f"{key}.path", f"expected a literal path starting with /, got {path!r}")
     method = str(table.get("method", "GET")).upper()
-    if method not in ("GET", "HEAD", "OPTIONS"):
+    if method not in SAFE_METHODS:
         raise check.fail(f"{key}.method", f"a precondition is only read (GET), not {method}")
     expect = check.table(table.get("expect"), f"{key}.expect", set(table.get("expect") or {}))
     if not expect:

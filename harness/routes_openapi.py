@@ -30,6 +30,7 @@ import orjson
 
 from harness.config import METHODS, Config, route_toml
 from harness.errors import UserError
+from harness.policy import SAFE_METHODS
 from harness.routes import GROUPS, Route, RouteTable, guess_group, template_regex
 from harness.store.reader import files_beside
 
@@ -39,7 +40,6 @@ SAVED_GLOB = "openapi-routes*.json"
 FETCH_TIMEOUT_S = 2.0
 MAX_SPEC_BYTES = 20 * 1024 * 1024
 MAX_UNKNOWN = 500  # distinct unknown routes counted; the rest are summed in one row
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 METHOD_ORDER = {m: i for i, m in enumerate(("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH",
                                             "DELETE"))}
 _PARAM = re.compile(r"\{[^}]*\}")

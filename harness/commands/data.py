@@ -70,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
                         "list yours in [data.tables] / --table")
     print_result(result, sys.stdout)
     if args.json:
-        from harness.report import _write_atomically
+        from harness.report import write_report_file
 
         document = orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2)
-        _write_atomically(Path(args.json), document + b"\n")
+        write_report_file(Path(args.json), document + b"\n")
     if args.report:
         from harness.report import write_report
         from harness.report.aggregate import ReportBuilder

@@ -6,12 +6,12 @@ read or the result would not load."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.files import write_atomically
 
 
 def add_parser(
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Fetch the specs, write the table, check that it loads."""
     from harness.config import load_config
     from harness.errors import ConfigError
+    from harness.policy import SAFE_METHODS
     from harness.routes_openapi import read_routes, routes_toml
 
     if args.timeout <= 0:
@@ -57,13 +58,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
+        write_atomically(out, text.encode("utf-8"), mode=0o644)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-    unsafe = sum(1 for r in routes if r.method not in ("GET", "HEAD", "OPTIONS"))
+    unsafe = sum(1 for r in routes if r.method not in SAFE_METHODS)
     print(f"wrote {out}: {len(routes)} routes from {len(args.sources)} spec(s); "
           f"{unsafe} unsafe ones never mirrored until you decide", file=sys.stderr)
     return 0

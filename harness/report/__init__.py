@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import orjson
 
 from harness.errors import UserError
+from harness.files import write_atomically
 from harness.model import Exchange
 from harness.report.aggregate import ReportBuilder, default_gates
 from harness.report.render import render_html
@@ -112,26 +111,18 @@ def write_report(
     if out_html is not None:
         html = render_html(builder, summary=summary, title=title, sources=sources,
                            not_mirrored=not_mirrored, data_state=data_state)
-        _write_atomically(Path(out_html), html.encode("utf-8"))
+        write_report_file(Path(out_html), html.encode("utf-8"))
     if json_out is not None:
         data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-        _write_atomically(Path(json_out), data + b"\n")
+        write_report_file(Path(json_out), data + b"\n")
     return summary
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers never see half a report: write a temporary file beside it, then rename."""
+def write_report_file(path: Path, data: bytes) -> None:
+    """Readers never see half a report (`harness.files.write_atomically`, readable by all);
+    a failure is a one-line UserError."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data, mode=0o644)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 

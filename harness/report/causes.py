@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.policy import SAFE_METHODS
 from harness.routes import generic_template
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DIVERGING = frozenset({"mismatch", "untestable", "incomparable"})
 MAX_READ_TIMES = 20_000  # diverging read times kept per resource (bounded memory)
 MAX_RESOURCES = 2_000

@@ -22,7 +22,6 @@ script and runs without it, silently. `parity shadow` runs the same addon in a l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit
 import orjson
 from mitmproxy import ctx, exceptions, http
 
+from harness.files import write_atomically
 from harness.policy import BREAKER_FILE
 from harness.shadow import counters as c
 from harness.shadow.capture import capture, client_address
@@ -52,17 +52,9 @@ COUNTERS_PREFIX = "shadow-counters-"  # <prefix><UTC yyyymmddTHHMMSS>-<pid>.json
 
 
 def write_counters(path: Path, data: dict) -> None:
-    """Write `data` as JSON to `path` atomically (a temporary file beside it, then a rename), so
-    a reader never sees half a file. Raises OSError (disk full...)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write `data` as JSON to `path` atomically, so a reader never sees half a file. Raises
+    OSError (disk full...)."""
+    write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def check_url(option: str, value: str) -> None:
