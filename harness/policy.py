@@ -118,21 +118,26 @@ class Breakers:
             self._open.setdefault(entry["route"], entry["reason"])
 
 
-def breakers_beside(recordings: str | os.PathLike[str] | list | tuple | None) -> Breakers:
-    """The breakers shared by every tool working on `recordings` (a directory, a segment file, or
-    a list of them: the first one's directory): shadow, replay and pytest stop each other's
-    routes. No recordings: this process's own breakers."""
+def breaker_file(recordings: str | os.PathLike[str] | list | tuple | None) -> Path | None:
+    """Where the breakers of every tool working on `recordings` (a directory, a segment file, or
+    a list of them: the first one's directory) live: shadow, replay and pytest stop each other's
+    routes. None without recordings, or when their directory cannot be made."""
     if isinstance(recordings, list | tuple):
         recordings = recordings[0] if recordings else None
     if not recordings:
-        return Breakers()
+        return None
     path = Path(recordings)
     directory = path if path.is_dir() or not path.suffix else path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return Breakers()  # unwritable: the recordings reader reports it; trips stay in-process
-    return Breakers(directory / BREAKER_FILE)
+        return None  # unwritable: the recordings reader reports it; trips stay in-process
+    return directory / BREAKER_FILE
+
+
+def breakers_beside(recordings: str | os.PathLike[str] | list | tuple | None) -> Breakers:
+    """The breakers shared through `breaker_file(recordings)`; this process's own without one."""
+    return Breakers(breaker_file(recordings))
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -27,10 +27,10 @@ import orjson
 
 from harness.errors import UserError
 from harness.model import Body, Request, Response
-from harness.store.redact import fingerprint
+from harness.store.redact import PREFIX, fingerprint
 from harness.transport import Client, send
 
-REDACTED = "redacted:sha256:"
+REDACTED = PREFIX  # what a recorded secret starts with
 PASSWORD_ENV = "PARITY_PASSWORD"
 # The unattended form, read by the systemd units (deploy/parity.env.example).
 USERNAME_ENV = "PARITY_REPLAY_USERNAME"

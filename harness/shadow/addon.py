@@ -37,7 +37,7 @@ import orjson
 from mitmproxy import ctx, exceptions, http
 
 from harness.files import write_atomically
-from harness.policy import BREAKER_FILE
+from harness.policy import breaker_file
 from harness.shadow import counters as c
 from harness.shadow.capture import capture, client_address
 from harness.shadow.counters import Counters
@@ -210,7 +210,8 @@ class ShadowAddon:
             max_inflight=opts.parity_max_inflight,
             verify=not opts.parity_insecure,
             ca_bundle=opts.parity_ca_bundle or None,
-            breakers=str(Path(opts.parity_recordings) / BREAKER_FILE),  # shared with replay
+            # Shared with the replay and pytest on these recordings.
+            breakers=str(file) if (file := breaker_file(opts.parity_recordings)) else None,
             nice=opts.parity_worker_nice,
             idle=opts.parity_worker_idle,
             metrics_dir=str(self.metrics.directory) if self.metrics else None,
