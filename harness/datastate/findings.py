@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -161,3 +162,10 @@ class DataStateResult:
             "seconds": round(self.seconds, 3), "queries": self.queries,
             "rows_fetched": self.rows_fetched,
         }
+
+
+def groups_whose_data_differ(data_state: Mapping[str, Any]) -> list[str]:
+    """The groups a `DataStateResult.to_dict()` document finds not ready (their data differ, as
+    `DataStateResult.differs` says): they block cutover whatever their answers say."""
+    return [group for group, gate in (data_state.get("groups") or {}).items()
+            if gate.get("status") == "not ready"]

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from harness.config import load_config
+from harness.datastate.findings import groups_whose_data_differ
 from harness.demo.data_state import run_data_state
 from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.errors import UserError
@@ -182,8 +183,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                      data_state=data_state)
         result = DemoResult(groups, options.out, stats.errors, stats.requests,
                             time.perf_counter() - started, shadow_counters([recordings]) or {},
-                            [g for g, gate in ((data_state or {}).get("groups") or {}).items()
-                             if gate.get("status") != "ready"])
+                            groups_whose_data_differ(data_state or {}))
     except BaseException:
         console.print(f"[red]parity demo failed; the processes' logs are kept in {work}[/]")
         raise

@@ -130,8 +130,9 @@ def write_report_file(path: Path, data: bytes) -> None:
 def _fold_data_gates(summary: dict[str, Any], data_state: Mapping[str, Any]) -> None:
     """A group whose data differ is not ready, whatever its answers say: it joins the groups
     the headline says block cutover ("data differ: strategy")."""
-    groups = data_state.get("groups") or {}
-    differ = [g for g, gate in groups.items() if gate.get("status") != "ready"]
+    from harness.datastate.findings import groups_whose_data_differ
+
+    differ = groups_whose_data_differ(data_state)
     if not differ:
         return
     note = f"data differ: {', '.join(differ)}"
