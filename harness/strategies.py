@@ -200,7 +200,10 @@ def order_amounts() -> st.SearchStrategy[float]:
 
 @st.composite
 def order_requests(draw: st.DrawFn, *, dry_run: bool = True) -> Request:
-    """`POST /api/trades/orders` (market or limit), marked dry-run unless told otherwise."""
+    """`POST /api/trades/orders` (market or limit), with an `X-Dry-Run: true` header unless told
+    otherwise. The header makes nothing safe on the real trade service, which ignores it: send
+    these only to copies that proved their dry-run switch on (the orders route's precondition,
+    `harness.preconditions`)."""
     kind = draw(st.sampled_from(("market", "limit")))
     order: dict = {
         "exchange": draw(exchanges()),

@@ -5,7 +5,9 @@ with the same engine the gate uses. Docker against Docker holds; each drifted na
 Marked `differential` (not `parity`: a user's `pytest -m parity` gate runs only the gate items);
 they run with the rest of the suite. With `--parity-primary URL --parity-candidate URL` they run
 against real environments instead of the reference app
-(`pytest -m differential --parity-primary URL --parity-candidate URL`)."""
+(`pytest -m differential --parity-primary URL --parity-candidate URL`); the order properties then
+run only when every copy proves the trade route's precondition (its dry-run switch on): the real
+trade service reads no dry-run header, so an order sent to a live copy would be real."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
 
 from harness.compare.engine import Engine
+from harness.config import load_config
 from harness.model import Body, Exchange, Request, Response, Verdict
 from harness.strategies import ohlcv_requests, order_requests, strategy_payloads
 from harness.transport import TransportSettings, make_client, send
@@ -42,6 +45,24 @@ def targets(request, reference_factory):
             reference_factory("docker", dry_run=True).base_url,
             reference_factory("docker", dry_run=True).base_url,
             reference_factory("native", drifts=("tz-offset", "amount-precision")).base_url)
+
+
+@pytest.fixture(scope="module")
+def order_targets(targets):
+    """`targets`, once every copy has proven the orders route's precondition (asked now, as the
+    mirror asks it); else the order properties are skipped with the copy and the reason."""
+    precondition = load_config().routes.match("POST", "/api/trades/orders").precondition
+    assert precondition is not None
+    for url in filter(None, targets):
+        try:
+            answer = httpx.request(precondition.method, url + precondition.path, timeout=10)
+            body = answer.json() if answer.status_code == 200 else None
+            unmet = precondition.unmet(answer.status_code, body)
+        except (httpx.HTTPError, ValueError) as exc:
+            unmet = f"{precondition.method} {precondition.path}: {exc}"
+        if unmet:
+            pytest.skip(f"{url} not proven {precondition.described}: no order sent ({unmet})")
+    return targets
 
 
 def judge(engine: Engine, request: Request, primary: str, candidate: str,
@@ -78,8 +99,8 @@ def test_candles_agree_docker_vs_docker(targets, request):
 
 @EXAMPLES
 @given(request=order_requests())
-def test_dry_run_orders_agree_docker_vs_docker(targets, request):
-    primary, secondary, candidate, _ = targets
+def test_dry_run_orders_agree_docker_vs_docker(order_targets, request):
+    primary, secondary, candidate, _ = order_targets
     exchange = judge(Engine(), request, primary, candidate, secondary)
     assert exchange.verdict in PASSING, explain(exchange)
 
@@ -101,8 +122,8 @@ def test_tz_drift_is_caught_on_every_non_empty_answer(targets, request):
 
 @DRIFT_EXAMPLES
 @given(request=order_requests())
-def test_amount_precision_drift_is_caught_exactly_when_it_matters(targets, request):
-    primary, _, _, drifted = targets
+def test_amount_precision_drift_is_caught_exactly_when_it_matters(order_targets, request):
+    primary, _, _, drifted = order_targets
     if drifted is None:
         pytest.skip("no drifted candidate against real environments")
     exchange = judge(Engine(), request, primary, drifted)
