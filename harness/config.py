@@ -17,6 +17,7 @@ from typing import Any
 
 from comparators import base as comparator_registry
 from comparators.base import CompareOptions
+from harness.cutover.plan import CutoverPlan, parse_plan
 from harness.errors import ConfigError
 from harness.gate import GateRule
 from harness.policy import SAFE_METHODS
@@ -41,7 +42,7 @@ GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
 PRECONDITION_RECHECK_S = 2.0
 # `data` is parsed by harness.datastate.settings.
-TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data"}
+TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data", "cutover"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -92,6 +93,7 @@ class Config:
     replay: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
     safety: SafetySettings = field(default_factory=SafetySettings)
+    cutover: CutoverPlan = field(default_factory=CutoverPlan)  # harness.cutover.plan
 
 
 class _Checker:
@@ -324,7 +326,8 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
             safety_table.get("precondition_recheck_s", PRECONDITION_RECHECK_S),
             "safety.precondition_recheck_s", high=3600.0),
     )
-    return Config(RouteTable(routes), noise, gates, shadow, replay, source, safety)
+    cutover = parse_plan(check, data.get("cutover", {}), user.get("cutover", {}))
+    return Config(RouteTable(routes), noise, gates, shadow, replay, source, safety, cutover)
 
 
 def _shadow(check: _Checker, defaults: dict[str, Any], user: Any) -> ShadowSettings:
