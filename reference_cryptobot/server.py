@@ -2,6 +2,7 @@
 
     python -m reference_cryptobot --flavor docker|native --port PORT [--host 127.0.0.1]
         [--drift NAME[,NAME...]] [--data-dir DIR] [--seed N] [--[no-]dry-run] [--log-level warning]
+        [--control-token T]   (PUT /_reference/drifts switches drifts at runtime: control.py)
 
 `parity cryptobot ...` runs the same `main` with the same options.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from reference_cryptobot import auth, backtest, debug, market, paper, strategy, trade
+from reference_cryptobot import auth, backtest, control, debug, market, paper, strategy, trade
 from reference_cryptobot.drifts import UnknownDriftError, describe, parse_drifts
 from reference_cryptobot.noise import NoiseHeaders
 from reference_cryptobot.settings import FLAVORS, Settings
@@ -26,9 +27,10 @@ from reference_cryptobot.settings import FLAVORS, Settings
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, control_token: str | None = None) -> FastAPI:
     """The app with every service, its state (sqlite files in the settings' data dir, or in a
-    temporary one removed at shutdown) and the noise headers every real copy shows."""
+    temporary one removed at shutdown) and the noise headers every real copy shows; with
+    `control_token`, `PUT /_reference/drifts` switches drifts at runtime."""
     owned = settings.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="reference-cryptobot-")) if owned \
         else settings.data_dir
@@ -61,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     trade.install(app, settings, data_dir)
     paper.install(app)
     debug.install(app)
+    if control_token:
+        control.install(app, control_token)
     return app
 
 
@@ -85,6 +89,10 @@ def build_parser(prog: str = "reference_cryptobot") -> argparse.ArgumentParser:
                              "CRYPTOBOT_DRY_RUN, else on for native, off for docker)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
                         help="uvicorn's log level")
+    parser.add_argument("--control-token", metavar="TOKEN", default=None,
+                        help="enable PUT /_reference/drifts ({\"drifts\": [...]}, header "
+                             "Authorization: Bearer TOKEN) to switch drifts while running; "
+                             "absent without it")
     return parser
 
 
@@ -111,7 +119,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "reference_cryptobot"
     settings = Settings(flavor=args.flavor, drifts=drifts, seed=args.seed,
                         data_dir=args.data_dir,
                         **({} if args.dry_run is None else {"dry_run": args.dry_run}))
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
+    config = uvicorn.Config(create_app(settings, args.control_token), host=args.host,
+                            port=args.port,
                             log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

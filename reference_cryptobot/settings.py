@@ -55,3 +55,8 @@ class Settings:
     def has(self, drift: str) -> bool:
         """Whether `drift` is switched on."""
         return drift in self.drifts
+
+    def switch_drifts(self, drifts: frozenset[str]) -> None:
+        """Switch exactly `drifts` on while the app runs (`PUT /_reference/drifts`). Every
+        service holds this one object and asks `has` per request, so the next request sees it."""
+        object.__setattr__(self, "drifts", parse_drifts(drifts))
