@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cryptobot": ("cryptobot", "run the reference Cryptobot (docker or native flavour)"),
     "data": ("data", "compare the primary's and the candidate's databases, row by row, fast"),
     "routes": ("routes", "write a parity.toml route table from the running services' specs"),
+    "cutover": ("cutover", "move users to the candidate in sticky batches; status, rollback"),
 }
 # Subcommands that parse their own options: everything after the name is theirs, passed as
 # `app_args` (argparse's REMAINDER does not take options that come first: `--flavor docker`).

@@ -65,6 +65,19 @@ def add_parser(
     parser.add_argument("--metrics", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics, a listener "
                              "of its own (default: off)")
+    parser.add_argument("--admin", metavar="HOST:PORT",
+                        help="cutover: serve the admin endpoint `parity cutover` talks to on a "
+                             "listener of its own (bearer token required); moved users are "
+                             "answered by the candidate (default: off, plain shadow mode)")
+    parser.add_argument("--admin-token-file", metavar="FILE",
+                        help="the admin endpoint's bearer token (default: PARITY_ADMIN_TOKEN)")
+    parser.add_argument("--cutover-state", metavar="FILE",
+                        help="the cutover's state (shares, hash key, history), written "
+                             "atomically on every change (default: parity-cutover.json beside "
+                             "the recordings)")
+    parser.add_argument("--mark-served", action="store_true",
+                        help="add X-Parity-Served-By: primary|candidate to every answer "
+                             "(tests and debugging)")
     parser.add_argument("--routes-from-primary", action=argparse.BooleanOptionalAction,
                         default=True,
                         help="read the primary's /openapi.json at start (2 s at most, never "
@@ -106,6 +119,32 @@ def _positive(option: str, value: float | None, *, high: float | None = None) ->
                         f", got {value}")
 
 
+def _cutover_options(args: argparse.Namespace, port: int, primary: str) -> dict[str, object]:
+    """The addon's cutover options (none without --admin); UserError for a bad address, the
+    public port, or no token."""
+    if not args.admin:
+        for option, value in (("--admin-token-file", args.admin_token_file),
+                              ("--cutover-state", args.cutover_state),
+                              ("--mark-served", args.mark_served)):
+            if value:
+                raise UserError(f"{option} needs --admin HOST:PORT (the cutover)")
+        return {}
+    from harness.cutover.control import read_admin_token
+    from harness.metrics.shadow import parse_listen
+
+    try:
+        _host, admin_port = parse_listen(args.admin, "--admin")
+        read_admin_token(args.admin_token_file)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if admin_port == port:
+        raise UserError(f"--admin {args.admin!r}: must not be the proxied port ({port}): the "
+                        "admin endpoint is never on the public listener")
+    return {"parity_admin": args.admin, "parity_admin_token_file": args.admin_token_file or "",
+            "parity_cutover_state": args.cutover_state or "",
+            "parity_mark_served": args.mark_served, "parity_primary": primary}
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     from mitmproxy.exceptions import OptionsError
@@ -141,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         if metrics[1] == port:
             raise UserError(f"--metrics {args.metrics!r}: must not be the proxied port ({port})")
     ca_bundle = _file("--ca-bundle", args.ca_bundle) if args.ca_bundle else None
+    cutover = _cutover_options(args, port, primary or "")
     # Given only when asked for: the addon's options hold the defaults.
     priority = {option: value for option, value in (("parity_worker_idle", args.idle_workers),
                                                     ("parity_worker_nice", args.worker_nice))
@@ -167,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             "parity_ca_bundle": ca_bundle or "",
             "parity_metrics": args.metrics or "",
             **priority,
+            **cutover,
         },
     )
     if args.routes_from_primary:

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from harness.shadow.settings import DRAIN_S, WorkerSettings
 log = logging.getLogger("parity.shadow")
 
 LOG_EVERY_S = 10.0
+SERVED_HEADER = "X-Parity-Served-By"  # --mark-served
 SUPERVISE_EVERY_S = 1.0
 COUNTERS_PREFIX = "shadow-counters-"  # <prefix><UTC yyyymmddTHHMMSS>-<pid>.json
 
@@ -100,6 +102,8 @@ class ShadowAddon:
         self._counters_written: dict[str, int] | None = None
         self._counters_failed = False
         self.metrics: Any = None  # harness.metrics.shadow.ShadowMetrics with parity_metrics
+        self.cutover: Any = None  # harness.cutover.control.CutoverControl with parity_admin
+        self._admin_token = ""
 
     def load(self, loader) -> None:
         loader.add_option("parity_candidate", str, "",
@@ -143,6 +147,20 @@ class ShadowAddon:
         loader.add_option("parity_metrics", str, "",
                           "HOST:PORT where /metrics (Prometheus) is served, on a listener of "
                           "its own; off when empty.")
+        loader.add_option("parity_admin", str, "",
+                          "HOST:PORT of the cutover admin listener (a listener of its own, "
+                          "bearer token required); cutover off when empty (plain shadow mode).")
+        loader.add_option("parity_admin_token_file", str, "",
+                          "File holding the admin token; PARITY_ADMIN_TOKEN when empty.")
+        loader.add_option("parity_cutover_state", str, "",
+                          "Cutover state file (shares, key, history); "
+                          "<recordings>/parity-cutover.json when empty.")
+        loader.add_option("parity_mark_served", bool, False,
+                          "Add X-Parity-Served-By: primary|candidate to every answer (tests, "
+                          "debugging).")
+        loader.add_option("parity_primary", str, "",
+                          "Base URL of the primary, where moved requests are mirrored to "
+                          "(default: the reverse proxy's upstream).")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -173,6 +191,15 @@ class ShadowAddon:
                 load_config(opts.parity_config)
             except ConfigError as exc:
                 raise exceptions.OptionsError(f"parity_config: {exc}") from None
+        if "parity_admin" in updated and opts.parity_admin:
+            from harness.cutover.control import read_admin_token
+            from harness.metrics.shadow import parse_listen
+
+            try:
+                parse_listen(opts.parity_admin, "parity_admin")
+                self._admin_token = read_admin_token(opts.parity_admin_token_file or None)
+            except ValueError as exc:
+                raise exceptions.OptionsError(f"parity_admin: {exc}") from None
         if "parity_metrics" in updated and opts.parity_metrics:  # last: every option is valid
             self._start_metrics(opts.parity_metrics)
         if self.pool is not None and updated & {"parity_candidate", "parity_secondary",
@@ -216,15 +243,57 @@ class ShadowAddon:
             idle=opts.parity_worker_idle,
             metrics_dir=str(self.metrics.directory) if self.metrics else None,
         )
+        if opts.parity_admin and not self._start_cutover(settings):
+            return
+        if self.cutover is not None:
+            settings = replace(settings, primary=self.cutover.primary, cutover=True)
         if self.metrics is not None:
             self.metrics.watch_breakers(settings.breakers)
-        self.pool = WorkerPool(settings, opts.parity_workers, self.counters)
+        self.pool = WorkerPool(settings, opts.parity_workers, self.counters,
+                               on_judged=self.cutover.take if self.cutover else None)
         self.pool.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         log.info("shadow: mirroring to %s%s with %d worker(s), sample %g, timeout %ss",
                  settings.candidate,
                  f" (secondary {settings.secondary})" if settings.secondary else "",
                  opts.parity_workers, self.sample, opts.parity_timeout)
+
+    def _start_cutover(self, settings: WorkerSettings) -> bool:
+        """The cutover's routing, judge, state and admin listener; False (an error logged, so
+        the start-up fails) when the state cannot be read or the admin port is taken."""
+        from harness.config import load_config
+        from harness.cutover.control import CutoverControl, bind
+        from harness.cutover.state import STATE_NAME, CutoverError
+        from harness.metrics.shadow import parse_listen
+
+        opts = ctx.options
+        primary = opts.parity_primary or next(
+            (m.partition(":")[2] for m in opts.mode if m.startswith("reverse:")), "")
+        if not primary:
+            log.error("shadow: the cutover needs the primary's URL (parity_primary)")
+            return False
+        state_path = Path(opts.parity_cutover_state or
+                          Path(opts.parity_recordings) / STATE_NAME)
+        verify: Any = not opts.parity_insecure
+        if settings.ca_bundle and not opts.parity_insecure:
+            import ssl
+
+            verify = ssl.create_default_context(cafile=settings.ca_bundle)
+        try:
+            host, port = parse_listen(opts.parity_admin, "parity_admin")
+            control = CutoverControl(
+                config=load_config(opts.parity_config or None), primary=primary,
+                candidate=settings.candidate, state_path=state_path,
+                admin_token=self._admin_token, timeout_s=settings.timeout_s, verify=verify,
+                mark_served=opts.parity_mark_served, counters=self.counters)
+            sock = bind(host, port)
+        except (CutoverError, OSError) as exc:
+            log.error("shadow: cutover: %s", exc)
+            return False
+        self.cutover = control
+        asyncio.get_running_loop().create_task(control.start(sock))
+        log.info("shadow: cutover admin on http://%s:%d, state in %s", host, port, state_path)
+        return True
 
     def _start_metrics(self, listen: str) -> None:
         """Serve /metrics on `listen` (see harness.metrics.shadow) from now on, so a bad or
@@ -245,6 +314,11 @@ class ShadowAddon:
 
     # --- the hot path ------------------------------------------------------------------------
 
+    async def request(self, flow: http.HTTPFlow) -> None:
+        cutover = self.cutover
+        if cutover is not None and flow.live and not flow.is_replay:
+            await cutover.request(flow)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if response is not None and response.headers.get(
@@ -257,6 +331,9 @@ class ShadowAddon:
             return
         response = flow.response
         if response is None:
+            return
+        if self.cutover is not None:
+            self._response_in_cutover(flow, pool, response)
             return
         pool.counts[c.ANSWERED] += 1  # and exactly one outcome below (or in a worker)
         if response.data.content is None or flow.request.data.content is None \
@@ -272,6 +349,25 @@ class ShadowAddon:
                 pool.counts[c.NOT_SAMPLED] += 1
                 return
         pool.submit(capture(flow), client)
+
+    def _response_in_cutover(self, flow: http.HTTPFlow, pool: WorkerPool,
+                             response: http.Response) -> None:
+        """`response` with a cutover: a moved exchange is captured with who served it (the
+        worker mirrors it to the primary), and --mark-served marks the answer."""
+        served = flow.metadata.get("parity_served", "primary")
+        pool.counts[c.ANSWERED] += 1
+        if response.data.content is None or flow.request.data.content is None \
+                or flow.websocket is not None or response.status_code == 101:
+            pool.counts[c.STREAMS] += 1
+        else:
+            client = client_of(flow)
+            if self.sample < 1.0 and zlib.crc32(client.encode()) >= self.sample * 2**32:
+                pool.counts[c.NOT_SAMPLED] += 1
+            else:
+                captured = capture(flow)
+                pool.submit((*captured, served) if served == "candidate" else captured, client)
+        if self.cutover.mark_served:  # after the capture: the recorded answer is as sent
+            response.headers[SERVED_HEADER] = served
 
     # --- counts, supervision, exit -----------------------------------------------------------
 
@@ -315,6 +411,8 @@ class ShadowAddon:
 
     async def done(self) -> None:
         pool, self.pool = self.pool, None
+        if self.cutover is not None:
+            await self.cutover.stop()
         if self._watcher is not None:
             self._watcher.cancel()
         if pool is not None:

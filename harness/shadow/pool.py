@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,8 +68,10 @@ class _Slot:
 class WorkerPool:
     """`workers` mirror worker processes with `settings`; counts into `counters`."""
 
-    def __init__(self, settings: WorkerSettings, workers: int, counters: Counters) -> None:
+    def __init__(self, settings: WorkerSettings, workers: int, counters: Counters,
+                 on_judged: Callable[[list], None] | None = None) -> None:
         self.settings = settings
+        self.on_judged = on_judged  # the cutover's rollback judge: judged exchanges, at once
         self.size = workers
         self.counters = counters
         self.counts = counters.proxy  # the hot path increments it directly
@@ -152,6 +155,10 @@ class WorkerPool:
     def _take_report(self, line: bytes) -> None:
         try:
             report = orjson.loads(line)
+            if "judged" in report:
+                if self.on_judged is not None:
+                    self.on_judged(report["judged"])
+                return
             self.counters.report(report["worker"], report["counts"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return

@@ -30,6 +30,8 @@ class WorkerSettings:
     idle: bool = True  # SCHED_IDLE: CPU only when nothing else wants it (Linux)
     name: str = "w1"
     metrics_dir: str | None = None  # prometheus_client multiprocess directory (--metrics)
+    primary: str | None = None  # where moved exchanges are mirrored (cutover)
+    cutover: bool = False  # report judged exchanges at once, for the rollback judge
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()

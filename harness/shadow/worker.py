@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import pickle
+import select
 import signal
 import sys
 from collections import Counter, deque
@@ -45,10 +46,13 @@ log = logging.getLogger("parity.shadow")
 
 MAX_HELD_BYTES = 256 * 1024 * 1024
 STATS_EVERY_S = 1.0
+JUDGED_PER_LINE = 8  # judged exchanges per line to the proxy (cutover)
 READ_CHUNK = 1 << 18
 
 
-Item = tuple[Exchange, int]  # an exchange and the bytes it held in the intake
+# An exchange, the bytes it held in the intake, and who answered the client (a cutover moves
+# some to the candidate: "candidate"; else "primary").
+Item = tuple[Exchange, int, str]
 
 
 class Intake:
@@ -211,6 +215,9 @@ class MirrorWorker:
             self.metrics = WorkerMetrics(settings.metrics_dir,
                                          (route.name for route in self.engine.config.routes))
         self._poll: Callable[[], None] = lambda: None
+        self._reverse: Any = None  # the mirror to the primary of moved exchanges (cutover)
+        self._judged: list[list[Any]] = []  # judged lines not yet sent to the proxy
+        self.send_judged: Callable[[list[list[Any]]], None] | None = None
 
     async def run(self, items: AsyncIterable[tuple[Captured, int]],
                   release: Callable[[int], None] | None = None, *, client: Any = None,
@@ -248,6 +255,11 @@ class MirrorWorker:
         s = self.settings
         self._mirror = Mirror(client, self.engine, self.policy, s.candidate, s.secondary,
                               s.timeout_s, correlators=self.correlators)
+        if s.primary:
+            from harness.cutover.reverse import reverse_mirror
+
+            self._reverse = reverse_mirror(client, self.engine, self.policy.breakers, s.primary,
+                                           s.secondary, s.timeout_s)
 
     def _client(self) -> Any:
         from harness.transport import TransportSettings, make_client
@@ -261,14 +273,17 @@ class MirrorWorker:
     async def _exchanges(self, items: AsyncIterable[tuple[Captured, int]]
                          ) -> AsyncIterator[Item]:
         async for captured, size in items:
+            served = "primary"
             try:
+                if len(captured) == 12:  # moved by the cutover: who served it comes last
+                    served, captured = captured[11], captured[:11]
                 exchange = to_exchange(captured)
             except Exception:
                 log.exception("a captured exchange could not be read")
                 self.tally.failed()
                 self._release(size)
                 continue
-            yield exchange, size
+            yield exchange, size, served
 
     def _deadline(self) -> float:
         # The transport's timeout bounds one request (candidate and secondary are asked at
@@ -276,9 +291,13 @@ class MirrorWorker:
         return 2 * self.settings.timeout_s + 1.0
 
     async def _handle(self, item: Item) -> None:
-        exchange, size = item
+        exchange, size, served = item
         held = False  # still held by this worker after return (settling, or cancelled)
         try:
+            if served == "candidate" and self._reverse is not None:
+                await self._mirror_moved(exchange)
+                self._finish(exchange, served)
+                return
             route = await self._mirror_first(exchange)
             self._poll()
             if self._mirror.unfinished(route, exchange):
@@ -330,6 +349,20 @@ class MirrorWorker:
             self.engine.judge(exchange, route)
         return route
 
+    async def _mirror_moved(self, exchange: Exchange) -> None:
+        """A moved exchange: mirrored to the primary (safety reversed), judged docker vs
+        native (see harness.cutover.reverse)."""
+        from harness.cutover.reverse import mirror_moved
+
+        route = self.engine.route_of(exchange)
+        deadline = self._deadline()
+        try:
+            async with asyncio.timeout(deadline):
+                await mirror_moved(self._reverse, self.engine, exchange, route)
+        except TimeoutError:
+            exchange.mirror = f"skipped:the primary did not answer the mirror within {deadline:g}s"
+            self.engine.judge(exchange, route)
+
     async def _settle(self, exchange: Exchange, route: Any) -> None:
         # A request cut off by the bound keeps the last answer judged.
         with contextlib.suppress(TimeoutError):
@@ -341,9 +374,25 @@ class MirrorWorker:
         if self.metrics is not None:
             self.metrics.judged(exchange)
 
-    def _finish(self, exchange: Exchange) -> None:
+    def _finish(self, exchange: Exchange, served: str = "primary") -> None:
         self._count(exchange, recorded=self._record(exchange))
+        if self.send_judged is not None:
+            self._report_judged(exchange, served)
         self._poll()
+
+    def _report_judged(self, exchange: Exchange, served: str) -> None:
+        """Queue the judged line for the proxy's rollback judge; sent once this turn of the
+        event loop is over (one write for the exchanges finished together)."""
+        from harness.cutover.judge import exchange_judged
+
+        if not self._judged:
+            asyncio.get_running_loop().call_soon(self._flush_judged)
+        self._judged.append(exchange_judged(exchange, served).to_wire())
+
+    def _flush_judged(self) -> None:
+        judged, self._judged = self._judged, []
+        if judged and self.send_judged is not None:
+            self.send_judged(judged)
 
     async def mirror_one(self, exchange: Exchange) -> Exchange:
         """Mirror and judge one exchange (its primary answer known), settling an unfinished
@@ -393,6 +442,17 @@ class StatsSender:
         with contextlib.suppress(OSError):  # full (the proxy reads later) or gone (it ended)
             os.write(self.fd, orjson.dumps(report) + b"\n")
 
+    def send_judged(self, judged: list[list[Any]]) -> None:
+        """Judged exchanges for the cutover's rollback judge, in lines short enough to be
+        written whole (PIPE_BUF) beside the counts."""
+        for start in range(0, len(judged), JUDGED_PER_LINE):
+            line = orjson.dumps({"judged": judged[start:start + JUDGED_PER_LINE]}) + b"\n"
+            if len(line) > select.PIPE_BUF:
+                line = orjson.dumps({"judged": [_shorter(item) for item in
+                                                judged[start:start + JUDGED_PER_LINE]]}) + b"\n"
+            with contextlib.suppress(OSError):
+                os.write(self.fd, line)
+
     async def every(self, seconds: float, report: Callable[[], dict[str, Any]]) -> None:
         while True:
             await asyncio.sleep(seconds)
@@ -401,6 +461,11 @@ class StatsSender:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _shorter(item: list[Any]) -> list[Any]:
+    """A judged line with its texts cut, so that a batch fits one pipe write."""
+    return [value[:60] if isinstance(value, str) else value for value in item]
 
 
 def leave_idle_class() -> None:
@@ -420,6 +485,8 @@ async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
     stats = StatsSender(stats_fd)
     intake = Intake(fd, settings.queue_size, on_eof=leave_idle_class)
     worker = MirrorWorker(settings)
+    if settings.cutover:
+        worker.send_judged = stats.send_judged
     intake.start()
     main = asyncio.current_task()
     assert main is not None
