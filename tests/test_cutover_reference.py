@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from cutover_support import CONTROL_TOKEN as TOKEN
+from cutover_support import OHLCV, controlled_app
 
-from harness.processes import ReferenceApp, free_port, reference_argv
-
-TOKEN = "t0k3n-for-tests"
-OHLCV = "/api/v1/data/ohlcv/binance/BTCUSDT/1h"
-
-
-def controlled_app(tmp_path, flavor: str = "native", token: str | None = TOKEN) -> ReferenceApp:
-    """A reference app whose drifts can be switched with `token` (None: no control endpoint)."""
-    port = free_port()
-    argv = reference_argv(flavor, port=port, data_dir=tmp_path / f"{flavor}-{port}")
-    if token:
-        argv += ["--control-token", token]
-    return ReferenceApp(argv, f"http://127.0.0.1:{port}",
-                        log_path=tmp_path / f"{flavor}-{port}.log").start()
+from harness.processes import ReferenceApp
 
 
 @pytest.fixture(scope="module")
