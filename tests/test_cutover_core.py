@@ -284,3 +284,31 @@ def test_cutover_table_mistakes_are_one_line(table: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as exc:
         build_config({}, "parity.toml", {"cutover": table})
     assert "\n" not in str(exc.value)
+
+
+# --- the reverse mirror's safety rules ------------------------------------------------------
+
+def test_unsafe_requests_reach_the_primary_only_as_a_dry_run_it_honours() -> None:
+    from harness.cutover.reverse import ReversePolicy
+    from harness.model import Body, Request
+
+    routes = load_config().routes
+    policy = ReversePolicy()
+
+    def decide(method: str, path: str, body: bytes = b"") -> str:
+        request = Request(method=method, path=path, body=Body.from_bytes(body))
+        return policy.decide(routes.match(method, path), request).label
+
+    assert decide("GET", "/api/v1/data/ohlcv/binance/BTCUSDT/1h") == "mirrored"
+    # A real order (precondition only, no rewrite), an `always` route, a `never` route:
+    # nothing reaches production.
+    assert decide("POST", "/api/trades/orders", b'{"client_order_id": "a"}').startswith(
+        "skipped:served by the candidate")
+    assert decide("POST", "/api/strategies/", b"{}").startswith("skipped:served by the candidate")
+    assert decide("POST", "/auth/login").startswith("skipped:")
+    # Paper trading honours its dry-run header: sent as a dry run (its precondition is still
+    # proven on the primary before it goes, by harness.mirror).
+    assert decide("POST", "/mcp/paper-trading/orders", b'{"client_order_id": "b"}') == "dry-run"
+    # The same order again is not sent twice.
+    assert decide("POST", "/mcp/paper-trading/orders", b'{"client_order_id": "b"}').startswith(
+        "skipped:duplicate order")

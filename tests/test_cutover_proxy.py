@@ -17,6 +17,7 @@ from cutover_support import (
 )
 
 from harness.processes import start_reference_app
+from harness.store.reader import iter_records
 
 IDENTITIES = range(400)
 
@@ -87,11 +88,12 @@ def test_a_runtime_drift_rolls_data_back_with_no_client_error(
     assert proxy.cli("advance", "data", "50").returncode == 0
     answers: list[httpx.Response] = []
     with httpx.Client() as client:
-        proxy.served(client, IDENTITIES[:50])
+        before = proxy.served(client, IDENTITIES[:50])
+        moved = [i for i, side in before.items() if side == "candidate"]
         switch_drifts(candidate, ["tz-offset"])
         try:
-            def step() -> None:
-                answers.extend(proxy.get(client, i) for i in IDENTITIES[:20])
+            def step() -> None:  # moved identities first: one is served by the drifted side
+                answers.extend(proxy.get(client, i) for i in [*moved[:10], *IDENTITIES[:10]])
 
             status = wait_for(lambda: (s := proxy.status())["groups"]["data"]["share"] == 0
                               and s, step=step)
@@ -104,6 +106,11 @@ def test_a_runtime_drift_rolls_data_back_with_no_client_error(
     assert rollback["automatic"] and "candles shifted by +1h" in rollback["reason"]
     assert status["rollbacks"] == 1
     assert status["history"][-1]["event"] == "rollback"
+    # Moved exchanges were mirrored to the primary and judged docker vs native (+1h: the
+    # native answer the client got is the later one), recorded as "reverse".
+    records = wait_for(lambda: [r for r in iter_records([proxy.recordings])
+                                if r["mirror"] == "reverse" and r["verdict"] == "mismatch"])
+    assert any("candles shifted by +1h" in d["message"] for d in records[0]["differences"])
     shown = proxy.cli("status").stdout
     assert "(automatic): failure rate" in shown and "candles shifted by +1h" in shown
     # Resume goes back to the same identities; the drift is off again.

@@ -9,7 +9,8 @@ effect free on the candidate's own database but not on production) it is not sen
 order executes once, on the side that served it.
 
 The exchange is then judged docker vs native, as every other: `primary` holds Docker's answer,
-`candidate` the native answer the client got.
+`candidate` the native answer the client got; it is recorded with `mirror` "reverse" (or
+"reverse-dry-run"), so the report tells moved traffic apart.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ async def mirror_moved(mirror: Any, engine: Any, exchange: Exchange, route: Any)
         exchange.primary = exchange.candidate or Response(error="no answer")
         if exchange.primary.error:  # Docker's failure is not the candidate's: not judged
             exchange.mirror = f"skipped:the primary failed the mirror ({exchange.primary.error})"
+        else:
+            exchange.mirror = "reverse-dry-run" if exchange.mirror == "dry-run" else "reverse"
     exchange.candidate = served
     engine.judge(exchange, route)
     if critical:  # a dry-run breach on the primary: kept whatever the answers say

@@ -249,8 +249,9 @@ class ShadowAddon:
             settings = replace(settings, primary=self.cutover.primary, cutover=True)
         if self.metrics is not None:
             self.metrics.watch_breakers(settings.breakers)
-        self.pool = WorkerPool(settings, opts.parity_workers, self.counters,
-                               on_judged=self.cutover.take if self.cutover else None)
+        self.pool = WorkerPool(settings, opts.parity_workers, self.counters)
+        if self.cutover is not None:
+            self.pool.on_judged = self.cutover.take
         self.pool.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         log.info("shadow: mirroring to %s%s with %d worker(s), sample %g, timeout %ss",

@@ -35,6 +35,11 @@ ABANDONED = "abandoned"  # held by a worker told to stop (or lost with a worker 
 NOT_RECORDED = "not-recorded"
 WORKER_ERRORS = "failed-in-worker"  # could not be read or mirrored (a bug: see the worker's log)
 
+# `Exchange.mirror` of the exchanges sent to the other side: forward (to the candidate) and, for
+# the users a cutover moved, reverse (to the primary; see harness.cutover.reverse).
+SENT_LABELS = ("mirrored", "dry-run", "reverse", "reverse-dry-run")
+DRY_RUN_LABELS = ("dry-run", "reverse-dry-run")
+
 # What became of each answered request: (key, label). Their sum is ANSWERED.
 OUTCOMES: tuple[tuple[str, str], ...] = (
     (COMPARED, "compared"),
@@ -88,10 +93,10 @@ class WorkerTally:
     def finished(self, exchange: Any, *, recorded: bool) -> None:
         """`exchange` was judged; `recorded`: whether it was written to the recordings."""
         counts = self.counts
-        mirrored = exchange.mirror in ("mirrored", "dry-run")
+        mirrored = exchange.mirror in SENT_LABELS
         if mirrored:
             counts[MIRRORED] += 1
-            if exchange.mirror == "dry-run":
+            if exchange.mirror in DRY_RUN_LABELS:
                 counts[DRY_RUN] += 1
         counts[str(exchange.verdict)] += 1
         counts[(COMPARED if mirrored else SKIPPED) if recorded else NOT_RECORDED] += 1
