@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from harness.config import build_config, load_config
 from harness.cutover.identity import identity_of, jwt_subject, position
-from harness.cutover.judge import Judged, RollbackJudge, p99
+from harness.cutover.judge import LATENCY_SAMPLES, Judged, RollbackJudge, p99
 from harness.cutover.plan import CutoverPlan
 from harness.cutover.state import ADOPTERS, CutoverError, CutoverState
 from harness.errors import ConfigError
@@ -240,11 +240,26 @@ def test_judge_5xx_and_p99() -> None:
         judge.add(judged(candidate_status=500 if n < 2 else 200), now=0)
     assert "candidate 5xx rate 20.0%" in (judge.verdict("data", now=0) or "")
     judge = RollbackJudge(PLAN, GATES)
-    for _n in range(10):
-        judge.add(judged(candidate_ms=100.0), now=0)
-    assert "p99 latency 100 ms over 2x" in (judge.verdict("data", now=0) or "")
+    for _n in range(LATENCY_SAMPLES):  # clients of the candidate wait 100 ms...
+        judge.add(judged(candidate_ms=100.0, primary_ms=60.0), now=0)
+    assert judge.verdict("data", now=0) is None  # within 2x of the primary's mirrored answers
+    for _n in range(LATENCY_SAMPLES):  # ...those of the primary 10 ms
+        judge.add(judged(served="primary", candidate_ms=500.0), now=0.1)
+    assert judge.verdict("data", now=0.1) is None  # checked at most every LATENCY_EVERY_S
+    assert "p99 latency 100 ms over 2x the primary's 10 ms" in (
+        judge.verdict("data", now=1.0) or "")
     judge.reset("data")
+    assert judge.verdict("data", now=1.0) is None
+
+
+def test_judge_latency_with_everyone_moved_uses_the_mirrors_answers() -> None:
+    judge = RollbackJudge(PLAN, GATES)
+    for _n in range(LATENCY_SAMPLES):
+        judge.add(judged(candidate_ms=30.0, primary_ms=20.0), now=0)
     assert judge.verdict("data", now=0) is None
+    for _n in range(LATENCY_SAMPLES):
+        judge.add(judged(candidate_ms=90.0, primary_ms=20.0), now=1)
+    assert "p99 latency 90 ms over 2x the primary's 20 ms" in (judge.verdict("data", now=1) or "")
 
 
 def test_p99_nearest_rank() -> None:

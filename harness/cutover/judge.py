@@ -6,9 +6,14 @@ A group rolls back on the first of:
 - a critical finding (a non-noise difference of critical severity, e.g. a dry-run breach);
 - the candidate unreachable (refused, or reset while connecting);
 - with at least `min_count` compared exchanges in the window: a failure rate over the group's
-  gate (`[gates]`, the rule `parity replay` applies), the candidate's 5xx rate above the
-  primary's by more than `error_margin`, or the candidate's p99 latency above `p99_multiple`
-  times the primary's ("performance meets or exceeds Docker").
+  gate (`[gates]`, the rule `parity replay` applies), or the candidate's 5xx rate above the
+  primary's by more than `error_margin`;
+- with at least `LATENCY_SAMPLES` answers of each side in the window: the candidate's p99
+  latency above `p99_multiple` times the primary's ("performance meets or exceeds Docker"). The
+  latencies are those clients saw (the candidate's of moved requests, the primary's of the
+  others), not the mirrors' (a mirror worker runs at idle priority: its timings are not the
+  service's); with no client of the primary left (100 %), the primary's mirrored answers stand
+  in. Checked every `LATENCY_EVERY_S`: a sort of the window is not for every batch.
 
 Workers compare and judge; what reaches this module is one small `Judged` line per exchange, so
 the proxy process only counts.
@@ -26,6 +31,8 @@ from harness.gate import FAILING, SKIPPED, GateRule
 
 UNREACHABLE = ("connection refused", "connect error", "connection reset while connecting")
 MAX_WINDOW = 20_000  # exchanges kept per group at most, however busy
+LATENCY_SAMPLES = 100  # a p99 of fewer answers is their maximum, not a percentile
+LATENCY_EVERY_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +138,7 @@ class RollbackJudge:
         self.plan = plan
         self.gates = gates
         self._windows: dict[str, _Window] = {}
+        self._latency_checked: dict[str, float] = {}
 
     def add(self, item: Judged, now: float) -> str | None:
         """Count `item`; the reason its group must roll back at once (a critical finding, the
@@ -162,17 +170,29 @@ class RollbackJudge:
             return (f"candidate 5xx rate {window.candidate_5xx / window.compared:.1%} above the "
                     f"primary's {window.primary_5xx / window.compared:.1%} by more than "
                     f"{self.plan.error_margin:.1%}")
-        primary = [j.primary_ms for _, j in window.items if j.primary_ms is not None
-                   and j.candidate_ms is not None and not j.error]
-        if len(primary) >= self.plan.min_count:
-            candidate = [j.candidate_ms for _, j in window.items if j.primary_ms is not None
-                         and j.candidate_ms is not None and not j.error]
-            slow, fast = p99(candidate), p99(primary)  # type: ignore[arg-type]
-            if slow > self.plan.p99_multiple * max(fast, 1.0):
-                return (f"candidate p99 latency {slow:.0f} ms over {self.plan.p99_multiple:g}x "
-                        f"the primary's {fast:.0f} ms")
+        if now - self._latency_checked.get(group, -math.inf) >= LATENCY_EVERY_S:
+            self._latency_checked[group] = now
+            return self._latency(window)
+        return None
+
+    def _latency(self, window: _Window) -> str | None:
+        candidate = [j.candidate_ms for _, j in window.items
+                     if j.served == "candidate" and j.candidate_ms is not None and not j.error]
+        if len(candidate) < LATENCY_SAMPLES:
+            return None
+        primary = [j.primary_ms for _, j in window.items
+                   if j.served == "primary" and j.primary_ms is not None]
+        if len(primary) < LATENCY_SAMPLES:  # everyone moved: the mirrors' answers stand in
+            primary = [j.primary_ms for _, j in window.items if j.primary_ms is not None]
+        if len(primary) < LATENCY_SAMPLES:
+            return None
+        slow, fast = p99(candidate), p99(primary)  # type: ignore[arg-type]
+        if slow > self.plan.p99_multiple * max(fast, 1.0):
+            return (f"candidate p99 latency {slow:.0f} ms over {self.plan.p99_multiple:g}x "
+                    f"the primary's {fast:.0f} ms")
         return None
 
     def reset(self, group: str) -> None:
         """Forget `group`'s window (after its rollback or resume: judge what comes next)."""
         self._windows.pop(group, None)
+        self._latency_checked.pop(group, None)
