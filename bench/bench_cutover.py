@@ -121,6 +121,8 @@ def routing_cost(args: argparse.Namespace, work: Path) -> float:
         served = admin(f"http://127.0.0.1:{admin_port}", "status")["groups"]["other"]
         print(f"  identities seen {served['seen_identities']}, moved "
               f"{served['moved_identities']}")
+        if served["last_rollback"]:
+            sys.exit(f"the group rolled back during the runs: {served['last_rollback']}")
         return ratio
     finally:
         for process in (plain, moved, primary_process, candidate_process):

@@ -11,6 +11,7 @@ import pytest
 from cutover_support import (
     ADMIN_TOKEN,
     CutoverProxy,
+    HangingServer,
     controlled_app,
     switch_drifts,
     wait_for,
@@ -133,6 +134,35 @@ def test_a_killed_candidate_leaves_the_primary_serving(apps, tmp_path) -> None:
         assert rollback["automatic"] and "candidate unreachable" in rollback["reason"]
     finally:
         proxy.stop()
+
+
+def test_a_candidate_failing_after_the_send(apps, tmp_path) -> None:
+    """A safe request is then served by the primary; an unsafe one is answered 502 and retried
+    nowhere; either rolls the group back."""
+    primary, _ = apps
+    hanging = HangingServer()
+    proxy = CutoverProxy(tmp_path, primary.base_url, hanging.url, "--timeout", "1")
+    try:
+        with httpx.Client(timeout=30) as client:
+            assert proxy.cli("advance", "other", "100").returncode == 0
+            safe = client.get(proxy.url + "/health")
+            assert safe.status_code == 200 and safe.headers["x-parity-served-by"] == "primary"
+            reason = proxy.status()["groups"]["other"]["last_rollback"]["reason"]
+            assert "candidate failed a moved request (timeout after 1s)" in reason
+            assert proxy.cli("resume", "other").returncode == 0
+            sent = hanging.requests
+            unsafe = client.post(proxy.url + "/api/v1/anything", json={"a": 1})
+            assert unsafe.status_code == 502 and "not retried" in unsafe.text
+            assert unsafe.headers["x-parity-served-by"] == "candidate"
+            assert hanging.requests == sent + 1  # the candidate got it once, nobody else did
+            assert proxy.status()["groups"]["other"]["share"] == 0
+        records = wait_for(lambda: [r for r in iter_records([proxy.recordings])
+                                    if r["request"]["method"] == "POST"])
+        # Moved and unsafe: not mirrored to the primary either.
+        assert records[0]["mirror"].startswith("skipped:served by the candidate")
+    finally:
+        proxy.stop()
+        hanging.close()
 
 
 def test_the_state_survives_kill_9(apps, tmp_path) -> None:

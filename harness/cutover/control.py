@@ -30,7 +30,7 @@ from mitmproxy import http
 
 from harness.cutover import serve
 from harness.cutover.identity import identity_of
-from harness.cutover.judge import Judged, RollbackJudge
+from harness.cutover.judge import UNREACHABLE, Judged, RollbackJudge
 from harness.cutover.state import CutoverError, CutoverState, GroupState
 from harness.cutover.tokens import token_exchange_problem
 from harness.model import Body, Request
@@ -171,13 +171,18 @@ class CutoverControl:
                 return
             self._remember(order, "primary")
             if group is not None:
-                self.rollback(group, f"candidate unreachable ({error})", automatic=True)
+                self.rollback(group, f"candidate unreachable ({error})" if error.startswith(
+                    UNREACHABLE) else f"candidate failed a moved request ({error}); the "
+                    "primary answered it", automatic=True)
             return
         flow.metadata["parity_served"] = "candidate"
         self._remember(order, "candidate")
         if outcome == serve.FAILED:
             log.warning("cutover: %s %s failed on the candidate after it was sent (%s); not "
                         "retried", flow.request.method, flow.request.path, error)
+            if group is not None:
+                self.rollback(group, f"candidate failed a moved {flow.request.method} after it "
+                              f"was sent ({error}); answered 502, not retried", automatic=True)
 
     def _remember(self, order: str | None, side: str) -> None:
         if order is None or order in self.orders:
