@@ -34,6 +34,9 @@ def add_parser(
                         help="seed of market data and sessions (same seed, same findings)")
     parser.add_argument("--keep-recordings", type=Path, metavar="DIR",
                         help="keep the recorded exchanges in DIR")
+    parser.add_argument("--cutover", action="store_true",
+                        help="the cutover act instead: data moved to 50 %% of the users, a drift "
+                             "switched on in the candidate, the automatic rollback (~20 s)")
     return parser
 
 
@@ -43,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--sessions must be at least 1 and --edge-requests at least 0")
     drifts = tuple(d.strip() for d in args.drift.split(",") if d.strip())
     console = Console(width=max(Console().width, 140))
+    if args.cutover:
+        from harness.cutover.demo import run_cutover_act
+
+        run_cutover_act(console, seed=args.seed)
+        return 0
     result = run_demo(DemoOptions(out=args.out, drifts=drifts, sessions=args.sessions,
                                   edge_requests=args.edge_requests, seed=args.seed,
                                   keep_recordings=args.keep_recordings), console)
