@@ -412,6 +412,17 @@ def route_toml(route: Route, *, ignore: tuple[str, ...] = (), ignore_headers: tu
     return "\n".join(lines) + "\n"
 
 
+def load_cutover_plan(path: str | Path, base: CutoverPlan) -> CutoverPlan:
+    """`base` overridden by the cutover plan file at `path` (`parity shadow --cutover`): a
+    `[cutover]` table, or its keys at the top. ConfigError naming the file and the key."""
+    source = str(path)
+    data = _read_toml(Path(path), source)
+    table = data["cutover"] if set(data) == {"cutover"} else data
+    defaults = {f.name: list(value) if isinstance(value := getattr(base, f.name), tuple)
+                else value for f in fields(CutoverPlan)}
+    return parse_plan(_Checker(source), defaults, table)
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """The Cryptobot defaults, overridden by the parity.toml at `path` when given."""
     if path is None:

@@ -4,7 +4,10 @@ native candidate whose drifts switch at runtime, driven by `parity cutover`."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -81,6 +84,29 @@ def test_advance_moves_about_half_the_identities_and_they_stay(proxy: CutoverPro
     assert data["seen_identities"] == len(IDENTITIES) and data["clean_clock_s"] >= 0
     lowered = proxy.cli("advance", "data", "10")
     assert lowered.returncode == 2 and "only goes up" in lowered.stderr
+
+
+def test_early_adopters_from_the_cutover_plan_move_first(apps, tmp_path) -> None:
+    primary, candidate = apps
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[cutover]\nearly_adopters = ["ip:10.0.0.7", "ip:10.0.1.3"]\n')
+    proxy = CutoverProxy(tmp_path, primary.base_url, candidate.base_url, "--cutover", str(plan))
+    try:
+        done = proxy.cli("advance", "data", "adopters")
+        assert done.returncode == 0 and "early adopters moved (2)" in done.stdout
+        with httpx.Client() as client:
+            served = proxy.served(client, IDENTITIES)
+        assert {i for i, side in served.items() if side == "candidate"} == {7, 256 + 3}
+        assert "0 %+" in proxy.cli("status").stdout  # at 0 %, early adopters moved
+    finally:
+        proxy.stop()
+    plan.write_text('[cutover]\nearly_adopters = ["alice"]\n')
+    bad = subprocess.run([sys.executable, "-m", "harness.cli", "shadow", "--primary",
+                          primary.base_url, "--candidate", candidate.base_url, "--admin",
+                          "127.0.0.1:1", "--cutover", str(plan)], capture_output=True, text=True,
+                         env={**os.environ, "PARITY_ADMIN_TOKEN": "x"}, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "cutover.early_adopters: 'alice' is not an identity" in bad.stderr
 
 
 def test_a_runtime_drift_rolls_data_back_with_no_client_error(

@@ -75,6 +75,9 @@ def add_parser(
                         help="the cutover's state (shares, hash key, history), written "
                              "atomically on every change (default: parity-cutover.json beside "
                              "the recordings)")
+    parser.add_argument("--cutover", metavar="FILE",
+                        help="the cutover plan: a TOML file with a [cutover] table (identity "
+                             "sources, early adopters, rollback thresholds) over parity.toml's")
     parser.add_argument("--mark-served", action="store_true",
                         help="add X-Parity-Served-By: primary|candidate to every answer "
                              "(tests and debugging)")
@@ -124,6 +127,7 @@ def _cutover_options(args: argparse.Namespace, port: int, primary: str) -> dict[
     public port, or no token."""
     if not args.admin:
         for option, value in (("--admin-token-file", args.admin_token_file),
+                              ("--cutover", args.cutover),
                               ("--cutover-state", args.cutover_state),
                               ("--mark-served", args.mark_served)):
             if value:
@@ -140,7 +144,16 @@ def _cutover_options(args: argparse.Namespace, port: int, primary: str) -> dict[
     if admin_port == port:
         raise UserError(f"--admin {args.admin!r}: must not be the proxied port ({port}): the "
                         "admin endpoint is never on the public listener")
+    if args.cutover:
+        from harness.config import load_config, load_cutover_plan
+        from harness.errors import ConfigError
+
+        try:
+            load_cutover_plan(args.cutover, load_config(args.config).cutover)
+        except ConfigError as exc:
+            raise UserError(f"--cutover: {exc}") from None
     return {"parity_admin": args.admin, "parity_admin_token_file": args.admin_token_file or "",
+            "parity_cutover_plan": args.cutover or "",
             "parity_cutover_state": args.cutover_state or "",
             "parity_mark_served": args.mark_served, "parity_primary": primary}
 

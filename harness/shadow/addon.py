@@ -152,6 +152,9 @@ class ShadowAddon:
                           "bearer token required); cutover off when empty (plain shadow mode).")
         loader.add_option("parity_admin_token_file", str, "",
                           "File holding the admin token; PARITY_ADMIN_TOKEN when empty.")
+        loader.add_option("parity_cutover_plan", str, "",
+                          "TOML file with a [cutover] table over parity_config's (identity "
+                          "sources, early adopters, rollback thresholds).")
         loader.add_option("parity_cutover_state", str, "",
                           "Cutover state file (shares, key, history); "
                           "<recordings>/parity-cutover.json when empty.")
@@ -262,9 +265,10 @@ class ShadowAddon:
     def _start_cutover(self, settings: WorkerSettings) -> bool:
         """The cutover's routing, judge, state and admin listener; False (an error logged, so
         the start-up fails) when the state cannot be read or the admin port is taken."""
-        from harness.config import load_config
+        from harness.config import load_config, load_cutover_plan
         from harness.cutover.control import CutoverControl, bind
         from harness.cutover.state import STATE_NAME, CutoverError
+        from harness.errors import ConfigError
         from harness.metrics.shadow import parse_listen
 
         opts = ctx.options
@@ -282,13 +286,17 @@ class ShadowAddon:
             verify = ssl.create_default_context(cafile=settings.ca_bundle)
         try:
             host, port = parse_listen(opts.parity_admin, "parity_admin")
+            config = load_config(opts.parity_config or None)
+            if opts.parity_cutover_plan:
+                config = replace(config, cutover=load_cutover_plan(opts.parity_cutover_plan,
+                                                                   config.cutover))
             control = CutoverControl(
-                config=load_config(opts.parity_config or None), primary=primary,
+                config=config, primary=primary,
                 candidate=settings.candidate, state_path=state_path,
                 admin_token=self._admin_token, timeout_s=settings.timeout_s, verify=verify,
                 mark_served=opts.parity_mark_served, counters=self.counters)
             sock = bind(host, port)
-        except (CutoverError, OSError) as exc:
+        except (CutoverError, ConfigError, OSError) as exc:
             log.error("shadow: cutover: %s", exc)
             return False
         self.cutover = control
