@@ -129,8 +129,8 @@ def routing_cost(args: argparse.Namespace, work: Path) -> float:
             process.stop()
 
 
-async def paced_trial(client: httpx.AsyncClient, proxy_url: str, candidate: str,
-                      moved: set[int], rate: float) -> float:
+async def paced_trial(client: httpx.AsyncClient, proxy_url: str, admin_url: str,
+                      candidate: str, moved: set[int], rate: float) -> float:
     """Switch the drift on under `rate` req/s; seconds from the first request sent after it to
     the first moved identity's request the primary served."""
     sent_after: list[float] = []
@@ -150,7 +150,12 @@ async def paced_trial(client: httpx.AsyncClient, proxy_url: str, candidate: str,
                 flipped.append(sent)
 
     async def switch() -> None:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
+        status = await client.get(admin_url + "/cutover/status",
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+        if status.json()["groups"]["data"]["share"] != 50:
+            raise SystemExit("data rolled back before the drift (a late mirror of the last "
+                             "trial?): not a measurement")
         switched.set()
         await client.put(candidate + "/_reference/drifts", json={"drifts": ["tz-offset"]},
                          headers={"Authorization": f"Bearer {CONTROL}"})
@@ -191,15 +196,15 @@ def rollback_latency(args: argparse.Namespace, work: Path) -> list[float]:
         async def trials() -> None:
             async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
                 for trial in range(args.trials):
-                    latencies.append(await paced_trial(client, proxy_url, candidate.base_url,
-                                                       moved, args.rate))
+                    latencies.append(await paced_trial(client, proxy_url, admin_url,
+                                                       candidate.base_url, moved, args.rate))
                     last = admin(admin_url, "status")["groups"]["data"]["last_rollback"]
                     print(f"  trial {trial + 1}: {latencies[-1] * 1000:.0f} ms "
                           f"({last['reason'][:70]}...)")
                     await client.put(candidate.base_url + "/_reference/drifts",
                                      json={"drifts": []},
                                      headers={"Authorization": f"Bearer {CONTROL}"})
-                    await asyncio.sleep(2.0)  # mirrors of the drifted answers are judged
+                    await asyncio.sleep(3.0)  # mirrors of the drifted answers are judged
                     admin(admin_url, "resume", group="data")
 
         asyncio.run(trials())

@@ -32,7 +32,8 @@ from harness.cutover import serve
 from harness.cutover.identity import identity_of
 from harness.cutover.judge import UNREACHABLE, Judged, RollbackJudge
 from harness.cutover.state import CutoverError, CutoverState, GroupState
-from harness.cutover.tokens import token_exchange_problem
+from harness.cutover.tokens import session_for, token_exchange_problem
+from harness.cutover.upstream import CandidateClient
 from harness.model import Body, Request
 from harness.policy import SAFE_METHODS, idempotency_key
 from harness.routes import GROUPS
@@ -101,13 +102,15 @@ class CutoverControl:
         self.judge = RollbackJudge(self.plan, config.gates)
         self.orders: OrderedDict[str, str] = OrderedDict()
         self.seen: dict[str, OrderedDict[str, None]] = {}
-        self.client: Any = None
+        self.client: Any = None  # aiohttp, for the token check
+        self.upstream: Any = None  # the hot path's client to the candidate
         self._runner: web.AppRunner | None = None
         self.state.save(state_path)  # a new key is kept before the first request (OSError)
 
     async def start(self, sock: socket.socket) -> None:
         """Serve the admin listener on `sock` and open the client to the candidate."""
-        self.client = serve.client_for(self.timeout_s, self.verify)
+        self.client = session_for(self.timeout_s, self.verify)
+        self.upstream = CandidateClient(self.candidate, self.timeout_s, self.verify)
         app = web.Application(middlewares=[self._authorised])
         app.router.add_get("/cutover/status", self._status)
         app.router.add_post("/cutover/advance", self._advance)
@@ -122,6 +125,7 @@ class CutoverControl:
             await self._runner.cleanup()
         if self.client is not None:
             await self.client.close()
+            await self.upstream.close()
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -159,8 +163,7 @@ class CutoverControl:
 
     async def _serve(self, flow: http.HTTPFlow, group: str | None, *, order: str | None,
                      pinned: bool) -> None:
-        outcome, error = await serve.serve_from_candidate(self.client, self.candidate, flow,
-                                                          self.timeout_s)
+        outcome, error = await serve.serve_from_candidate(self.upstream, flow)
         if outcome == serve.FELL_THROUGH:
             if pinned:  # its first attempt went to the candidate: never to the primary too
                 flow.response = http.Response.make(

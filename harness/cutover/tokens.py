@@ -51,3 +51,10 @@ async def token_exchange_problem(client: aiohttp.ClientSession, primary: str, ca
             return (f"token check: the {side} refuses a token minted by the {minter} (GET {path} "
                     f"answered {status}): sessions would not survive the move")
     return None
+
+
+def session_for(timeout_s: float, verify: Any) -> aiohttp.ClientSession:
+    """The client of the token check (no cookies kept, no proxy from the environment)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=verify),
+                                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                                 timeout=aiohttp.ClientTimeout(total=timeout_s))
