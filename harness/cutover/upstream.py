@@ -5,6 +5,12 @@ dozen objects per request); this client writes the request in one call and parse
 with bytes operations, so serving a moved request costs the proxy no more than forwarding it to
 the primary. It knows whether a failed request was sent: `NotSent` (the connection could not be
 opened: nothing reached the candidate) or `SentFailed` (it may have been received).
+
+A kept-alive connection may be closed by the server at any moment (uvicorn after 5 idle
+seconds), and a request written into one that is closing fails without having been read. So an
+unsafe request always gets a fresh connection (a failure after it is sent is then a real doubt),
+idle connections are dropped after `IDLE_S`, and a safe request that failed on a reused one is
+sent once more on a fresh one.
 """
 
 from __future__ import annotations
@@ -12,15 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEAD = 1024 * 1024
 IDLE_MAX = 256
+IDLE_S = 3.0  # under uvicorn's (and most servers') keep-alive timeout
+SAFE = (b"GET", b"HEAD", b"OPTIONS")
 HOP = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
                  b"proxy-connection", b"upgrade", b"te", b"trailer", b"expect"})
 Fields = list[tuple[bytes, bytes]]
+
+
+class _Stale(Exception):
+    """A reused connection was closed under a safe request: send it again."""
 
 
 class NotSent(Exception):
@@ -51,15 +64,23 @@ class CandidateClient:
                 if not verify:
                     self.ssl.check_hostname = False
                     self.ssl.verify_mode = ssl.CERT_NONE
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
 
     async def request(self, method: bytes, target: bytes, fields: Sequence[tuple[bytes, bytes]],
                       body: bytes) -> tuple[int, bytes, Fields, bytes]:
         """(status, reason, header fields without hop-by-hop ones, body) of the answer; NotSent
         or SentFailed (with a short reason) otherwise."""
+        safe = method in SAFE
+        try:
+            return await self._request(method, target, fields, body, fresh=not safe)
+        except _Stale:  # a safe request into a connection the server was closing
+            return await self._request(method, target, fields, body, fresh=True)
+
+    async def _request(self, method: bytes, target: bytes, fields: Sequence[tuple[bytes, bytes]],
+                       body: bytes, *, fresh: bool) -> tuple[int, bytes, Fields, bytes]:
         try:
             async with asyncio.timeout(self.timeout_s):
-                reader, writer = await self._connection()
+                reader, writer, reused = await self._connection(fresh)
         except TimeoutError:
             raise NotSent(f"connect timeout after {self.timeout_s:g}s") from None
         head = [method, b" ", self.prefix + target, b" HTTP/1.1\r\nHost: ", self.host_header,
@@ -81,22 +102,28 @@ class CandidateClient:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError) as exc:
             writer.close()
+            if reused and method in SAFE and isinstance(
+                    exc, asyncio.IncompleteReadError | ConnectionResetError):
+                raise _Stale from None
             raise SentFailed(_describe(exc)) from None
         if keep and len(self._idle) < IDLE_MAX:
-            self._idle.append((reader, writer))
+            self._idle.append((reader, writer, time.monotonic()))
         else:
             writer.close()
         return status, reason, answer, content
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        while self._idle:
-            reader, writer = self._idle.pop()
-            if not reader.at_eof() and not writer.is_closing():
-                return reader, writer
+    async def _connection(self, fresh: bool
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        oldest = time.monotonic() - IDLE_S
+        while self._idle and not fresh:
+            reader, writer, since = self._idle.pop()
+            if since > oldest and not reader.at_eof() and not writer.is_closing():
+                return reader, writer, True
             writer.close()
         try:
-            return await asyncio.open_connection(self.host, self.port, ssl=self.ssl,
-                                                 limit=MAX_HEAD)
+            reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl,
+                                                           limit=MAX_HEAD)
+            return reader, writer, False
         except OSError as exc:  # refused, unreachable, TLS failure: nothing was sent
             why = _describe(exc)
             raise NotSent(why if why == "connection refused" else f"connect error: {why}") \
@@ -145,7 +172,7 @@ class CandidateClient:
 
     async def close(self) -> None:
         """Close the idle connections."""
-        for _, writer in self._idle:
+        for _, writer, _ in self._idle:
             writer.close()
         self._idle.clear()
 
