@@ -40,9 +40,9 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
-from comparators import paths
-from comparators.base import CompareOptions, Lifted, register
-from comparators.domain import (
+from harness.diff import paths
+from harness.diff.base import CompareOptions, Lifted, register
+from harness.diff.values import (
     compare_answers,
     compare_scalar,
     critical,

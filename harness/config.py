@@ -15,11 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from comparators import base as comparator_registry
-from comparators.base import CompareOptions
+from harness.diff import base as comparator_registry
+from harness.diff.base import CompareOptions
 from harness.errors import ConfigError
-from harness.gate import GateRule
-from harness.policy import SAFE_METHODS
+from harness.model import SAFE_METHODS
 from harness.routes import (
     GROUPS,
     MIRROR_POLICIES,
@@ -29,7 +28,6 @@ from harness.routes import (
     RouteTable,
     template_regex,
 )
-from harness.shadow.settings import DRAIN_S
 
 DEFAULT_NAME = "default_config.toml"
 ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "ages", "options",
@@ -40,6 +38,9 @@ PRECONDITION_KEYS = {"path", "method", "expect", "state"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
 PRECONDITION_RECHECK_S = 2.0
+# Seconds the workers get at exit to finish the mirrors in flight (`[shadow] drain_s`,
+# `parity shadow --drain`, the addon's `parity_drain`).
+DRAIN_S = 15.0
 # `data` is parsed by harness.datastate.settings.
 TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
@@ -57,8 +58,19 @@ class NoiseSettings:
     min_samples: int = 3
 
 
-# The gate of one migration group (`[gates.<group>]`); the gate module owns the rule.
-Gate = GateRule
+@dataclass(frozen=True, slots=True)
+class GateRule:
+    """A group's thresholds (parity.toml `[gates.<group>]`)."""
+
+    max_mismatch_rate: float = 0.0
+    min_exchanges: int = 1
+    allow_untestable: bool = False
+
+    def for_route(self) -> GateRule:
+        """The rule one route of the group is held to: the same rates, no minimum count (the
+        minimum applies to the whole group)."""
+        return GateRule(self.max_mismatch_rate, 0, self.allow_untestable)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +259,7 @@ def _route(check: _Checker, raw: Any, key: str, comparators: list[str]) -> Route
         raise check.fail(f"{key}.dry_run", "mirror = \"dry-run\" needs a dry_run rewrite "
                                            "(headers, query, body or path) or a precondition")
     # A precondition without `dry_run`: the request goes unchanged, and the second check after
-    # each answer is the precondition asked again (harness.mirror), not the answer's body.
+    # each answer is the precondition asked again (harness.mirror.step), not the answer's body.
     return Route(
         method=method,
         template=table["path"],

@@ -8,17 +8,17 @@ import itertools
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from comparators.base import CompareOptions, get
-from comparators.domain import to_epoch
-from comparators.paths import generalize
-from comparators.strategies import (
+from harness.diff.base import CompareOptions, get
+from harness.diff.paths import generalize
+from harness.diff.values import to_epoch
+from harness.model import Kind
+from harness.testing.answers import (
     answer,
     backtest_results,
     iso,
     optimization_results,
     performance_metrics,
 )
-from harness.model import Kind
 
 EXAMPLES = settings(max_examples=100, deadline=None)
 METRICS = ("profit", "max_drawdown", "sharpe_ratio", "win_rate")

@@ -8,9 +8,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comparators.base import CompareOptions, get
-from comparators.strategies import answer, dry_run_answers, order_intents, orders
+from harness.diff.base import CompareOptions, get
 from harness.model import Kind, Severity
+from harness.testing.answers import answer, dry_run_answers, order_intents, orders
 
 EXAMPLES = settings(max_examples=120, deadline=None)
 NUMBERS = ("amount", "price")

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from comparators.base import CompareOptions, Incomparable, Lifted
-from comparators.generic import compare_bodies, compare_headers, compare_json
-from comparators.paths import PathMatcher
-from harness.lift import lift
+from harness.diff.base import CompareOptions, Incomparable, Lifted
+from harness.diff.lift import lift
+from harness.diff.paths import PathMatcher
+from harness.diff.tree import compare_bodies, compare_headers, compare_json
 from harness.model import Body, Kind, Response, Severity
-from harness.strategies import json_documents, json_pairs, json_values
+from harness.testing.requests import json_documents, json_pairs, json_values
 
 GLOBS = ["*", "a", "a.*", "**.b", "[*]", "*[*]", "**"]
 

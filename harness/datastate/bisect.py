@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import types as sat
 
-from comparators.domain import show, why_outside, within
 from harness.datastate.columns import (
     HASH_MOD,
     NULL_MARK,
@@ -37,6 +36,7 @@ from harness.datastate.columns import (
 from harness.datastate.database import Database, TableInfo
 from harness.datastate.findings import DataStateResult, RowFinding, TableState
 from harness.datastate.settings import DataSettings, TableSpec
+from harness.diff.values import show, why_outside, within
 from harness.model import Difference, Kind, Severity
 
 Bound = tuple[Any, ...] | None

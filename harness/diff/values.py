@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from comparators.base import CompareOptions, Lifted, get
-from comparators.paths import matcher
+from harness.diff.base import CompareOptions, Lifted
+from harness.diff.paths import matcher
 from harness.model import Difference, Kind, Severity
 
 DEFAULT_RTOL = 1e-9
@@ -704,10 +704,10 @@ def compare_answers(
     """Status and headers through the generic helpers, then `body` when both bodies are JSON
     (unless they are byte-identical and `skip_identical`); anything else (text, bytes, a body
     that failed to parse) goes to the generic comparator."""
-    from comparators.generic import compare_headers, compare_status
+    from harness.diff.tree import compare_headers, compare_json, compare_status
 
     if primary.kind != "json" or candidate.kind != "json":
-        return drop_ignored(get("json")(primary, candidate, header_options or options), options)
+        return drop_ignored(compare_json(primary, candidate, header_options or options), options)
     differences = list(compare_status(primary, candidate))
     differences += compare_headers(primary, candidate, header_options or options)
     if not (skip_identical and primary.raw and primary.raw == candidate.raw):
@@ -719,7 +719,7 @@ def generic_bodies(
     primary: Any, candidate: Any, options: CompareOptions, *, path: str = ""
 ) -> list[Difference]:
     """The generic tree diff of two sub-trees (what the domain comparators don't handle)."""
-    from comparators.generic import compare_bodies
+    from harness.diff.tree import compare_bodies
 
     if options.rtol is None or options.atol is None:  # the domain default, not exact equality
         options = derived(options, "domain tolerance", _domain_tolerance)
@@ -730,7 +730,7 @@ def generic_pairs(
     items: Iterable[tuple[Any, Any, str]], options: CompareOptions
 ) -> list[Difference]:
     """`generic_bodies` of every ``(primary, candidate, path)``, concatenated (one walk)."""
-    from comparators.generic import compare_many
+    from harness.diff.tree import compare_many
 
     if options.rtol is None or options.atol is None:
         options = derived(options, "domain tolerance", _domain_tolerance)
