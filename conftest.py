@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import entry_points
 
-_installed = any(point.value == "harness.pytest_plugin"
+_installed = any(point.value == "harness.testing.pytest_plugin"
                  for point in entry_points(group="pytest11"))
 if not _installed or os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
-    pytest_plugins = ["harness.pytest_plugin"]
+    pytest_plugins = ["harness.testing.pytest_plugin"]

@@ -34,9 +34,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from comparators.base import CompareOptions
-from comparators.generic import compare_bodies
-from harness.compare.engine import Engine
+from harness.diff.base import CompareOptions
+from harness.diff.tree import compare_bodies
+from harness.judge.engine import Engine
 from harness.model import Body, Exchange, Request, Response
 
 JSON = [("content-type", "application/json"), ("date", "Mon, 01 Jan 2024 00:00:00 GMT")]

@@ -29,9 +29,10 @@ from typing import Any
 
 import orjson
 
-from comparators import paths
-from comparators.base import CompareOptions, Lifted, register
-from comparators.domain import (
+from harness.diff import paths
+from harness.diff.base import CompareOptions, Lifted, register
+from harness.diff.paths import matcher
+from harness.diff.values import (
     as_number,
     best_shift,
     column_difference,
@@ -52,7 +53,6 @@ from comparators.domain import (
     with_ignored,
     within,
 )
-from comparators.paths import matcher
 from harness.model import Difference, Kind
 
 IDS = (

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from comparators import paths
-from comparators.base import CompareOptions, Lifted, register
-from comparators.domain import (
+from harness.diff import paths
+from harness.diff.base import CompareOptions, Lifted, register
+from harness.diff.values import (
     best_shift,
     compare_answers,
     compare_columns,

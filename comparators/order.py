@@ -20,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from comparators import paths
-from comparators.base import CompareOptions, Lifted, register
-from comparators.domain import (
+from harness.diff import paths
+from harness.diff.base import CompareOptions, Lifted, register
+from harness.diff.orders import DRY_RUN, INTENT
+from harness.diff.paths import matcher
+from harness.diff.values import (
     compare_answers,
     compare_scalar,
     critical,
@@ -32,32 +34,8 @@ from comparators.domain import (
     show,
     with_ignored,
 )
-from comparators.paths import matcher
 from harness.model import Difference, Kind
 
-DRY_RUN = "dry_run"
-INTENT = (
-    "exchange",
-    "symbol",
-    "side",
-    "type",
-    "amount",
-    "price",
-    "stop_price",
-    "time_in_force",
-    "post_only",
-    "reduce_only",
-    "leverage",
-    "client_order_id",
-    "risk_params",
-    "stop_loss",
-    "take_profit",
-    "stop_loss_pct",
-    "stop_loss_price",
-    "take_profit_pct",
-    "take_profit_price",
-    "trailing_stop_pct",
-)
 VOLATILE = (
     "id",
     "order_id",

@@ -20,9 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from comparators import paths
-from comparators.base import CompareOptions, Lifted, register
-from comparators.domain import (
+from harness.diff import paths
+from harness.diff.base import CompareOptions, Lifted, register
+from harness.diff.values import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     compare_answers,

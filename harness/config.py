@@ -15,12 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from comparators import base as comparator_registry
-from comparators.base import CompareOptions
-from harness.cutover.plan import CutoverPlan, parse_plan
+from harness.diff import base as comparator_registry
+from harness.diff.base import CompareOptions
 from harness.errors import ConfigError
-from harness.gate import GateRule
-from harness.policy import SAFE_METHODS
+from harness.model import SAFE_METHODS
 from harness.routes import (
     GROUPS,
     MIRROR_POLICIES,
@@ -30,7 +28,6 @@ from harness.routes import (
     RouteTable,
     template_regex,
 )
-from harness.shadow.settings import DRAIN_S
 
 DEFAULT_NAME = "default_config.toml"
 ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "ages", "options",
@@ -41,6 +38,9 @@ PRECONDITION_KEYS = {"path", "method", "expect", "state"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
 PRECONDITION_RECHECK_S = 2.0
+# Seconds the workers get at exit to finish the mirrors in flight (`[shadow] drain_s`,
+# `parity shadow --drain`, the addon's `parity_drain`).
+DRAIN_S = 15.0
 # `data` is parsed by harness.datastate.settings.
 TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data", "cutover"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
@@ -58,8 +58,19 @@ class NoiseSettings:
     min_samples: int = 3
 
 
-# The gate of one migration group (`[gates.<group>]`); the gate module owns the rule.
-Gate = GateRule
+@dataclass(frozen=True, slots=True)
+class GateRule:
+    """A group's thresholds (parity.toml `[gates.<group>]`)."""
+
+    max_mismatch_rate: float = 0.0
+    min_exchanges: int = 1
+    allow_untestable: bool = False
+
+    def for_route(self) -> GateRule:
+        """The rule one route of the group is held to: the same rates, no minimum count (the
+        minimum applies to the whole group)."""
+        return GateRule(self.max_mismatch_rate, 0, self.allow_untestable)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,25 @@ class SafetySettings:
     precondition_recheck_s: float = PRECONDITION_RECHECK_S
 
 
+IDENTITY_SOURCES = ("jwt-sub", "api-key", "forwarded-for", "peer")
+IDENTITY_PREFIXES = ("sub:", "key:", "ip:")
+
+
+@dataclass(frozen=True, slots=True)
+class CutoverPlan:
+    """`[cutover]` (harness/cutover/): how users are told apart (the first present identity
+    source), who moves first, and when a group rolls back on its own."""
+
+    identity: tuple[str, ...] = IDENTITY_SOURCES
+    early_adopters: tuple[str, ...] = ()
+    needs_auth: tuple[str, ...] = ("auth", "strategy", "trade", "mcp")
+    token_check_path: str = "/auth/users/me"
+    window_s: float = 30.0
+    min_count: int = 20
+    p99_multiple: float = 3.0
+    error_margin: float = 0.02
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything parity.toml configures."""
@@ -93,7 +123,7 @@ class Config:
     replay: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
     safety: SafetySettings = field(default_factory=SafetySettings)
-    cutover: CutoverPlan = field(default_factory=CutoverPlan)  # harness.cutover.plan
+    cutover: CutoverPlan = field(default_factory=CutoverPlan)
 
 
 class _Checker:
@@ -249,7 +279,7 @@ def _route(check: _Checker, raw: Any, key: str, comparators: list[str]) -> Route
         raise check.fail(f"{key}.dry_run", "mirror = \"dry-run\" needs a dry_run rewrite "
                                            "(headers, query, body or path) or a precondition")
     # A precondition without `dry_run`: the request goes unchanged, and the second check after
-    # each answer is the precondition asked again (harness.mirror), not the answer's body.
+    # each answer is the precondition asked again (harness.mirror.step), not the answer's body.
     return Route(
         method=method,
         template=table["path"],
@@ -326,7 +356,7 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
             safety_table.get("precondition_recheck_s", PRECONDITION_RECHECK_S),
             "safety.precondition_recheck_s", high=3600.0),
     )
-    cutover = parse_plan(check, data.get("cutover", {}), user.get("cutover", {}))
+    cutover = _cutover(check, data.get("cutover", {}), user.get("cutover", {}))
     return Config(RouteTable(routes), noise, gates, shadow, replay, source, safety, cutover)
 
 
@@ -349,6 +379,45 @@ def _shadow(check: _Checker, defaults: dict[str, Any], user: Any) -> ShadowSetti
     if "timeout_s" in values and values["timeout_s"] <= 0:
         raise check.fail("shadow.timeout_s", f"must be > 0, got {values['timeout_s']}")
     return ShadowSettings(**values)
+
+
+def _cutover(check: _Checker, defaults: dict[str, Any], user: Any) -> CutoverPlan:
+    """The plan from the defaults' and the user's `[cutover]` tables."""
+    known = {f.name for f in fields(CutoverPlan)}
+    table = {**defaults, **check.table(user, "cutover", known)}
+    values: dict[str, Any] = {}
+    if "identity" in table:
+        sources = check.strings(table["identity"], "cutover.identity")
+        unknown = [s for s in sources if s not in IDENTITY_SOURCES]
+        if unknown or not sources:
+            raise check.fail("cutover.identity", f"expected some of {', '.join(IDENTITY_SOURCES)}"
+                                                 f", got {list(sources)!r}")
+        values["identity"] = sources
+    if "early_adopters" in table:
+        adopters = check.strings(table["early_adopters"], "cutover.early_adopters")
+        bad = [a for a in adopters if not a.startswith(IDENTITY_PREFIXES)]
+        if bad:
+            raise check.fail("cutover.early_adopters",
+                             f"{bad[0]!r} is not an identity (sub:NAME, key:FINGERPRINT or "
+                             "ip:ADDRESS)")
+        values["early_adopters"] = adopters
+    if "needs_auth" in table:
+        values["needs_auth"] = check.strings(table["needs_auth"], "cutover.needs_auth")
+    if "token_check_path" in table:
+        path = table["token_check_path"]
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise check.fail("cutover.token_check_path", f"expected a path, got {path!r}")
+        values["token_check_path"] = path
+    for name in ("window_s", "p99_multiple", "error_margin"):
+        if name in table:
+            values[name] = check.number(table[name], f"cutover.{name}",
+                                        low=1.0 if name == "p99_multiple" else 0.0,
+                                        high=1.0 if name == "error_margin" else None)
+    if "window_s" in values and values["window_s"] <= 0:
+        raise check.fail("cutover.window_s", "must be > 0")
+    if "min_count" in table:
+        values["min_count"] = check.integer(table["min_count"], "cutover.min_count", low=1)
+    return CutoverPlan(**values)
 
 
 def route_toml(route: Route, *, ignore: tuple[str, ...] = (), ignore_headers: tuple[str, ...] = (),
@@ -420,7 +489,7 @@ def load_cutover_plan(path: str | Path, base: CutoverPlan) -> CutoverPlan:
     table = data["cutover"] if set(data) == {"cutover"} else data
     defaults = {f.name: list(value) if isinstance(value := getattr(base, f.name), tuple)
                 else value for f in fields(CutoverPlan)}
-    return parse_plan(_Checker(source), defaults, table)
+    return _cutover(_Checker(source), defaults, table)
 
 
 def load_config(path: str | Path | None = None) -> Config:

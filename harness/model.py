@@ -22,6 +22,8 @@ from enum import StrEnum
 from typing import Any
 
 RECORD_VERSION = 1
+# Methods that do not change state (RFC 9110 §9.2.1): mirrored without a route's say-so.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Verdict(StrEnum):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
-from comparators.base import CompareOptions, Lifted
+from harness.diff.base import CompareOptions, Lifted
 from harness.model import Body, Request
 
 MirrorPolicyName = Literal["safe", "dry-run", "always", "never"]

@@ -30,7 +30,7 @@ import orjson
 
 from harness.config import METHODS, Config, route_toml
 from harness.errors import UserError
-from harness.policy import SAFE_METHODS
+from harness.model import SAFE_METHODS
 from harness.routes import GROUPS, Route, RouteTable, guess_group, template_regex
 from harness.store.reader import files_beside
 

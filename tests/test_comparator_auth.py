@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comparators.auth import enumeration_findings
-from comparators.base import CompareOptions, get
-from comparators.strategies import SECRET, answer, encode, jwt_claims
+from harness.diff.base import CompareOptions, get
 from harness.model import Kind, Severity
+from harness.testing.answers import SECRET, answer, encode, jwt_claims
 
 EXAMPLES = settings(max_examples=120, deadline=None)
 DATE = "Mon, 01 Jan 2024 00:00:00 GMT"

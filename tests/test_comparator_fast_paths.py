@@ -9,14 +9,14 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comparators import base as registry
-from comparators import strategies as shapes
-from comparators.base import CompareOptions, Lifted, get
-from comparators.domain import near_pairs, within
-from harness.compare.engine import Engine
-from harness.lift import lift
+from harness.diff import base as registry
+from harness.diff.base import CompareOptions, Lifted, get
+from harness.diff.lift import lift
+from harness.diff.values import near_pairs, within
+from harness.judge.engine import Engine
 from harness.model import Body, Difference, Exchange, Kind, Request, Response, Severity
 from harness.routes import DryRunRewrite, Route
+from harness.testing import answers as shapes
 
 ENGINE = Engine()
 BODIES = {

@@ -8,11 +8,11 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comparators.base import CompareOptions, get
-from comparators.domain import show_offset, to_epoch
-from comparators.paths import generalize
-from comparators.strategies import answer, candles, iso
+from harness.diff.base import CompareOptions, get
+from harness.diff.paths import generalize
+from harness.diff.values import show_offset, to_epoch
 from harness.model import Kind
+from harness.testing.answers import answer, candles, iso
 
 EXAMPLES = settings(max_examples=120, deadline=None)
 

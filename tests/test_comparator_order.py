@@ -8,9 +8,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comparators.base import CompareOptions, get
-from comparators.strategies import answer, dry_run_answers, order_intents, orders
+from harness.diff.base import CompareOptions, get
 from harness.model import Kind, Severity
+from harness.testing.answers import answer, dry_run_answers, order_intents, orders
 
 EXAMPLES = settings(max_examples=120, deadline=None)
 NUMBERS = ("amount", "price")
@@ -142,7 +142,7 @@ def test_messages_read_like_a_review():
     assert found.message == "order.amount 0.12345678 vs 0.123457 (rel 1.8e-06 > 1e-09)"
     as_text = {"status": "dry_run", "order": {**echo["order"], "amount": "0.12345678"}}
     (typed,) = diff(echo, as_text)
-    assert typed.kind is Kind.TYPE and "number became string" in typed.message
+    assert typed.kind is Kind.TYPE and "type changed number → string" in typed.message
     risk = copy.deepcopy(echo)
     risk["order"]["risk_params"] = {"stop_loss_pct": 0.02}
     other_risk = copy.deepcopy(risk)

@@ -8,9 +8,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comparators.base import CompareOptions, get
-from comparators.strategies import answer, iso, strategies, strategy_lists
+from harness.diff.base import CompareOptions, get
 from harness.model import Kind
+from harness.testing.answers import answer, iso, strategies, strategy_lists
 
 EXAMPLES = settings(max_examples=100, deadline=None)
 

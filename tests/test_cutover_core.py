@@ -12,13 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.config import build_config, load_config
+from harness.config import CutoverPlan, GateRule, build_config, load_config
 from harness.cutover.identity import identity_of, jwt_subject, position
 from harness.cutover.judge import LATENCY_SAMPLES, Judged, RollbackJudge, p99
-from harness.cutover.plan import CutoverPlan
 from harness.cutover.state import ADOPTERS, CutoverError, CutoverState
 from harness.errors import ConfigError
-from harness.gate import GateRule
 
 SOURCES = ("jwt-sub", "api-key", "forwarded-for", "peer")
 IDENTITIES = [f"sub:user{n}" for n in range(2000)]

@@ -1,6 +1,7 @@
 """Differential property tests: hypothesis generates Cryptobot requests (from the strategies
-exported in `harness.strategies`), sends each to the primary and the candidate, and asserts parity
-with the same engine the gate uses. Docker against Docker holds; each drifted native is caught.
+exported in `harness.testing.requests`), sends each to the primary and the candidate, and
+asserts parity with the same engine the gate uses. Docker against Docker holds; each drifted
+native is caught.
 
 Marked `differential` (not `parity`: a user's `pytest -m parity` gate runs only the gate items);
 they run with the rest of the suite. With `--parity-primary URL --parity-candidate URL` they run
@@ -19,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
 
-from harness.compare.engine import Engine
 from harness.config import load_config
+from harness.judge.engine import Engine
+from harness.mirror.transport import TransportSettings, make_client, send
 from harness.model import Body, Exchange, Request, Response, Verdict
-from harness.strategies import ohlcv_requests, order_requests, strategy_payloads
-from harness.transport import TransportSettings, make_client, send
+from harness.testing.requests import ohlcv_requests, order_requests, strategy_payloads
 
 pytestmark = pytest.mark.differential
 PASSING = (Verdict.MATCH, Verdict.NOISE_ONLY)

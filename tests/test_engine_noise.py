@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.compare.engine import Engine
 from harness.config import NoiseSettings, build_config, load_config
-from harness.gate import GateRule, Tally, evaluate
+from harness.judge.engine import Engine
+from harness.judge.gate import GateRule, Tally, evaluate
 from harness.model import Body, Exchange, Request, Response, Severity, Verdict
 
 JSON = [("content-type", "application/json")]
@@ -92,7 +92,7 @@ def test_bodies_that_could_not_be_decoded_are_incomparable_unless_identical():
 
 
 def test_a_broken_comparator_makes_the_exchange_incomparable(monkeypatch):
-    from comparators import base
+    from harness.diff import base
 
     def explode(*_):
         raise RuntimeError("bug")

@@ -3,7 +3,7 @@ count applies to a migration group, not to each of its routes."""
 
 from __future__ import annotations
 
-from harness.gate import MAX_SKIP_REASONS, GateRule, Tally, evaluate
+from harness.judge.gate import MAX_SKIP_REASONS, GateRule, Tally, evaluate
 
 
 def record(verdict: str, route: str = "GET /api/x", reason: str | None = None,

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import metrics as m
-from harness.gate import GateRule, Tally, evaluate
+from harness.judge.gate import GateRule, Tally, evaluate
 from harness.metrics.replay import write_replay_metrics
 from harness.metrics.shadow import ShadowMetrics
 from harness.processes import ManagedProcess, free_port

@@ -20,15 +20,15 @@ import pytest
 from support import Shadow
 from traffic import wait_for
 
-from harness.compare.engine import Engine
 from harness.config import build_config, load_config, route_toml
 from harness.errors import ConfigError
-from harness.mirror import Mirror
+from harness.judge.engine import Engine
+from harness.mirror.policy import BREAKER_FILE, Breakers, MirrorPolicy
+from harness.mirror.step import Mirror
+from harness.mirror.transport import TransportSettings, make_client
 from harness.model import Body, Exchange, Request, Response, Severity, Verdict
-from harness.policy import BREAKER_FILE, Breakers, MirrorPolicy
 from harness.processes import free_port
 from harness.store.reader import iter_records
-from harness.transport import TransportSettings, make_client
 
 ORDERS = "/api/trades/orders"
 SWITCH = "/api/v1/settings/dry_run"
@@ -225,7 +225,7 @@ def test_pytest_parity_sends_no_order_to_an_unproven_candidate(tmp_path, apps, c
         assert received(app) == (before[app.base_url][0], before[app.base_url][1] + 3)
 
 
-# --- one mirrored exchange at a time (harness.mirror against the real reference app) ----------
+# --- one mirrored exchange at a time (harness.mirror.step against the real reference app) ------
 
 
 def mirror_orders(config_text: str, candidate: str, secondary: str | None,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from harness.processes import ManagedProcess, free_port
-from harness.strategies import order_amounts
+from harness.testing.requests import order_amounts
 
 
 @pytest.fixture(scope="module")

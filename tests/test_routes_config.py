@@ -9,10 +9,10 @@ from importlib import resources
 
 import pytest
 
-from comparators import base
-from harness.config import Gate, build_config, load_config, route_toml
+from harness.config import GateRule, build_config, load_config, route_toml
+from harness.diff import base
+from harness.diff.lift import lift
 from harness.errors import ConfigError
-from harness.lift import lift
 from harness.model import Body, Request, Response
 from harness.routes import RouteTable, guess_group
 
@@ -200,7 +200,7 @@ def test_matching_is_fast_and_cached():
 
 def test_gates_and_noise_defaults():
     gates = DEFAULTS.gates
-    assert gates["trade"] == Gate(0.0, 1, False) and gates["auth"].max_mismatch_rate == 0.0
+    assert gates["trade"] == GateRule(0.0, 1, False) and gates["auth"].max_mismatch_rate == 0.0
     assert all(gates[g].max_mismatch_rate == 0.01 for g in ("data", "backtest", "strategy"))
     assert DEFAULTS.noise.relative_threshold == 0.20
     assert DEFAULTS.noise.absolute_threshold == 0.0003

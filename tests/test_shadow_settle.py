@@ -16,18 +16,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from harness.compare.engine import Engine
 from harness.config import load_config
-from harness.mirror import answer_unfinished
+from harness.judge.engine import Engine
+from harness.mirror.policy import Breakers, MirrorPolicy
+from harness.mirror.step import answer_unfinished
+from harness.mirror.transport import TransportSettings, make_client
 from harness.model import Body, Response
-from harness.policy import Breakers, MirrorPolicy
 from harness.shadow import counters as c
 from harness.shadow.capture import Captured
 from harness.shadow.settings import WorkerSettings
 from harness.shadow.worker import MirrorWorker
 from harness.store.reader import iter_records
 from harness.store.writer import SegmentWriter
-from harness.transport import TransportSettings, make_client
 
 CONFIG = load_config()
 JSON = ((b"content-type", b"application/json"),)

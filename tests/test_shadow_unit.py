@@ -17,11 +17,12 @@ from aiohttp.test_utils import TestServer
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow
 
-from harness.compare.engine import Engine
 from harness.config import load_config
-from harness.correlation import Correlator, is_identifier_key, values_at
+from harness.judge.engine import Engine
+from harness.mirror.correlation import Correlator, is_identifier_key, values_at
+from harness.mirror.policy import BREAKER_FILE, Breakers, MirrorPolicy, idempotency_key
+from harness.mirror.transport import TransportSettings, make_client, url_of
 from harness.model import Body, Exchange, Request, Response, Severity, Verdict
-from harness.policy import BREAKER_FILE, Breakers, MirrorPolicy, idempotency_key
 from harness.processes import free_port
 from harness.routes import DryRunRewrite, Route
 from harness.shadow import counters as c
@@ -33,7 +34,6 @@ from harness.shadow.pool import MAX_CAPTURE_BYTES, WorkerPool
 from harness.shadow.settings import WorkerSettings
 from harness.shadow.worker import Intake, MirrorWorker
 from harness.store.reader import iter_records
-from harness.transport import TransportSettings, make_client, url_of
 
 CONFIG = load_config()
 ROUTES = CONFIG.routes

@@ -60,7 +60,7 @@ def _answer(path: str, status: int) -> Response:
 
 def _content_type(raw: bytes) -> str:
     """JSON for a file that is (or tries to be) a JSON document, text otherwise."""
-    from harness.lift import parse_json
+    from harness.diff.lift import parse_json
 
     if raw.lstrip()[:1] in (b"{", b"["):
         return "application/json"  # a broken document is reported as such, not diffed as text
@@ -73,9 +73,9 @@ def _content_type(raw: bytes) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Compare the two files and print the differences."""
-    from comparators import base as registry
-    from harness.compare.engine import Engine
     from harness.config import load_config
+    from harness.diff import base as registry
+    from harness.judge.engine import Engine
 
     config = load_config(args.config)
     if args.route:

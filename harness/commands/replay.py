@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from harness.errors import UserError
-from harness.gate import GateRule, Tally, evaluate
+from harness.judge.gate import GateRule, Tally, evaluate
 
 
 def add_parser(
@@ -69,13 +69,13 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     """Replay, judge, gate; print the per-group verdicts."""
     from harness.config import load_config
-    from harness.policy import breakers_beside
+    from harness.mirror.policy import breakers_beside
+    from harness.mirror.transport import TransportSettings
     from harness.replay.credentials import ServiceAccount, require_login, terminal_prompt
     from harness.replay.progress import ReplayProgress
     from harness.replay.runner import ReplayTargets, replay_records
     from harness.routes_openapi import unknown_routes
     from harness.store.reader import count_records, iter_records
-    from harness.transport import TransportSettings
 
     if args.concurrency < 1:
         raise UserError("--concurrency must be at least 1")

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Fetch the specs, write the table, check that it loads."""
     from harness.config import load_config
     from harness.errors import ConfigError
-    from harness.policy import SAFE_METHODS
+    from harness.model import SAFE_METHODS
     from harness.routes_openapi import read_routes, routes_toml
 
     if args.timeout <= 0:

@@ -1,8 +1,6 @@
 """Cutover: move users to the candidate (native) in sticky batches, per migration group, and roll a
 group back to the primary (Docker) on a parity breach within a second.
 
-    plan.py       the `[cutover]` table of parity.toml: identity sources, early adopters, the
-                  rollback thresholds
     identity.py   who a request is (JWT `sub`, API-key fingerprint, first X-Forwarded-For hop,
                   peer) and its stable, keyed position in [0, 100)
     state.py      shares per group, the key, early adopters and the event history; persisted
@@ -12,5 +10,10 @@ group back to the primary (Docker) on a parity breach within a second.
     serve.py      the hot path of a moved request: the candidate answers, or the primary does
     reverse.py    the worker side: a moved exchange mirrored to the primary, safety reversed
     tokens.py     the token-exchange check (each side accepts a token minted by the other)
-    admin.py      the admin client `parity cutover` uses
+    upstream.py   the hot path's HTTP/1.1 client to the candidate (knows what was sent)
+    status.py     the status as a person reads it
+    demo.py       `parity demo --cutover`
+
+The plan (`[cutover]` in parity.toml: identity sources, early adopters, rollback thresholds) is
+`harness.config.CutoverPlan`.
 """

@@ -34,8 +34,8 @@ from harness.cutover.judge import UNREACHABLE, Judged, RollbackJudge
 from harness.cutover.state import CutoverError, CutoverState, GroupState
 from harness.cutover.tokens import session_for, token_exchange_problem
 from harness.cutover.upstream import CandidateClient
-from harness.model import Body, Request
-from harness.policy import SAFE_METHODS, idempotency_key
+from harness.mirror.policy import idempotency_key
+from harness.model import SAFE_METHODS, Body, Request
 from harness.routes import GROUPS
 
 log = logging.getLogger("parity.cutover")

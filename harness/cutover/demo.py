@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from harness.cutover.status import status_lines
 from harness.processes import (
     ManagedProcess,
     ReferenceApp,
@@ -51,8 +52,6 @@ def _round(client: httpx.Client, proxy: str) -> tuple[dict[int, str], int]:
 
 def run_cutover_act(console: Console, seed: int = 7) -> int:
     """Run the act; the number of client errors seen (0 expected)."""
-    from harness.commands.cutover import status_lines
-
     work = Path(tempfile.mkdtemp(prefix="parity-demo-cutover-"))
     admin_token, control = secrets.token_hex(16), secrets.token_hex(16)
     errors = 0

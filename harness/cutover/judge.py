@@ -26,8 +26,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from harness.cutover.plan import CutoverPlan
-from harness.gate import FAILING, SKIPPED, GateRule
+from harness.config import CutoverPlan, GateRule
+from harness.judge.gate import FAILING, SKIPPED
 
 UNREACHABLE = ("connection refused", "connect error", "connection reset while connecting")
 MAX_WINDOW = 20_000  # exchanges kept per group at most, however busy

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.model import Exchange, Request, Response, Verdict
-from harness.policy import SAFE_METHODS, MirrorDecision, MirrorPolicy
+from harness.mirror.policy import MirrorDecision, MirrorPolicy
+from harness.model import SAFE_METHODS, Exchange, Request, Response, Verdict
 
 NOT_TO_PRODUCTION = ("served by the candidate; an unsafe request reaches the primary "
                      "(production) only as a dry run it honours (a dry-run path or header), and "
@@ -52,7 +52,7 @@ def reverse_mirror(client: Any, engine: Any, breakers: Any, primary: str, second
                    timeout_s: float) -> Any:
     """A `harness.mirror.Mirror` whose mirrored side is the primary (with `ReversePolicy`, the
     breakers shared with the forward mirror, and correlators of its own: native ids → Docker's)."""
-    from harness.mirror import Mirror
+    from harness.mirror.step import Mirror
 
     return Mirror(client, _Unjudged(engine), ReversePolicy(breakers), primary, secondary,
                   timeout_s)

@@ -14,7 +14,7 @@ import time
 from mitmproxy import http
 
 from harness.cutover.upstream import CandidateClient, NotSent, SentFailed
-from harness.policy import SAFE_METHODS
+from harness.model import SAFE_METHODS
 
 FELL_THROUGH = "fell-through"  # not sent: the primary serves
 SERVED = "served"

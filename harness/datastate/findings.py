@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from harness.gate import GateResult, evaluate_data_state
+from harness.judge.gate import GateResult, evaluate_data_state
 from harness.model import Difference
 
 SAMPLE_PER_KIND = 10

@@ -26,11 +26,11 @@ from harness.datastate.findings import groups_whose_data_differ
 from harness.demo.data_state import run_data_state
 from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.errors import UserError
-from harness.gate import GateResult, Tally, evaluate
+from harness.judge.gate import GateResult, Tally, evaluate
+from harness.mirror.transport import request_headers
 from harness.processes import ManagedProcess, free_port, start_reference_app
 from harness.shadow import counters as c
 from harness.store.reader import iter_records
-from harness.transport import request_headers
 
 DEFAULT_DRIFTS = ("tz-offset", "token-lifetime", "fee-rounding", "amount-precision",
                   "float-order", "list-order")
@@ -80,7 +80,7 @@ def edge_requests(count: int, seed: int):
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
-    from harness.strategies import ohlcv_requests, order_requests
+    from harness.testing.requests import ohlcv_requests, order_requests
 
     collected = []
 

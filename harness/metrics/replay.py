@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics as m
-from harness.gate import FAILING, GateResult, Tally
+from harness.judge.gate import FAILING, GateResult, Tally
 
 
 def check_metrics_file(path: str) -> None:

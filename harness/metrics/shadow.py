@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics as m
+from harness.mirror.policy import Breakers
 from harness.model import Verdict
-from harness.policy import Breakers
 from harness.shadow import counters as c
 
 log = logging.getLogger("parity.shadow")

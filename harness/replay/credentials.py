@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 
 from harness.errors import UserError
+from harness.mirror.transport import Client, send
 from harness.model import Body, Request, Response
 from harness.store.redact import PREFIX, fingerprint
-from harness.transport import Client, send
 
 REDACTED = PREFIX  # what a recorded secret starts with
 PASSWORD_ENV = "PARITY_PASSWORD"

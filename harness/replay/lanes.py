@@ -15,7 +15,7 @@ import zlib
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any
 
-from harness.policy import SAFE_METHODS
+from harness.model import SAFE_METHODS
 
 ANONYMOUS = "anonymous"
 IDLE_LANE_S = 30.0

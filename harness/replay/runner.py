@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.compare.engine import Engine
 from harness.config import Config
+from harness.judge.engine import Engine
 from harness.loop import run_async
-from harness.mirror import Mirror
-from harness.model import Exchange, Verdict
-from harness.policy import SAFE_METHODS, Breakers, MirrorPolicy
+from harness.mirror.policy import Breakers, MirrorPolicy
+from harness.mirror.step import Mirror
+from harness.mirror.transport import Client, TransportSettings, make_client, send
+from harness.model import SAFE_METHODS, Exchange, Verdict
 from harness.replay.credentials import (
     MintedTokens,
     ServiceAccount,
@@ -27,7 +28,6 @@ from harness.replay.credentials import (
     with_fresh_credentials,
 )
 from harness.replay.lanes import run_lanes, session_key
-from harness.transport import Client, TransportSettings, make_client, send
 
 UNRESTORABLE = ("credential not replayable: the primary accepted a secret the replay cannot "
                 "restore (minted before the recordings, or another user's)")

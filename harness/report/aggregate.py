@@ -10,7 +10,7 @@ Feed raw recordings lines (`ReportBuilder.add_record`, the fast path) or `Exchan
   real differences and learned noise apart, each with its first example;
 - a few example exchanges: the first `FIRST_EXAMPLES` failing ones and a reservoir of the rest.
 
-Readiness uses the gate rule of :mod:`harness.gate`, so the report and `parity replay` agree.
+Readiness uses the gate rule of :mod:`harness.judge.gate`, so the report and `parity replay` agree.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from comparators.paths import generalize
-from harness.gate import GateRule, Tally, evaluate
+from harness.diff.paths import generalize
+from harness.judge.gate import GateRule, Tally, evaluate
 from harness.model import Exchange, Verdict
 from harness.report.causes import StateCauses
 from harness.report.examples import Keeper, Kept

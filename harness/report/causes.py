@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.policy import SAFE_METHODS
+from harness.model import SAFE_METHODS
 from harness.routes import generic_template
 
 DIVERGING = frozenset({"mismatch", "untestable", "incomparable"})

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from comparators.paths import index, key
+from harness.diff.paths import index, key
 
 CURVE_KEYS = ("equity_curve",)
 POINT_KEYS = ("equity", "value", "balance", "total")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from comparators.order import DRY_RUN, INTENT
+from harness.diff.orders import DRY_RUN, INTENT
 
 OUTCOME = ("status", "filled", "remaining", "average", "cost", "fee")
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from comparators.paths import generalize, index, key
+from harness.diff.paths import generalize, index, is_inside, key
 from harness.report.pretty import ROOT_NAME, compact
 
 IGNORED = "ignored by rule"
@@ -142,8 +142,8 @@ class ObservedNoise:
                  seen: _RouteSeen) -> str:
         """Ask the route's comparator (once per route and path) whether it compares `path`."""
         try:
-            from comparators import base as registry
-            from harness.lift import lift
+            from harness.diff import base as registry
+            from harness.diff.lift import lift
             from harness.model import Request, Response
 
             request = Request.from_dict(record["request"])
@@ -154,7 +154,7 @@ class ObservedNoise:
                 options = route.options
                 comparator = str(record.get("comparator") or route.comparator)
             if options is None:
-                from comparators.base import CompareOptions
+                from harness.diff.base import CompareOptions
 
                 options = CompareOptions()
             primary = lift(Response.from_dict(record["primary"]) or Response())
@@ -219,17 +219,13 @@ def _covering(path: str, reported: dict[str, Any]) -> str | None:
     for other in reported:
         if other == ROOT_NAME and not path.startswith("@"):
             return other
-        if _below(path, other) or _below(other, path):
+        if is_inside(path, other) or is_inside(other, path):
             return other
     return None
 
 
 def _covered(path: str, reported: dict[str, Any]) -> bool:
     return _covering(path, reported) is not None
-
-
-def _below(path: str, parent: str) -> bool:
-    return path.startswith(parent) and path[len(parent):len(parent) + 1] in (".", "[")
 
 
 def _small(value: Any, redact: Any) -> Any:

@@ -1,7 +1,7 @@
 """Pretty-print a JSON answer as lines that know their difference path, so the report can
 highlight exactly the lines that differ and show only those with some context around them.
 
-Paths are built with :mod:`comparators.paths`, the same way the comparators build them. A line
+Paths are built with :mod:`harness.diff.paths`, the same way the comparators build them. A line
 is marked when its path is a differing path or lies below one. The work is proportional to the
 differences, not to the body: a large container with no difference inside is folded into one
 line, and in a large container with differences only the first items and the items around the
@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from comparators.paths import index, key
+from harness.diff.paths import index, key
 
 FOLD_ITEMS = 12  # containers longer than this are folded or thinned out
 FOLD_CHARS = 160  # a folded container shows at most this much of itself

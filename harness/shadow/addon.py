@@ -37,13 +37,14 @@ from urllib.parse import urlsplit
 import orjson
 from mitmproxy import ctx, exceptions, http
 
+from harness.config import DRAIN_S
 from harness.files import write_atomically
-from harness.policy import breaker_file
+from harness.mirror.policy import breaker_file
 from harness.shadow import counters as c
 from harness.shadow.capture import capture, client_address
 from harness.shadow.counters import Counters
 from harness.shadow.pool import WorkerPool
-from harness.shadow.settings import DRAIN_S, WorkerSettings
+from harness.shadow.settings import WorkerSettings
 
 log = logging.getLogger("parity.shadow")
 

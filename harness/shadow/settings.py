@@ -7,10 +7,6 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
-# Seconds the workers get at exit to finish the mirrors in flight (`[shadow] drain_s`,
-# `parity shadow --drain`, the addon's `parity_drain`): declared here, once.
-DRAIN_S = 15.0
-
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:

@@ -33,10 +33,10 @@ from typing import Any
 
 import orjson
 
-from harness.correlation import Correlator
 from harness.loop import run_async
-from harness.model import Exchange, Response
-from harness.policy import SAFE_METHODS, Breakers, MirrorPolicy
+from harness.mirror.correlation import Correlator
+from harness.mirror.policy import Breakers, MirrorPolicy
+from harness.model import SAFE_METHODS, Exchange, Response
 from harness.shadow import counters as c
 from harness.shadow.capture import Captured, to_exchange
 from harness.shadow.channel import FrameReader
@@ -188,8 +188,8 @@ class MirrorWorker:
     def __init__(self, settings: WorkerSettings, *, engine: Any = None, writer: Any = None,
                  policy: MirrorPolicy | None = None) -> None:
         if engine is None:
-            from harness.compare.engine import Engine
             from harness.config import load_config
+            from harness.judge.engine import Engine
 
             engine = Engine(load_config(settings.config_path))
         if writer is None:
@@ -224,7 +224,7 @@ class MirrorWorker:
                   poll: Callable[[], None] | None = None) -> None:
         """Mirror every captured item until `items` ends; `release(size)` is called as each one
         is finished, `poll()` between the CPU-heavy steps (to read the pipe). `client` (a
-        `harness.transport.Client`) is made from the settings when None."""
+        `harness.mirror.transport.Client`) is made from the settings when None."""
         from harness.replay.lanes import run_lanes
 
         self._release = release or self._release
@@ -249,8 +249,8 @@ class MirrorWorker:
                 raise
 
     def attach(self, client: Any) -> None:
-        """Send the mirrors with `client` (a `harness.transport.Client`)."""
-        from harness.mirror import Mirror
+        """Send the mirrors with `client` (a `harness.mirror.transport.Client`)."""
+        from harness.mirror.step import Mirror
 
         s = self.settings
         self._mirror = Mirror(client, self.engine, self.policy, s.candidate, s.secondary,
@@ -262,7 +262,7 @@ class MirrorWorker:
                                            s.secondary, s.timeout_s)
 
     def _client(self) -> Any:
-        from harness.transport import TransportSettings, make_client
+        from harness.mirror.transport import TransportSettings, make_client
 
         s = self.settings
         # Candidate and secondary are asked at once: two connections per mirror in flight.

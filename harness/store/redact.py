@@ -50,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from harness.diff import paths
 from harness.model import Body, Difference, Exchange, Request, Response
 from harness.store.redaction_key import KEY_ENV as KEY_ENV  # re-exported
 from harness.store.redaction_key import redaction_key
@@ -400,15 +401,6 @@ def redact_response(response: Response | None) -> Response | None:
     )
 
 
-_PATH_KEYS = re.compile(r'\["((?:[^"\\]|\\.)*)"\]|([^.\[\]]+)')
-
-
-def _path_keys(path: str) -> list[str]:
-    """The keys of a difference path: ``a.b[3]["c d"]`` → a, b, c d (indexes dropped)."""
-    return [m.group(1) or m.group(2) for m in _PATH_KEYS.finditer(path)
-            if not (m.group(2) or "").isdigit() and (m.group(1) or m.group(2)) != "*"]
-
-
 def redact_difference(diff: Difference) -> Difference:
     """A copy of `diff` whose values and message hold no secret."""
     if diff.path.startswith("@headers."):
@@ -423,7 +415,7 @@ def redact_difference(diff: Difference) -> Difference:
 
         secret_path = is_secret_header(name) or name in ("cookie", "set-cookie")
     else:
-        keys = list(_path_keys(diff.path))
+        keys = paths.keys(diff.path)
         # `access_token.claims.exp`: the auth comparator reports a token's decoded claims, which
         # are not the secret (the token string never appears); judge only the keys below them.
         for marker in ("claims", "header"):

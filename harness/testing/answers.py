@@ -2,8 +2,8 @@
 of the comparators (or of their own code) from ours.
 
     from hypothesis import given
-    from comparators.base import get
-    from comparators.strategies import answer, candles
+    from harness.diff.base import get
+    from harness.testing.answers import answer, candles
 
     @given(candles())
     def test_ohlcv_reflexive(rows):
@@ -23,11 +23,11 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from comparators.base import Lifted
+from harness.diff.base import Lifted
+from harness.testing.requests import exchanges, symbols, timeframes
 
-SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT")
-EXCHANGES = ("binance", "kraken", "coinbase", "bybit")
-TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
+# The length of each timeframe of `harness.testing.requests.TIMEFRAMES`, in seconds.
+TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 ROLES = ("admin", "user", "trader", "read_only")
 EPOCH_2024 = 1_704_067_200  # 2024-01-01T00:00:00Z
 # Long enough for HS512 (pyjwt warns below 64 bytes).
@@ -35,7 +35,7 @@ SECRET = "parity-test-secret-0123456789abcdef-0123456789abcdef-0123456789abcdef"
 
 
 def answer(body: Any, status: int = 200, headers: dict[str, list[str]] | None = None) -> Lifted:
-    """A JSON answer as the comparators receive it (what ``harness.lift.lift`` produces)."""
+    """A JSON answer as the comparators receive it (what ``harness.diff.lift.lift`` produces)."""
     raw = json.dumps(body).encode()
     all_headers = {"content-type": ["application/json"], **(headers or {})}
     return Lifted(status=status, headers=all_headers, kind="json", body=body, raw=raw)
@@ -47,21 +47,6 @@ def iso(seconds: float) -> str:
 
 
 # --- building blocks -------------------------------------------------------------------------
-
-
-def symbols() -> st.SearchStrategy[str]:
-    """A trading pair."""
-    return st.sampled_from(SYMBOLS)
-
-
-def exchanges() -> st.SearchStrategy[str]:
-    """An exchange name."""
-    return st.sampled_from(EXCHANGES)
-
-
-def timeframes() -> st.SearchStrategy[str]:
-    """A candle timeframe (``1h``); its length in seconds is ``TIMEFRAMES[tf]``."""
-    return st.sampled_from(tuple(TIMEFRAMES))
 
 
 def prices(low: float = 0.01, high: float = 100_000.0) -> st.SearchStrategy[float]:
@@ -114,7 +99,7 @@ def candles(
     """Consecutive candles ``{timestamp, open, high, low, close, volume}``, ascending, with
     consistent highs and lows; timestamps as ISO text or epoch milliseconds."""
     fmt = fmt or draw(st.sampled_from(("iso", "ms")))
-    step = TIMEFRAMES[timeframe or draw(timeframes())]
+    step = TIMEFRAME_SECONDS[timeframe or draw(timeframes())]
     start = draw(st.integers(0, 2000)) * 3600 + EPOCH_2024
     bars = draw(
         st.lists(

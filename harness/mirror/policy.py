@@ -4,7 +4,7 @@ Shared by the shadow proxy's workers and the replay so both obey one rule:
 
 - Safe methods are mirrored; any other method only when its route says `dry-run` (sent as a dry
   run: rewritten when the route says how, and only to sides that proved the route's precondition,
-  see `harness.preconditions`) or `always` (declared side-effect free on the candidate).
+  see `harness.mirror.preconditions`) or `always` (declared side-effect free on the candidate).
   Everything else is skipped, with the reason as the recorded label.
 - **Breakers.** When a side's answer to a dry-run mirror does not prove the dry run, that route
   stops being mirrored at once. The breaker file beside the recordings (`breakers_beside`) shares
@@ -28,11 +28,10 @@ from typing import Any
 
 import orjson
 
-from harness.model import Request, header
+from harness.model import SAFE_METHODS, Request, header
 
 log = logging.getLogger("parity.policy")
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REMEMBERED_ORDERS = 100_000
 IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key", "x-client-order-id")
 IDEMPOTENCY_FIELDS = ("client_order_id", "clientOrderId", "newClientOrderId", "idempotency_key")

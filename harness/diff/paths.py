@@ -99,3 +99,38 @@ def matcher(globs: Iterable[str]) -> PathMatcher:
 @lru_cache(maxsize=256)
 def _shared_matcher(globs: tuple[str, ...]) -> PathMatcher:
     return PathMatcher(globs)
+
+
+_STEP = re.compile(r'\["((?:[^"\\]|\\.)*)"\]|\[(\d+|\*)\]|([^.\[\]]+)')
+
+
+@lru_cache(maxsize=8192)
+def steps(path: str) -> tuple[str | int, ...]:
+    """The steps of a path or glob, in order: keys as strings (quoted ones unescaped), indices as
+    ints, ``[*]`` as ``"*"``: ``a.b[3]["c d"]`` → ``("a", "b", 3, "c d")``."""
+    out: list[str | int] = []
+    for quoted, item, plain in _STEP.findall(path):
+        if item:
+            out.append("*" if item == "*" else int(item))
+        elif quoted:
+            out.append(quoted.replace('\\"', '"').replace("\\\\", "\\"))
+        else:
+            out.append(plain)
+    return tuple(out)
+
+
+def keys(path: str) -> list[str]:
+    """The member names along a path, indices dropped: ``a.b[3]["c d"]`` → a, b, c d."""
+    return [s for s in steps(path) if isinstance(s, str) and s != "*"]
+
+
+def last_key(path: str) -> str:
+    """The last member name of a path (``trades[3].entry_time`` → ``entry_time``), or ""."""
+    names = keys(path)
+    return names[-1] if names else ""
+
+
+def is_inside(path: str, parent: str) -> bool:
+    """Whether `path` is strictly inside `parent` (``a.b[2]`` is inside ``a.b``; ``a.bc`` and
+    ``a.b`` are not)."""
+    return path.startswith(parent) and path[len(parent):len(parent) + 1] in (".", "[")

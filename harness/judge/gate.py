@@ -18,7 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from comparators.paths import generalize
+from harness.config import GateRule
+from harness.diff.paths import generalize
 
 FAILING = ("mismatch", "incomparable", "candidate-error")
 SKIPPED = "skipped"
@@ -26,20 +27,6 @@ NOT_COMPARED = (SKIPPED,)
 MAX_EXAMPLES = 3
 MAX_SKIP_REASONS = 8
 OTHER_SKIP_REASONS = "(other reasons)"
-
-
-@dataclass(frozen=True, slots=True)
-class GateRule:
-    """A group's thresholds (parity.toml `[gates.<group>]`)."""
-
-    max_mismatch_rate: float = 0.0
-    min_exchanges: int = 1
-    allow_untestable: bool = False
-
-    def for_route(self) -> GateRule:
-        """The rule one route of the group is held to: the same rates, no minimum count (the
-        minimum applies to the whole group)."""
-        return GateRule(self.max_mismatch_rate, 0, self.allow_untestable)
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import orjson
 import pytest
 
-from harness.gate import GateResult, GateRule, Tally, evaluate
+from harness.judge.gate import GateResult, GateRule, Tally, evaluate
 
 JUDGED_KEY = "parity_judged"
 USAGE_ERROR = 2
@@ -131,7 +131,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                 out.write(orjson.dumps(exchange.to_dict()) + b"\n")
 
             if candidate:
-                from harness.policy import breakers_beside
+                from harness.mirror.policy import breakers_beside
                 from harness.replay.runner import ReplayTargets, replay_records
 
                 replay_records(
@@ -147,7 +147,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                     breakers=breakers_beside(recordings),
                 )
             else:
-                from harness.compare.engine import Engine
+                from harness.judge.engine import Engine
                 from harness.model import Exchange
 
                 engine = Engine(parity_config)

@@ -1,5 +1,7 @@
-"""What the domain comparators (backtest, order, auth, ohlcv, strategy) share: numbers compared
-within a tolerance and described the way a reviewer would, timestamps read from the shapes
+"""Values as every comparator sees them (one wording for all: a drift reads the same from `json`
+as from `backtest`): numbers compared within a tolerance (`within`) and described the way a
+reviewer would (`show`, `json_type`, `number_message`, `type_message`); and what the domain
+comparators (backtest, order, auth, ohlcv, strategy) share: timestamps read from the shapes
 Cryptobot uses, a constant-shift (timezone) search, and the envelope (status, headers, non-JSON
 bodies) handed to the generic helpers.
 """
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -16,8 +17,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from comparators.base import CompareOptions, Lifted, get
-from comparators.paths import matcher
+import orjson
+
+from harness.diff.base import CompareOptions, Lifted
+from harness.diff.paths import matcher
 from harness.model import Difference, Kind, Severity
 
 DEFAULT_RTOL = 1e-9
@@ -63,32 +66,116 @@ def as_number(value: Any, *, strings: bool = False) -> float | None:
 
 
 def within(a: float, b: float, rtol: float, atol: float) -> bool:
-    """Symmetric closeness: |a - b| <= atol + rtol * max(|a|, |b|) (so swapping never matters)."""
-    if a == b or (math.isnan(a) and math.isnan(b)):
+    """Symmetric closeness ``|a − b| <= atol + rtol·max(|a|, |b|)`` (swapping never matters);
+    NaN equals NaN, an infinity equals only itself, integers without a tolerance exactly."""
+    if a == b:
         return True
-    return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
-
-
-def rel_dev(a: float, b: float) -> float:
-    """Relative deviation |a - b| / max(|a|, |b|) (0 when both are 0)."""
-    scale = max(abs(a), abs(b))
-    return abs(a - b) / scale if scale else 0.0
-
-
-def show(value: Any) -> str:
-    """A value as it reads in a message: numbers bare, strings quoted, None as null."""
-    if is_number(value):
-        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            fa, fb = float(a), float(b)
+        except OverflowError:
+            return False
+        if fa != fa or fb != fb:  # NaN
+            return fa != fa and fb != fb
+        if math.isinf(fa) or math.isinf(fb):
+            return False
+        return abs(fa - fb) <= atol + rtol * max(abs(fa), abs(fb))
+    if not rtol and not atol:
+        return False
     try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
+    except OverflowError:  # integers past float range
+        return False
 
 
-def why_outside(a: float, b: float, rtol: float) -> str:
-    """The parenthesised reason of a number difference: ``(rel 3.9e-03 > 1e-09)``."""
-    return f"(rel {rel_dev(a, b):.1e} > {rtol:g})"
+# --- how values read in a finding (one wording for every comparator) -------------------------
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a value: null, boolean, integer, number, string, array, object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value as a reviewer reads it: numbers bare (``nan``, ``inf`` too), strings quoted, JSON
+    otherwise, cut at `limit`."""
+    if is_number(value):
+        text = repr(value) if isinstance(value, float) else str(value)
+    elif isinstance(value, str):
+        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
+    """Both numbers with enough significant digits to tell them apart, and two more."""
+    if isinstance(a, int) and isinstance(b, int):
+        return str(a), str(b)
+    short_a, short_b = repr(a), repr(b)
+    if len(short_a) <= 10 and len(short_b) <= 10:
+        return short_a, short_b
+    start = 5
+    try:  # as many digits as the relative difference needs, found in one or two steps
+        rel = abs(a - b) / max(abs(a), abs(b))
+        if 0 < rel < 1e-5:
+            start = min(17, int(-math.log10(rel)))
+    except (ArithmeticError, TypeError, ValueError):
+        pass
+    for digits in range(start, 18):
+        if f"{a:.{digits}g}" != f"{b:.{digits}g}":
+            keep = min(digits + 2, 17)
+            long_a, long_b = f"{a:.{keep}g}", f"{b:.{keep}g}"
+            # A shorter exact form (0.3, not 0.29999999999999999) reads better.
+            return (min(long_a, short_a, key=len), min(long_b, short_b, key=len))
+    return short_a, short_b
+
+
+def number_message(where: str, a: Any, b: Any, rtol: float, atol: float) -> str:
+    """``sharpe_ratio 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-09)``: both numbers with the digits that
+    tell them apart, and the tolerance they are outside of."""
+    shown_a, shown_b = _distinct_digits(a, b)
+    head = f"{where or 'body'} {shown_a} vs {shown_b}"
+    try:
+        delta = abs(a - b)
+        scale = max(abs(a), abs(b))
+        rel = delta / scale if scale else 0.0
+    except (OverflowError, ZeroDivisionError, TypeError):
+        return head
+    if not (math.isfinite(delta) and math.isfinite(rel)):
+        return head
+    reasons = [f"rel {rel:.1e} > {rtol:g}"] if rtol else []
+    if atol and (not rtol or atol >= rtol * scale):  # named only where it set the allowance
+        reasons.append(f"abs {delta:.1e} > {atol:g}")
+    return f"{head} ({', '.join(reasons) or f'rel {rel:.1e}'})"
+
+
+def type_message(where: str, a: Any, b: Any) -> str:
+    """``price: type changed integer → string (1 vs "1")``."""
+    return (f"{where or 'body'}: type changed {json_type(a)} → {json_type(b)} "
+            f"({show(a)} vs {show(b)})")
+
+
+def changed_message(where: str, a: Any, b: Any) -> str:
+    """``status "filled" vs "open"``."""
+    return f"{where or 'body'} {show(a)} vs {show(b)}"
 
 
 def compare_scalar(
@@ -125,13 +212,8 @@ def compare_scalar(
             return _changed(path, primary, candidate)
         if within(p_num, c_num, rtol, atol):
             return None
-        return Difference(
-            path,
-            Kind.CHANGED,
-            primary,
-            candidate,
-            f"{path} {show(primary)} vs {show(candidate)} {why_outside(p_num, c_num, rtol)}",
-        )
+        return Difference(path, Kind.CHANGED, primary, candidate,
+                          number_message(path, primary, candidate, rtol, atol))
     if type(primary) is not type(candidate) and not (is_number(primary) and is_number(candidate)):
         return _type_difference(path, primary, candidate)
     if primary == candidate:
@@ -140,37 +222,12 @@ def compare_scalar(
 
 
 def _changed(path: str, primary: Any, candidate: Any) -> Difference:
-    return Difference(
-        path, Kind.CHANGED, primary, candidate, f"{path} {show(primary)} vs {show(candidate)}"
-    )
+    return Difference(path, Kind.CHANGED, primary, candidate,
+                      changed_message(path, primary, candidate))
 
 
 def _type_difference(path: str, primary: Any, candidate: Any) -> Difference:
-    return Difference(
-        path,
-        Kind.TYPE,
-        primary,
-        candidate,
-        f"{path} {show(primary)} vs {show(candidate)} ({json_type(primary)} became "
-        f"{json_type(candidate)})",
-    )
-
-
-def json_type(value: Any) -> str:
-    """The JSON type name of a value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+    return Difference(path, Kind.TYPE, primary, candidate, type_message(path, primary, candidate))
 
 
 def field_tolerance(options: CompareOptions, path: str, name: str) -> tuple[float, float]:
@@ -704,10 +761,10 @@ def compare_answers(
     """Status and headers through the generic helpers, then `body` when both bodies are JSON
     (unless they are byte-identical and `skip_identical`); anything else (text, bytes, a body
     that failed to parse) goes to the generic comparator."""
-    from comparators.generic import compare_headers, compare_status
+    from harness.diff.tree import compare_headers, compare_json, compare_status
 
     if primary.kind != "json" or candidate.kind != "json":
-        return drop_ignored(get("json")(primary, candidate, header_options or options), options)
+        return drop_ignored(compare_json(primary, candidate, header_options or options), options)
     differences = list(compare_status(primary, candidate))
     differences += compare_headers(primary, candidate, header_options or options)
     if not (skip_identical and primary.raw and primary.raw == candidate.raw):
@@ -719,7 +776,7 @@ def generic_bodies(
     primary: Any, candidate: Any, options: CompareOptions, *, path: str = ""
 ) -> list[Difference]:
     """The generic tree diff of two sub-trees (what the domain comparators don't handle)."""
-    from comparators.generic import compare_bodies
+    from harness.diff.tree import compare_bodies
 
     if options.rtol is None or options.atol is None:  # the domain default, not exact equality
         options = derived(options, "domain tolerance", _domain_tolerance)
@@ -730,7 +787,7 @@ def generic_pairs(
     items: Iterable[tuple[Any, Any, str]], options: CompareOptions
 ) -> list[Difference]:
     """`generic_bodies` of every ``(primary, candidate, path)``, concatenated (one walk)."""
-    from comparators.generic import compare_many
+    from harness.diff.tree import compare_many
 
     if options.rtol is None or options.atol is None:
         options = derived(options, "domain tolerance", _domain_tolerance)

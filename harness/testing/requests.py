@@ -5,10 +5,10 @@ specs. Strategies are values: compose them, e.g.
     @given(ohlcv_requests())
     def test_candles_agree(request): ...
 
-Every strategy here yields a `harness.model.Request`, ready for `harness.transport.send` to both
-environments. Edge cases are deliberate: empty, reversed and huge date ranges, DST boundaries,
-backtests that cannot trade, extreme fees, fast ≥ slow, order amounts tiny, huge and with eight
-decimals, unicode strategy names.
+Every strategy here yields a `harness.model.Request`, ready for
+`harness.mirror.transport.send` to both environments. Edge cases are deliberate: empty,
+reversed and huge date ranges, DST boundaries, backtests that cannot trade, extreme fees,
+fast ≥ slow, order amounts tiny, huge and with eight decimals, unicode strategy names.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def order_requests(draw: st.DrawFn, *, dry_run: bool = True) -> Request:
     """`POST /api/trades/orders` (market or limit), with an `X-Dry-Run: true` header unless told
     otherwise. The header makes nothing safe on the real trade service, which ignores it: send
     these only to copies that proved their dry-run switch on (the orders route's precondition,
-    `harness.preconditions`)."""
+    `harness.mirror.preconditions`)."""
     kind = draw(st.sampled_from(("market", "limit")))
     order: dict = {
         "exchange": draw(exchanges()),

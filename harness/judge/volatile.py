@@ -9,6 +9,8 @@ import re
 import time
 from typing import Any
 
+from harness.diff.paths import last_key
+
 # An epoch (seconds or milliseconds) this close to the exchange's time is "now".
 NEAR_NOW_S = 2 * 86_400
 
@@ -26,15 +28,6 @@ _VOLATILE_KEY = re.compile(
     r"seq|sequence|counter|nonce|revision|generated_at|as_of|server_time)$",
     re.IGNORECASE,
 )
-_KEY_OF_PATH = re.compile(r"""(?:^|\.)([^.\[\]]+)(?:\[\d+\]|\[\*\])*$|\["([^"]+)"\](?:\[\d+\])*$""")
-
-
-def last_key(path: str) -> str:
-    """The last key of a difference path (`trades[3].entry_time` → `entry_time`)."""
-    match = _KEY_OF_PATH.search(path)
-    if not match:
-        return ""
-    return match.group(1) or match.group(2) or ""
 
 
 def looks_volatile_value(value: Any, now: float | None = None) -> bool:

@@ -7,7 +7,7 @@ import json
 
 import orjson
 
-from comparators.base import Lifted
+from harness.diff.base import Lifted
 from harness.model import Response
 
 # orjson reads integers past 64 bits as floats (rounded): a body with a run of 20 digits is read

@@ -27,7 +27,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from harness.lift import lift
+from harness.diff import paths
+from harness.diff.lift import lift
 from harness.model import Body, Request, Response, header
 from harness.routes import guess_group
 
@@ -36,7 +37,6 @@ TTL_S = 3600.0
 # Values at least this long are unique enough to swap wherever they appear whole.
 LONG = 8
 
-_STEP = re.compile(r"([^.\[\]]+)|\[(\*|\d+)\]")
 _CAMEL_ID = re.compile(r"[a-z0-9]Ids?$")
 _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _FORM = "application/x-www-form-urlencoded"
@@ -55,17 +55,16 @@ def values_at(tree: Any, path: str) -> list[Any]:
     """The values at `path` in a parsed JSON body: ``id``, ``order.id``, ``items[0].id``,
     ``items[*].id`` (every item)."""
     nodes = [tree]
-    for key, index in _STEP.findall(path):
+    for step in paths.steps(path):
         found: list[Any] = []
         for node in nodes:
-            if key:
-                if isinstance(node, dict) and key in node:
-                    found.append(node[key])
-            elif isinstance(node, list):
-                if index == "*":
+            if isinstance(node, list):
+                if step == "*":
                     found.extend(node)
-                elif int(index) < len(node):
-                    found.append(node[int(index)])
+                elif isinstance(step, int) and step < len(node):
+                    found.append(node[step])
+            elif isinstance(node, dict) and isinstance(step, str) and step in node:
+                found.append(node[step])
         nodes = found
     return nodes
 

@@ -9,14 +9,23 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from harness.compare.engine import Engine
-from harness.correlation import Correlator
-from harness.lift import lift
-from harness.model import Difference, Exchange, Kind, Request, Response, Severity, Verdict
-from harness.policy import SAFE_METHODS, MirrorPolicy
-from harness.preconditions import Preconditions
+from harness.diff.lift import lift
+from harness.judge.engine import Engine
+from harness.mirror.correlation import Correlator
+from harness.mirror.policy import MirrorPolicy
+from harness.mirror.preconditions import Preconditions
+from harness.mirror.transport import Client, send, unsendable
+from harness.model import (
+    SAFE_METHODS,
+    Difference,
+    Exchange,
+    Kind,
+    Request,
+    Response,
+    Severity,
+    Verdict,
+)
 from harness.routes import Route
-from harness.transport import Client, send, unsendable
 
 UNSETTLED = (Verdict.MISMATCH, Verdict.UNTESTABLE)
 

@@ -13,10 +13,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from harness.lift import lift
+from harness.diff.lift import lift
+from harness.mirror.transport import Client, send
 from harness.model import Request
 from harness.routes import Precondition
-from harness.transport import Client, send
 
 log = logging.getLogger("parity.preconditions")
 

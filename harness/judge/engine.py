@@ -17,14 +17,14 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from comparators import base as comparator_registry
-from comparators.base import Incomparable, Lifted
-from comparators.generic import compare_json
-from comparators.paths import generalize
-from harness.compare.noise import NoiseModel
-from harness.compare.volatile import is_volatile
 from harness.config import Config, load_config
-from harness.lift import lift, lift_headers
+from harness.diff import base as comparator_registry
+from harness.diff.base import Incomparable, Lifted
+from harness.diff.lift import lift, lift_headers
+from harness.diff.paths import generalize
+from harness.diff.tree import compare_json
+from harness.judge.noise import NoiseModel
+from harness.judge.volatile import is_volatile
 from harness.model import Body, Difference, Exchange, Response, Severity, Verdict
 from harness.routes import Route
 

@@ -1,1 +1,0 @@
-"""Compare stage: judge exchanges (diff with comparators, count noise, give verdicts)."""
