@@ -21,6 +21,7 @@ from cutover_support import (
 )
 
 from harness.processes import start_reference_app
+from harness.report import build_report
 from harness.store.reader import iter_records
 
 IDENTITIES = range(400)
@@ -110,7 +111,7 @@ def test_early_adopters_from_the_cutover_plan_move_first(apps, tmp_path) -> None
 
 
 def test_a_runtime_drift_rolls_data_back_with_no_client_error(
-        proxy: CutoverProxy, apps) -> None:
+        proxy: CutoverProxy, apps, tmp_path) -> None:
     _, candidate = apps
     assert proxy.cli("advance", "data", "50").returncode == 0
     answers: list[httpx.Response] = []
@@ -143,6 +144,14 @@ def test_a_runtime_drift_rolls_data_back_with_no_client_error(
     # Resume goes back to the same identities; the drift is off again.
     assert proxy.cli("resume", "data").returncode == 0
     assert proxy.status()["groups"]["data"]["share"] == 50
+    # The report shows the timeline, with the finding that caused the rollback, never the key.
+    summary = build_report([proxy.recordings], tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="cutover-timeline"' in html and "candles shifted by +1h" in html
+    assert [e["event"] for e in summary["cutover"]["history"]] == ["advance", "rollback",
+                                                                   "resume"]
+    key = json.loads((proxy.recordings / "parity-cutover.json").read_text())["key"]
+    assert key not in html
 
 
 def test_a_killed_candidate_leaves_the_primary_serving(apps, tmp_path) -> None:

@@ -18,7 +18,7 @@ from harness.files import write_atomically
 from harness.model import Exchange
 from harness.report.aggregate import ReportBuilder, default_gates
 from harness.report.render import render_html
-from harness.report.sources import iter_sources, shadow_counters
+from harness.report.sources import cutover_timeline, iter_sources, shadow_counters
 
 __all__ = ["ReportBuilder", "build_report", "default_gates", "render_html", "write_report"]
 
@@ -70,7 +70,8 @@ def build_report(
             f"(no 'request'): {', '.join(names) or 'input'}"
         )
     return write_report(builder, out_html, json_out=json_out, title=title, sources=names,
-                        not_mirrored=shadow_counters(names), data_state=data_state)
+                        not_mirrored=shadow_counters(names), data_state=data_state,
+                        cutover=cutover_timeline(names))
 
 
 def _config(config: Any) -> Any:
@@ -96,21 +97,24 @@ def write_report(
     sources: list[str] | None = None,
     not_mirrored: Mapping[str, int] | None = None,
     data_state: Mapping[str, Any] | None = None,
+    cutover: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the report of a filled builder; returns the summary (the `--json` content).
     `not_mirrored`: what the shadow proxy did not mirror (see `sources.shadow_counters`), shown
-    and summarised when given."""
+    and summarised when given; `cutover`: the cutover's timeline (`sources.cutover_timeline`)."""
     summary = builder.summary()
     if title:
         summary["title"] = title
     if not_mirrored is not None:
         summary["not_mirrored"] = dict(not_mirrored)
+    if cutover is not None:
+        summary["cutover"] = dict(cutover)
     if data_state is not None:
         summary["data_state"] = dict(data_state)
         _fold_data_gates(summary, data_state)
     if out_html is not None:
         html = render_html(builder, summary=summary, title=title, sources=sources,
-                           not_mirrored=not_mirrored, data_state=data_state)
+                           not_mirrored=not_mirrored, data_state=data_state, cutover=cutover)
         write_report_file(Path(out_html), html.encode("utf-8"))
     if json_out is not None:
         data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)

@@ -162,9 +162,11 @@ def render_html(
     sources: list[str] | None = None,
     not_mirrored: Mapping[str, int] | None = None,
     data_state: Mapping[str, Any] | None = None,
+    cutover: Mapping[str, Any] | None = None,
 ) -> str:
     """The report's HTML, from a filled builder (and its summary, when already computed);
-    with `not_mirrored` (the shadow proxy's counts), a "Not mirrored" section."""
+    with `not_mirrored` (the shadow proxy's counts), a "Not mirrored" section; with `cutover`
+    (its timeline), a "Cutover" section."""
     summary = summary or builder.summary()
     views = [
         {
@@ -189,6 +191,7 @@ def render_html(
         details=_details(builder, views),
         not_mirrored=not_mirrored_rows(dict(not_mirrored)) if not_mirrored is not None else None,
         data_state=data_state,  # `parity data`'s findings (DataStateResult.to_dict())
+        cutover=cutover,  # harness.report.sources.cutover_timeline
         verdicts=VERDICTS,
         failing=FAILING,
         css=Markup(_asset("report.css")),

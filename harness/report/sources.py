@@ -1,12 +1,14 @@
 """Where the report's exchanges come from: recordings files and directories (read by the
 store's streaming reader), record dicts and `Exchange` objects. Also what the shadow proxy did
-not mirror, from the counter files it leaves beside its segments."""
+not mirror, from the counter files it leaves beside its segments, and the cutover's timeline,
+from its state file."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from harness.store.reader import files_beside, iter_records, segment_files
 log = logging.getLogger("parity.report")
 
 COUNTERS_GLOB = "shadow-counters-*.json"  # written by the shadow addon, one per proxy run
+CUTOVER_GLOB = "parity-cutover.json"  # the cutover's state, beside the recordings by default
 # The shadow proxy's accounting, as shown in the report's "Not mirrored" section: key, label.
 # The requests it answered, then what became of each (the outcomes add up to them), then the
 # worker restarts (an event, not an outcome).
@@ -86,3 +89,27 @@ def shadow_counters(paths: Iterable[str | Path]) -> dict[str, int] | None:
     if not found:
         return None
     return {key: totals[key] for key, _ in NOT_MIRRORED}
+
+
+def cutover_timeline(paths: Iterable[str | Path]) -> dict[str, Any] | None:
+    """The cutover state saved beside the recordings (harness/cutover/state.py), as the report
+    shows it: each group's share and last rollback, and the events (advances, rollbacks with
+    the findings that caused them, resumes) in order. Never its hash key. None without one."""
+    for file in files_beside(paths, CUTOVER_GLOB):
+        try:
+            data = orjson.loads(file.read_bytes())
+            groups = {str(name): {"share": float(g["share"]), "adopters": bool(g["adopters"]),
+                                  "last_rollback": g.get("last_rollback")}
+                      for name, g in data["groups"].items()}
+            history = [{"at": datetime.fromtimestamp(float(e["at"]), UTC).isoformat(
+                            timespec="milliseconds"),
+                        "group": str(e["group"]), "event": str(e["event"]),
+                        "share": float(e["share"]), "reason": str(e.get("reason") or ""),
+                        "automatic": bool(e.get("automatic"))} for e in data["history"]]
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError,
+                AttributeError) as exc:
+            log.warning("%s: not a cutover state file, ignored: %s", file, exc)
+            continue
+        return {"file": str(file), "groups": groups, "history": history,
+                "rollbacks": int(data.get("rollbacks", 0))}
+    return None
