@@ -16,7 +16,7 @@
    1 s (nearest rank over the trials).
 
 The proxies run pinned to core 0, everything else on core 1. Needs Linux, 2 cores, taskset and
-wrk. Loopback only; about 2 minutes with the defaults.
+wrk. Loopback only; about 4 minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def routing_cost(args: argparse.Namespace, work: Path) -> float:
         admin(f"http://127.0.0.1:{admin_port}", "advance", group="other", percent=50)
         rps: dict[str, list[float]] = {"shadow mode": [], "cutover at 50 %": []}
         cpu: dict[str, list[float]] = {"shadow mode": [], "cutover at 50 %": []}
-        for _ in range(args.rounds):
-            for name, url, process in (("shadow mode", plain_url, plain),
-                                       ("cutover at 50 %", moved_url, moved)):
+        pair = [("shadow mode", plain_url, plain), ("cutover at 50 %", moved_url, moved)]
+        for round_ in range(args.rounds):
+            for name, url, process in pair if round_ % 2 == 0 else pair[::-1]:  # ABBA
                 rate, micros = wrk(url, args.seconds, script, process)
                 rps[name].append(rate)
                 cpu[name].append(micros)
@@ -113,12 +113,14 @@ def routing_cost(args: argparse.Namespace, work: Path) -> float:
             print(f"  {name:<16} {statistics.median(values):8.0f} req/s, proxy CPU "
                   f"{statistics.median(cpu[name]):5.0f} µs/request  (rounds: "
                   + ", ".join(f"{v:.0f}" for v in values) + ")")
-        ratio = statistics.median(rps["cutover at 50 %"]) / statistics.median(
-            rps["shadow mode"])
-        capacity = statistics.median(cpu["shadow mode"]) / statistics.median(
-            cpu["cutover at 50 %"])
-        print(f"  throughput ratio {ratio:.3f}x; CPU-per-request ratio {capacity:.3f}x (the "
-              "capacity of one proxy core: steadier on a shared machine)")
+        # Ratios of the runs taken side by side, then their median: a neighbour's load that
+        # comes and goes hits both runs of a round alike.
+        ratio = statistics.median(c / s for c, s in zip(rps["cutover at 50 %"],
+                                                        rps["shadow mode"], strict=True))
+        capacity = statistics.median(s / c for c, s in zip(cpu["cutover at 50 %"],
+                                                           cpu["shadow mode"], strict=True))
+        print(f"  throughput ratio {ratio:.3f}x; CPU-per-request ratio {capacity:.3f}x (medians "
+              "of the rounds' ratios; CPU per request is the capacity of one proxy core)")
         served = admin(f"http://127.0.0.1:{admin_port}", "status")["groups"]["other"]
         print(f"  identities seen {served['seen_identities']}, moved "
               f"{served['moved_identities']}")
@@ -128,6 +130,15 @@ def routing_cost(args: argparse.Namespace, work: Path) -> float:
     finally:
         for process in (plain, moved, primary_process, candidate_process):
             process.stop()
+
+
+async def drifts(candidate: str, names: list[str]) -> None:
+    """Switch the candidate's drifts, on a connection of its own (a kept-alive one may have
+    been closed by the server since the last switch)."""
+    async with httpx.AsyncClient() as control:
+        answer = await control.put(candidate + "/_reference/drifts", json={"drifts": names},
+                                   headers={"Authorization": f"Bearer {CONTROL}"})
+        answer.raise_for_status()
 
 
 async def paced_trial(client: httpx.AsyncClient, proxy_url: str, admin_url: str,
@@ -157,8 +168,7 @@ async def paced_trial(client: httpx.AsyncClient, proxy_url: str, admin_url: str,
                              "trial?): not a measurement")
         switched_at.append(time.monotonic())
         switched.set()
-        await client.put(candidate + "/_reference/drifts", json={"drifts": ["tz-offset"]},
-                         headers={"Authorization": f"Bearer {CONTROL}"})
+        await drifts(candidate, ["tz-offset"])
 
     tasks = [asyncio.create_task(switch())]
     start, n = time.monotonic(), 0
@@ -201,9 +211,7 @@ def rollback_latency(args: argparse.Namespace, work: Path) -> list[float]:
                     last = admin(admin_url, "status")["groups"]["data"]["last_rollback"]
                     print(f"  trial {trial + 1}: {latencies[-1] * 1000:.0f} ms "
                           f"({last['reason'][:70]}...)")
-                    await client.put(candidate.base_url + "/_reference/drifts",
-                                     json={"drifts": []},
-                                     headers={"Authorization": f"Bearer {CONTROL}"})
+                    await drifts(candidate.base_url, [])
                     await asyncio.sleep(3.0)  # mirrors of the drifted answers are judged
                     admin(admin_url, "resume", group="data")
 
@@ -217,8 +225,8 @@ def rollback_latency(args: argparse.Namespace, work: Path) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=5, help="wrk run length (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each (default 3)")
+    parser.add_argument("--seconds", type=int, default=4, help="wrk run length (default 4)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds of each (default 8)")
     parser.add_argument("--trials", type=int, default=20, help="rollback trials (default 20)")
     parser.add_argument("--rate", type=float, default=100.0, help="paced req/s (default 100)")
     parser.add_argument("--only", choices=("routing", "rollback"), help="one measure alone")
