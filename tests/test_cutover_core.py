@@ -325,3 +325,27 @@ def test_unsafe_requests_reach_the_primary_only_as_a_dry_run_it_honours() -> Non
     # The same order again is not sent twice.
     assert decide("POST", "/mcp/paper-trading/orders", b'{"client_order_id": "b"}').startswith(
         "skipped:duplicate order")
+
+
+# --- the command line without a proxy ---------------------------------------------------------
+
+def test_cutover_command_errors_are_one_line(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from harness.processes import free_port
+
+    def cutover(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "harness.cli", "cutover", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    monkeypatch.delenv("PARITY_ADMIN_TOKEN", raising=False)
+    no_token = cutover("--admin", f"http://127.0.0.1:{free_port()}", "status")
+    assert no_token.returncode == 2 and "--admin-token-file FILE or PARITY_ADMIN_TOKEN" in \
+        no_token.stderr
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    nobody = cutover("--admin", f"http://127.0.0.1:{free_port()}", "--token-file", str(token),
+                     "status")
+    assert nobody.returncode == 2 and nobody.stderr.count("\n") == 1
+    assert "cannot reach the admin endpoint" in nobody.stderr

@@ -1,6 +1,8 @@
 """The shadow proxy: production traffic answered by the primary, mirrored off the hot path.
 
     addon.py        the mitmproxy addon: options, and a `response` hook that captures and hands off
+                    (with a cutover, `--admin`: a `request` hook where harness.cutover answers
+                    moved users from the candidate)
     proxy.py        the lean mitmproxy master `parity shadow` runs
     capture.py      what is captured of a flow, and how a worker turns it into an exchange
     channel.py      the non-blocking pipe between the proxy and a worker (the bounded queue)
