@@ -162,8 +162,9 @@ class BacktestDiff:
             return generic_bodies(p, c, self.options, path=path)
         if _is_trades(name, p, c):
             return TradeTable(self, path).compare(p, c)
-        if _is_curve(p, c):
-            return self._curve(path, p, c, name)
+        shape = _curve_shape(p, c)
+        if shape is not None:
+            return self._curve(path, p, c, name, shape)
         if _is_time_list(p, c):
             return self._times(path, p, c)
         keyed = _list_key(p, c)
@@ -176,8 +177,10 @@ class BacktestDiff:
             return differences
         return generic_bodies(p, c, self.options, path=path)
 
-    def _curve(self, path: str, p: list, c: list, name: str) -> list[Difference]:
-        """Equity curves and other series: arrays compared position by position."""
+    def _curve(self, path: str, p: list, c: list, name: str,
+               shape: str | dict[str, Sequence[Any]] = "points") -> list[Difference]:
+        """Equity curves and other series: arrays compared position by position. `shape` is
+        what `_curve_shape` found (the points' columns when they all have the same members)."""
         noun = "points"
         differences = []
         if len(p) != len(c):
@@ -199,6 +202,8 @@ class BacktestDiff:
             )
             return [*differences, found] if found else differences
         time_field = next(f for f in TIME_FIELDS if f in (p or c)[0])
+        if isinstance(shape, dict):
+            return differences + self._point_columns(path, shape, len(p), n, time_field)
         found = compare_time_column(
             lambda i: paths.key(paths.index(path, i), time_field),
             [row.get(time_field) for row in p[:n]],
@@ -219,6 +224,41 @@ class BacktestDiff:
             noun=noun,
             label=lambda f: f"{path}[*].{f}",
         )
+        return differences
+
+    def _point_columns(self, path: str, columns: dict[str, Sequence[Any]], split: int, n: int,
+                       time_field: str) -> list[Difference]:
+        """`_curve` of points with the same members, from their columns over both lists (the
+        primary's first `split` values, then the candidate's), the first `n` of each compared:
+        what `compare_columns` finds, without reading the points again."""
+        noun = "points"
+
+        def column(name: str) -> tuple[Sequence[Any], Sequence[Any]]:
+            values = columns[name]
+            return values[:n], values[split:split + n]
+
+        differences = []
+        found = compare_time_column(
+            lambda i: paths.key(paths.index(path, i), time_field),
+            *column(time_field),
+            what=f"{path} timestamps",
+            noun=noun,
+        )
+        if found is not None:
+            differences.append(found)
+        if not n:
+            return differences
+        for name in sorted(set(columns) - {time_field}):
+            first_path = paths.key(paths.index(path, 0), name)
+            if self.ignored(first_path):
+                continue
+            rtol, atol = field_tolerance(self.options, first_path, name)
+            found = column_difference(
+                lambda i, name=name: paths.key(paths.index(path, i), name), *column(name), rtol,
+                atol, what=f"{path}[*].{name}", noun=noun
+            )
+            if found is not None:
+                differences.append(found)
         return differences
 
     def _times(self, path: str, p: list, c: list) -> list[Difference]:
@@ -285,23 +325,27 @@ def _bad_trades(name: str, p: Any, c: Any) -> bool:
     return type(p) is list and _is_trades(name, p, c) and _trade_time_field(p + c) is None
 
 
-def _is_curve(p: list, c: list) -> bool:
-    """A series: numbers (and nulls) only, or points with a timestamp and numbers only."""
+def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
+    """Whether `p` and `c` are a series, numbers (and nulls) only ("numbers") or points with a
+    timestamp and numbers only ("points"; their columns over ``p + c`` when they all have the
+    same members); None when they are not."""
     items = p + c
     if not items:
-        return False
+        return None
     if numbers_or_nulls(items):
-        return True
+        return "numbers"
     if not _all_dicts(items):
-        return False
+        return None
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
     if time_field is None:
-        return False
+        return None
     same_members = _columns_if_same_members(items)
     if same_members is None:
-        return all(_is_point(v, time_field) for v in items)
-    return all(numbers_or_nulls(column) for name, column in same_members.items()
-               if name != time_field)
+        return "points" if all(_is_point(v, time_field) for v in items) else None
+    if all(numbers_or_nulls(column) for name, column in same_members.items()
+           if name != time_field):
+        return same_members
+    return None
 
 
 
