@@ -433,7 +433,8 @@ class TradeTable:
         """Missing and extra trades, a constant time shift, then column by column."""
         time_field = _trade_time_field(p + c)
         assert time_field is not None
-        keys = [k for k in ("symbol", "side") if all(k in v for v in p + c)]
+        rows = p + c
+        keys = [k for k in ("symbol", "side") if all(map(dict.__contains__, rows, [k] * len(rows)))]
         p_keys, c_keys = self._keys(p, time_field, keys), self._keys(c, time_field, keys)
         differences = []
         shift = 0
@@ -461,7 +462,7 @@ class TradeTable:
             differences.append(
                 Difference(self.path, Kind.ORDER, None, None, f"{self.path} in another order")
             )
-        fields = sorted({k for row in p + c for k in row})
+        fields = sorted(set().union(*p, *c))
         skip = {f for f in fields if shift and _moved_by(p, c, pairs, f, shift)}
 
         def field_path(i: int, f: str) -> str:
@@ -486,19 +487,19 @@ class TradeTable:
 
     @staticmethod
     def _keys(rows: list[dict], time_field: str, keys: list[str]) -> list[tuple]:
-        out = []
-        for row in rows:
-            when = time_key(row.get(time_field))
-            if when is None:
-                when = str(row.get(time_field))
-            out.append((when, *(str(row.get(k)) for k in keys)))
-        return out
+        times = [row.get(time_field) for row in rows]
+        whens: list[Any] = list(map(time_key, times))
+        if None in whens:
+            whens = [str(t) if w is None else w for w, t in zip(whens, times, strict=True)]
+        labels = [[str(row.get(k)) for row in rows] for k in keys]
+        return list(zip(whens, *labels, strict=True))
 
     def _shift(
         self, p: list[dict], c: list[dict], p_keys: list[tuple], c_keys: list[tuple]
     ) -> int | None:
         """A constant entry-time shift that aligns the trades and their prices."""
-        if not all(isinstance(k[0], int) for k in p_keys + c_keys):
+        p_times, c_times = [k[0] for k in p_keys], [k[0] for k in c_keys]
+        if not all(isinstance(t, int) for t in p_times + c_times):
             return None
         c_at = {k: j for j, k in enumerate(c_keys)}
         rtol, atol = self.diff.options.tol(1e-9, 1e-12)
@@ -518,8 +519,7 @@ class TradeTable:
             key = c_keys[j]
             if c_at[key] == j and key[1:] == p_keys[i][1:] and same(i, j):
                 votes[key[0] - p_keys[i][0]] += 1
-        found = best_shift((k[0] for k in p_keys), (k[0] for k in c_keys),
-                           lambda shift: votes.get(shift, 0))
+        found = best_shift(p_times, c_times, lambda shift: votes.get(shift, 0), scoring=votes)
         return found[0] if found else None
 
     def _unmatched(
@@ -552,11 +552,17 @@ def _moved_by(
     p: list[dict], c: list[dict], pairs: list[tuple[int, int]], field: str, shift: int
 ) -> bool:
     """Is `field` a time moved by exactly `shift` in every aligned trade (said once already)?"""
-    for i, j in pairs:
-        a, b = time_key(p[i].get(field)), time_key(c[j].get(field))
-        if a is None or b is None or b - a != shift:
-            return False
-    return True
+    if not pairs:
+        return True
+    i, j = pairs[0]  # most fields are no time, or not moved so: told by the first trade
+    a, b = time_key(p[i].get(field)), time_key(c[j].get(field))
+    if a is None or b is None or b - a != shift:
+        return False
+    moved = list(map(time_key, [c[j].get(field) for _, j in pairs]))
+    at = list(map(time_key, [p[i].get(field) for i, _ in pairs]))
+    if None in moved or None in at:
+        return False
+    return all(b - a == shift for a, b in zip(at, moved, strict=True))
 
 
 def _align(
@@ -569,6 +575,17 @@ def _align(
     """
     if not shift and p_keys == c_keys:  # the common case: same trades, same order
         return [(i, i) for i in range(len(p_keys))], [], []
+    if len(set(p_keys)) == len(p_keys) and len(set(c_keys)) == len(c_keys):
+        # No key repeats (the usual table): every occurrence number is 0.
+        candidate_at = dict(zip(c_keys, range(len(c_keys)), strict=True))
+        pairs, missing = [], []
+        for i, key in enumerate(p_keys):
+            j = candidate_at.pop((key[0] + shift, *key[1:]) if shift else key, None)
+            if j is None:
+                missing.append(i)
+            else:
+                pairs.append((i, j))
+        return pairs, missing, sorted(candidate_at.values())
     candidate_at = {label: j for j, label in enumerate(_occurrences(c_keys, 0))}
     pairs, missing = [], []
     for i, label in enumerate(_occurrences(p_keys, shift)):

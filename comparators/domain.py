@@ -523,13 +523,15 @@ def best_shift(
     score: Callable[[int], int],
     *,
     probe: int = 6,
+    scoring: Iterable[int] | None = None,
 ) -> tuple[int, int] | None:
     """The constant shift (in the keys' unit) that, added to the primary's timestamps, best aligns
     them with the candidate's, as ``(shift, score)``; None when no shift beats no shift at all.
 
     Candidate shifts are the gaps between the first and last few timestamps of each side; `score`
     counts the points that agree once shifted (so a shift must make the values match too, not just
-    the timestamps: hourly candles moved by one hour always overlap).
+    the timestamps: hourly candles moved by one hour always overlap). `scoring`, when given, holds
+    every shift whose score may be above 0 (the others are not tried: they cannot win).
     """
     p_sorted, c_sorted = sorted(set(primary_times)), sorted(set(candidate_times))
     if not p_sorted or not c_sorted:
@@ -537,6 +539,8 @@ def best_shift(
     p_probe = p_sorted[:probe] + p_sorted[-probe:]
     c_probe = c_sorted[:probe] + c_sorted[-probe:]
     shifts = {c - p for p in p_probe for c in c_probe} - {0}
+    if scoring is not None:
+        shifts &= set(scoring)
     baseline = score(0)
     needed = max(baseline + 1, (min(len(p_sorted), len(c_sorted)) + 1) // 2)
     best: tuple[int, int] | None = None
@@ -558,6 +562,10 @@ def near_pairs(
 
     if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:  # no useful window: every pair
         return [(i, j) for i in range(len(primary)) for j in range(len(candidate))]
+    if len(primary) <= _FEW and len(candidate) <= _FEW:
+        few = _near_pairs_few(primary, candidate, rtol, atol)
+        if few is not None:
+            return few
     p, p_odd = _finite_array(primary)
     c, c_odd = _finite_array(candidate)
     c_numeric = np.flatnonzero(~c_odd)
@@ -575,6 +583,37 @@ def near_pairs(
     if odd_c:
         pairs += ((i, j) for i in np.flatnonzero(~p_odd).tolist() for j in odd_c)
     pairs += ((i, j) for i in np.flatnonzero(p_odd).tolist() for j in range(len(candidate)))
+    return pairs
+
+
+_FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
+
+
+def _near_pairs_few(
+    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
+) -> list[tuple[int, int]] | None:
+    """`near_pairs` of short lists of finite numbers, in the same order (each primary value's
+    window over the candidate's values in ascending order); None for anything else."""
+    import bisect
+
+    if not set(map(type, primary)) | set(map(type, candidate)) <= {int, float}:
+        return None
+    try:
+        p, c = list(map(float, primary)), list(map(float, candidate))
+    except OverflowError:
+        return None
+    if not (all(map(math.isfinite, p)) and all(map(math.isfinite, c))):
+        return None
+    order = sorted(range(len(c)), key=c.__getitem__)
+    keys = list(map(c.__getitem__, order))
+    pairs: list[tuple[int, int]] = []
+    for i, value in enumerate(p):
+        # the window of `near_pairs`, computed the same way
+        reach = (atol + rtol * abs(value)) / (1 - rtol) * (1 + 1e-9) + 1e-300
+        low = bisect.bisect_left(keys, value - reach)
+        high = bisect.bisect_right(keys, value + reach, low)
+        if high > low:
+            pairs += ((i, j) for j in order[low:high])
     return pairs
 
 

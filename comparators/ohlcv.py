@@ -184,7 +184,7 @@ def compare_candles(
             votes = _shift_votes(p, c, p_at, c_at, options, field_path)
             # No shift wins without votes from at least half the candles: skip the search then.
             needed = max(votes.get(0, 0) + 1, (min(len(p_at), len(c_at)) + 1) // 2)
-            found = (best_shift(p_at, c_at, lambda s: votes.get(s, 0))
+            found = (best_shift(p_at, c_at, lambda s: votes.get(s, 0), scoring=votes)
                      if max(votes.values(), default=0) >= needed else None)
             if found is not None:
                 shift = found[0]
