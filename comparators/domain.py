@@ -568,21 +568,29 @@ def near_pairs(
             return few
     p, p_odd = _finite_array(primary)
     c, c_odd = _finite_array(candidate)
-    c_numeric = np.flatnonzero(~c_odd)
-    order = np.argsort(c[c_numeric], kind="stable")
-    keys, at = c[c_numeric][order], c_numeric[order]
+    odd_c = np.flatnonzero(c_odd).tolist()
+    if odd_c:
+        c_numeric = np.flatnonzero(~c_odd)
+        order = np.argsort(c[c_numeric], kind="stable")
+        keys, at = c[c_numeric][order], c_numeric[order]
+    else:  # the usual: every candidate value is a finite number
+        at = np.argsort(c, kind="stable")
+        keys = c[at]
     with np.errstate(invalid="ignore"):
         # within(a, b) implies |a - b| <= (atol + rtol·|a|) / (1 - rtol); widened for rounding.
         reach = (atol + rtol * np.abs(p)) / (1 - rtol) * (1 + 1e-9) + 1e-300
         low = np.searchsorted(keys, p - reach, "left")
         high = np.searchsorted(keys, p + reach, "right")
+    odd_p = np.flatnonzero(p_odd).tolist()
+    hits = high > low
+    if odd_p:
+        hits &= ~p_odd
     pairs: list[tuple[int, int]] = []
-    for i in np.flatnonzero(~p_odd & (high > low)).tolist():
+    for i in np.flatnonzero(hits).tolist():
         pairs += ((i, j) for j in at[low[i]:high[i]].tolist())
-    odd_c = np.flatnonzero(c_odd).tolist()
     if odd_c:
         pairs += ((i, j) for i in np.flatnonzero(~p_odd).tolist() for j in odd_c)
-    pairs += ((i, j) for i in np.flatnonzero(p_odd).tolist() for j in range(len(candidate)))
+    pairs += ((i, j) for i in odd_p for j in range(len(candidate)))
     return pairs
 
 
