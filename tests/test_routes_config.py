@@ -121,6 +121,11 @@ def test_orders_go_only_to_sides_in_dry_run_mode_and_each_answer_must_prove_it()
     assert "no dry_run" in trade.precondition.unmet(200, ["dry_run"])
     assert "HTTP 404" in trade.precondition.unmet(404, {"dry_run": True})
     assert "require_dry_run" not in trade.options.extra  # the proof is declared once
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.options\.extra\.require_dry_run: "
+                                          r"no longer read: a dry-run proof is declared once"):
+        build_config({}, "parity.toml", {"routes": [{
+            "method": "POST", "path": "/o", "group": "trade", "comparator": "order",
+            "options": {"extra": {"require_dry_run": True}}}]})
     order = DEFAULTS.routes.match("POST", "/mcp/paper-trading/orders")
     request = Request("POST", "/api/trades/orders", query=[("a", "1")],
                       headers=[("x-dry-run", "false"), ("accept", "*/*")],
@@ -289,8 +294,8 @@ ROUTE = '[[routes]]\nmethod = "GET"\npath = "/x"\ngroup = "data"\n'
          "gates.data.max_mismatch_rate: expected a number"),
         ("[gates.data]\nmax_mismatch_rate = 2", "gates.data.max_mismatch_rate: must be between"),
         ("[gates.money]\nmax_mismatch_rate = 0", "gates.money: unknown key"),
-        ("[shadow]\nworkers = 0", "shadow.workers: expected an integer >= 1, got 0"),
-        ("[shadow]\nsample = 1.5", "shadow.sample: must be between 0.0 and 1.0"),
+        ("[shadow]\nworkers = 0", "shadow.workers: must be at least 1, got 0"),
+        ("[shadow]\nsample = 1.5", "shadow.sample: must be between 0 and 1, got 1.5"),
         ("[shadow]\nthreads = 2", "shadow.threads: unknown key"),
         ("[noise]\nrelative_threshold = -0.1", "noise.relative_threshold: must be between"),
         ("[noise\n", "not valid TOML (Expected ']' at the end of a table declaration "

@@ -761,9 +761,9 @@ def test_the_command_line_becomes_proxy_and_addon_options(monkeypatch, tmp_path)
         "parity_candidate": "https://c", "parity_secondary": "http://s", "parity_sample": "0.5",
         "parity_timeout": "2.0", "parity_workers": 2, "parity_insecure": True,
         "parity_ca_bundle": str(pem)}
-    # Drain from [shadow] drain_s; worker priority left to the addon's defaults unless asked.
+    # Not asked for: the declared defaults ([shadow] in parity.toml may change them).
     assert options["parity_drain"] == "15.0"
-    assert "parity_worker_idle" not in options and "parity_worker_nice" not in options
+    assert (options["parity_worker_idle"], options["parity_worker_nice"]) == (True, 10)
     assert main(["shadow", "--primary", "http://p", "--candidate", "http://c", "--drain", "3",
                  "--no-idle-workers", "--worker-nice", "0", "--recordings", str(tmp_path)]) == 0
     options = seen[-1].mitmproxy_options()
