@@ -108,6 +108,19 @@ def test_routes_carry_correlation_ages_and_settling():
     assert routes.match("GET", "/api/backtest/results/9").name == "GET /api/backtest/results/{id}"
 
 
+def test_a_precondition_reads_its_fields_with_the_difference_path_grammar():
+    from harness.routes import Precondition
+
+    nested = Precondition("/s", {"mode.dry_run": True, "sides[1].on": 1})
+    assert nested.unmet(200, {"mode": {"dry_run": True}, "sides": [{}, {"on": 1}]}) is None
+    assert nested.unmet(200, {"mode": {"dry_run": "yes"}, "sides": [{}, {"on": 1}]}) == (
+        'GET /s answered mode.dry_run = "yes"')
+    assert nested.unmet(200, {"mode": {"dry_run": True}, "sides": [{"on": 1}]}) == (
+        "GET /s answered no sides[1].on")
+    long = nested.unmet(200, {"mode": {"dry_run": "x" * 200}, "sides": []})
+    assert long.endswith("...") and len(long) < 120  # shown as every finding shows a value
+
+
 def test_orders_go_only_to_sides_in_dry_run_mode_and_each_answer_must_prove_it():
     trade = DEFAULTS.routes.match("POST", "/api/trades/orders")
     # The real trade service reads no dry-run header and answers a dry run like any order: no
