@@ -151,7 +151,9 @@ class Setting:
     def add_flag(self, parser: argparse.ArgumentParser) -> None:
         """Add this setting's flag to `parser` (given: its text, parsed later; not given: None)."""
         assert self.flag is not None
-        default = "" if self.spec.required_flag else f" (default {self.shown_default()})"
+        # An empty default says nothing the help does not ("the system's CAs when not given").
+        silent = self.spec.required_flag or (self.default == "" and not self.section)
+        default = "" if silent else f" (default {self.shown_default()})"
         text = (self.help + default).replace("%", "%%")
         if self.type is bool:
             parser.add_argument(self.flag, dest=self.name, default=None, help=text,
