@@ -20,7 +20,6 @@ behind the name of its source ("--sample must be ...", "parity_sample: must be .
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -66,7 +65,7 @@ class Setting:
     """One declared setting, as the derivations read it."""
 
     name: str
-    type: type
+    kind: type  # bool, int, float or str
     default: Any
     section: str | None  # the parity.toml table, None: not read from parity.toml
     spec: Spec
@@ -91,11 +90,11 @@ class Setting:
     def parse(self, value: Any) -> Any:
         """`value` (from parity.toml, a flag or an option: numbers may come as text) as this
         setting's type, validated and normalized; SettingError with the reason otherwise."""
-        if self.type is bool:
+        if self.kind is bool:
             if not isinstance(value, bool):
                 raise SettingError(f"expected true or false, got {value!r}")
             parsed: Any = value
-        elif self.type in (int, float):
+        elif self.kind in (int, float):
             parsed = self._number(value)
         else:
             if not isinstance(value, str):
@@ -107,13 +106,13 @@ class Setting:
         number: int | float
         if isinstance(value, str):
             try:
-                number = int(value) if self.type is int else float(value)
+                number = int(value) if self.kind is int else float(value)
             except ValueError:
-                raise SettingError(f"{value!r} is not {_a(self.type)}") from None
+                raise SettingError(f"{value!r} is not {_a(self.kind)}") from None
         elif isinstance(value, bool) or not isinstance(value, self._accepts()):
-            raise SettingError(f"{value!r} is not {_a(self.type)}")
+            raise SettingError(f"{value!r} is not {_a(self.kind)}")
         else:
-            number = self.type(value)
+            number = self.kind(value)
         if isinstance(number, float) and not math.isfinite(number):
             raise SettingError(f"{value!r} is not a finite number")
         low, high, spec = self.spec.low, self.spec.high, self.spec
@@ -129,18 +128,18 @@ class Setting:
         return number
 
     def _accepts(self) -> tuple[type, ...]:
-        return (int,) if self.type is int else (int, float)
+        return (int,) if self.kind is int else (int, float)
 
     # --- the mitmproxy option -------------------------------------------------------------------
 
     @property
     def option_type(self) -> type:
         """The option's type for mitmproxy, which has no float options: a float is text."""
-        return str if self.type is float else self.type
+        return str if self.kind is float else self.kind
 
     def option_value(self, value: Any) -> Any:
         """`value` as the addon's option holds it."""
-        return repr(float(value)) if self.type is float else value
+        return repr(float(value)) if self.kind is float else value
 
     @property
     def option_default(self) -> Any:
@@ -155,7 +154,7 @@ class Setting:
         silent = self.spec.required_flag or (self.default == "" and not self.section)
         default = "" if silent else f" (default {self.shown_default()})"
         text = (self.help + default).replace("%", "%%")
-        if self.type is bool:
+        if self.kind is bool:
             parser.add_argument(self.flag, dest=self.name, default=None, help=text,
                                 action=argparse.BooleanOptionalAction)
         else:
@@ -164,7 +163,7 @@ class Setting:
 
     def shown_default(self) -> str:
         """How help texts show the default (and where a parity.toml may change it)."""
-        if self.type is bool:
+        if self.kind is bool:
             shown = "on" if self.default else "off"
         elif self.default == "":
             shown = "none"
@@ -187,7 +186,8 @@ def declared(cls: type) -> tuple[Setting, ...]:
         if spec is None:
             continue
         kind = hints[f.name]
-        kind = next((t for t in (bool, int, float, str) if t is kind or t == kind), str)
+        if kind not in (bool, int, float, str):
+            raise TypeError(f"{cls.__name__}.{f.name}: a setting is a bool, int, float or str")
         found.append(Setting(f.name, kind, f.default, section, spec))
     return tuple(found)
 
@@ -208,7 +208,13 @@ def from_table(cls: type[T], table: Mapping[str, Any], base: T | None = None,
             values[name] = known[name].parse(raw)
         except SettingError as exc:
             raise fail(f"{section}.{name}", str(exc)) from None
-    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    return _with(cls, base, values)
+
+
+def _with(cls: type[T], base: T | None, values: dict[str, Any]) -> T:
+    """`base` (else the defaults) with `values` set."""
+    kept = {s.name: getattr(base, s.name) for s in declared(cls)} if base is not None else {}
+    return cls(**{**kept, **values})
 
 
 def add_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
@@ -234,7 +240,7 @@ def from_flags(cls: type[T], args: argparse.Namespace, base: T | None = None,
             raise fail(f"{item.flag} {exc}") from None
         if item.spec.required_flag and values[item.name] in ("", None):
             raise fail(f"{item.flag} {given!r}: must not be empty")
-    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    return _with(cls, base, values)
 
 
 def options_of(*instances: Any) -> dict[str, Any]:

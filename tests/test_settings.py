@@ -129,7 +129,7 @@ def bad_value(item) -> object:
     return item.spec.low - 1
 
 
-NUMBERS = [s for s in DECLARED if s.type in (int, float) and s.spec.low is not None]
+NUMBERS = [s for s in DECLARED if s.kind in (int, float) and s.spec.low is not None]
 
 
 @pytest.mark.parametrize("item", NUMBERS, ids=lambda s: s.name)

@@ -79,19 +79,19 @@ class Mirror:
         the candidate did not prove the dry run it owed (None: it did, or owed none)."""
         decision = self.policy.decide(route, exchange.request)
         exchange.mirror = decision.label
-        if not decision.skipped and (problem := unsendable(decision.request)):
+        request = decision.request  # None: skipped
+        if request is not None and (problem := unsendable(request)):
             exchange.mirror = f"skipped:{problem}"
         secondary_unproven = None
         if not exchange.mirror.startswith("skipped"):
             unproven, secondary_unproven = await self._prove_sides(route, exchange.request)
             if unproven:
                 exchange.mirror = f"skipped:{unproven}"
-        if exchange.mirror.startswith("skipped"):
+        if request is None or exchange.mirror.startswith("skipped"):
             return None
         if secondary_unproven:  # recorded as the secondary's answer: it teaches nothing
             secondary_recorded = Response(error=secondary_unproven)
-        exchange.candidate, secondary = await self._answers(decision.request,
-                                                            not secondary_unproven)
+        exchange.candidate, secondary = await self._answers(request, not secondary_unproven)
         exchange.secondary = secondary or secondary_recorded
         return await self._check_dry_run(route, exchange, secondary_sent=not secondary_unproven)
 
