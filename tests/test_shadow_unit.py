@@ -412,13 +412,14 @@ def test_a_slow_candidate_is_a_candidate_error_after_the_timeout():
     assert "timeout" in written[0].reason
 
 
-def test_past_the_whole_mirrors_deadline_the_timeout_is_the_answer_judged_once():
+def test_past_the_whole_mirrors_deadline_an_unfinished_second_check_fails_safe():
     """The deadline bounds the whole mirror (the switch proved, the order sent, the switch asked
-    again): cut off in the second check, the candidate's answer is that timeout, and the one
-    judgement says so; nothing judged before it remains."""
+    again): cut off in the second check, the order did reach the candidate and its dry run was
+    never confirmed, so it counts as a failed check: the breaker trips, and the one judgement is
+    a critical mismatch naming the unfinished check."""
     switch = "/api/v1/settings/dry_run"
 
-    async def scenario() -> tuple[Exchange, list]:
+    async def scenario() -> tuple[Exchange, list, dict]:
         release = asyncio.Event()
 
         class HangsOnTheSecondCheck(FakeCandidate):
@@ -442,13 +443,17 @@ def test_past_the_whole_mirrors_deadline_the_timeout_is_the_answer_judged_once()
                 await mirror.run(exchange, route, deadline_s=1.0)
             finally:
                 release.set()
-        return exchange, candidate.requests
+        return exchange, candidate.requests, mirror.policy.tripped
 
-    exchange, requests = asyncio.run(scenario())
+    exchange, requests, tripped = asyncio.run(scenario())
     assert [r[1] for r in requests] == ["/api/v1/settings/dry_run", "/api/trades/orders",
                                         "/api/v1/settings/dry_run"]
-    assert exchange.mirror == "dry-run" and exchange.verdict is Verdict.CANDIDATE_ERROR
-    assert exchange.reason == "timeout after 1s (whole mirror)" and exchange.differences == []
+    assert exchange.mirror == "dry-run" and exchange.verdict is Verdict.MISMATCH
+    critical = [d for d in exchange.differences if d.severity is Severity.CRITICAL]
+    assert len(critical) == 1 and "not confirmed after the answer" in critical[0].message
+    assert list(tripped.values()) == [
+        "the candidate's dry run not confirmed after the answer (no check answer within the "
+        "whole mirror's 1s)"]
 
 
 def test_the_intake_stops_reading_when_it_holds_its_limit():

@@ -55,8 +55,10 @@ class Mirror:
         """Mirror `exchange` (whose primary answer is known) and judge it, once, from what was
         gathered: the answers and the dry-run proof. Past `deadline_s` (the whole mirror: the
         precondition proofs, the answers, the second check) the candidate's answer is that
-        timeout. With `settle`, an answer the candidate has not finished (see `unfinished`) is
-        asked again here; without, the caller may `settle` it later, beside the client's lane."""
+        timeout, unless a dry-run order was answered and only its second check is unfinished:
+        then it counts as failed (breaker tripped, critical finding). With `settle`, an answer
+        the candidate has not finished (see `unfinished`) is asked again here; without, the
+        caller may `settle` it later, beside the client's lane."""
         unproven = None
         try:
             async with asyncio.timeout(deadline_s):
@@ -64,7 +66,15 @@ class Mirror:
         except TimeoutError:
             if deadline_s is None:
                 raise
-            exchange.candidate = Response(error=f"timeout after {deadline_s:g}s (whole mirror)")
+            if exchange.mirror == "dry-run" and exchange.candidate is not None:
+                # The order reached the candidate and its second check never finished: fail
+                # safe, as if the check had failed (breaker, critical finding).
+                unproven = (f"dry run not confirmed after the answer (no check answer within "
+                            f"the whole mirror's {deadline_s:g}s)")
+                self.policy.trip(route.name, f"the candidate's {unproven}")
+            else:
+                exchange.candidate = Response(
+                    error=f"timeout after {deadline_s:g}s (whole mirror)")
         self.engine.judge(exchange, route, unproven=unproven)
         if exchange.mirror.startswith("skipped"):
             return exchange
