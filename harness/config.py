@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.diff import base as comparator_registry
 from harness.diff.base import CompareOptions
@@ -28,6 +28,9 @@ from harness.routes import (
     RouteTable,
     template_regex,
 )
+from harness.settings import SafetySettings, ShadowSettings, declared, from_table
+
+T = TypeVar("T")
 
 DEFAULT_NAME = "default_config.toml"
 ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "ages", "options",
@@ -37,10 +40,6 @@ DRY_RUN_KEYS = {"headers", "query", "body", "path", "proof_path", "proof_value"}
 PRECONDITION_KEYS = {"path", "method", "expect", "state"}
 GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
-PRECONDITION_RECHECK_S = 2.0
-# Seconds the workers get at exit to finish the mirrors in flight (`[shadow] drain_s`,
-# `parity shadow --drain`, the addon's `parity_drain`).
-DRAIN_S = 15.0
 # `data` is parsed by harness.datastate.settings.
 TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data", "cutover"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
@@ -70,27 +69,6 @@ class GateRule:
         """The rule one route of the group is held to: the same rates, no minimum count (the
         minimum applies to the whole group)."""
         return GateRule(self.max_mismatch_rate, 0, self.allow_untestable)
-
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowSettings:
-    """Shadow proxy defaults (each overridable on the command line). Add a field here to add a
-    `[shadow]` key: it is validated by its default's type (float ≥ 0, int ≥ 1, bool, str)."""
-
-    timeout_s: float = 5.0
-    sample: float = 1.0
-    queue_size: int = 10_000
-    workers: int = 1
-    drain_s: float = DRAIN_S  # seconds the workers get at exit to finish what they hold
-
-
-@dataclass(frozen=True, slots=True)
-class SafetySettings:
-    """`[safety]`: how often a route's precondition (e.g. a side's dry-run switch) is asked again
-    of each mirrored side; until then the last answer stands. Shadow, replay and pytest alike."""
-
-    precondition_recheck_s: float = PRECONDITION_RECHECK_S
 
 
 IDENTITY_SOURCES = ("jwt-sub", "api-key", "forwarded-for", "peer")
@@ -200,6 +178,11 @@ def _options(check: _Checker, raw: Any, key: str) -> CompareOptions:
         )
     if "extra" in table:
         kwargs["extra"] = dict(check.table(table["extra"], f"{key}.extra", set(table["extra"])))
+        if "require_dry_run" in kwargs["extra"]:
+            raise check.fail(f"{key}.extra.require_dry_run",
+                             "no longer read: a dry-run proof is declared once, on the route "
+                             '(mirror = "dry-run" with dry_run = { proof_path, proof_value } '
+                             "or a precondition)")
     return CompareOptions(**kwargs)
 
 
@@ -344,41 +327,21 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
         for group, raw in gates_table.items()
     }
 
-    shadow = _shadow(check, data.get("shadow", {}), user.get("shadow", {}))
+    shadow = _section(check, ShadowSettings, data, user)
     replay = {**data.get("replay", {}),
               **check.table(user.get("replay", {}), "replay",
                             {"username", "password", "login_path"})}
-    safety_table = {**data.get("safety", {}),
-                    **check.table(user.get("safety", {}), "safety",
-                                  {f.name for f in fields(SafetySettings)})}
-    safety = SafetySettings(
-        precondition_recheck_s=check.number(
-            safety_table.get("precondition_recheck_s", PRECONDITION_RECHECK_S),
-            "safety.precondition_recheck_s", high=3600.0),
-    )
+    safety = _section(check, SafetySettings, data, user)
     cutover = _cutover(check, data.get("cutover", {}), user.get("cutover", {}))
     return Config(RouteTable(routes), noise, gates, shadow, replay, source, safety, cutover)
 
 
-def _shadow(check: _Checker, defaults: dict[str, Any], user: Any) -> ShadowSettings:
-    known = {f.name: f for f in fields(ShadowSettings)}
-    table = {**defaults, **check.table(user, "shadow", set(known))}
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        default, key = known[name].default, f"shadow.{name}"
-        if isinstance(default, bool):
-            values[name] = check.boolean(value, key)
-        elif isinstance(default, int):
-            values[name] = check.integer(value, key, low=1)
-        elif isinstance(default, float):
-            values[name] = check.number(value, key, low=0.0)
-        else:
-            values[name] = str(value)
-    if values.get("sample", 0.0) > 1.0:
-        raise check.fail("shadow.sample", f"must be between 0.0 and 1.0, got {values['sample']}")
-    if "timeout_s" in values and values["timeout_s"] <= 0:
-        raise check.fail("shadow.timeout_s", f"must be > 0, got {values['timeout_s']}")
-    return ShadowSettings(**values)
+def _section(check: _Checker, cls: type[T], data: dict[str, Any], user: dict[str, Any]) -> T:
+    """The settings of one parity.toml table (`cls.SECTION`, see harness.settings), the user's
+    keys over the defaults'."""
+    name = cls.SECTION  # type: ignore[attr-defined]
+    table = check.table(user.get(name, {}), name, {s.name for s in declared(cls)})
+    return from_table(cls, {**data.get(name, {}), **table}, fail=check.fail)
 
 
 def _cutover(check: _Checker, defaults: dict[str, Any], user: Any) -> CutoverPlan:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.mirror.policy import MirrorDecision, MirrorPolicy
-from harness.model import SAFE_METHODS, Exchange, Request, Response, Verdict
+from harness.model import SAFE_METHODS, Exchange, Request, Response
 
 NOT_TO_PRODUCTION = ("served by the candidate; an unsafe request reaches the primary "
                      "(production) only as a dry run it honours (a dry-run path or header), and "
@@ -38,13 +38,19 @@ class ReversePolicy(MirrorPolicy):
 
 class _Unjudged:
     """Stands in for the engine while the mirror runs reversed: the exchange is judged once,
-    after its answers are put the right way round (judging it reversed would teach noise)."""
+    after its answers are put the right way round (judging it reversed would teach noise). What
+    the mirror step would have told the judge (a dry run the primary did not prove) is kept for
+    that judgement."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.config = engine.config
+        self.unproven: dict[int, str] = {}
 
-    def judge(self, exchange: Exchange, route: Any) -> Exchange:
+    def judge(self, exchange: Exchange, route: Any = None, *,
+              unproven: str | None = None) -> Exchange:
+        if unproven is not None:
+            self.unproven[id(exchange)] = unproven
         return exchange
 
 
@@ -58,12 +64,16 @@ def reverse_mirror(client: Any, engine: Any, breakers: Any, primary: str, second
                   timeout_s)
 
 
-async def mirror_moved(mirror: Any, engine: Any, exchange: Exchange, route: Any) -> Exchange:
+async def mirror_moved(mirror: Any, engine: Any, exchange: Exchange, route: Any,
+                       deadline_s: float | None = None) -> Exchange:
     """Mirror a moved `exchange` (its `primary` holds the native answer the client got) to the
-    primary and judge it docker vs native."""
+    primary, within `deadline_s` (the whole mirror, as harness.mirror.step bounds it), and judge
+    it docker vs native."""
     served = exchange.primary
-    await mirror.run(exchange, route, settle=False)
-    critical = [d for d in exchange.differences if str(d.severity) == "critical"]
+    try:
+        await mirror.run(exchange, route, settle=False, deadline_s=deadline_s)
+    finally:
+        unproven = mirror.engine.unproven.pop(id(exchange), None)
     if exchange.mirror.startswith("skipped"):
         reason = exchange.mirror.partition(":")[2]
         exchange.mirror = "skipped:" + reason.replace("candidate not proven", "primary not proven")
@@ -75,8 +85,4 @@ async def mirror_moved(mirror: Any, engine: Any, exchange: Exchange, route: Any)
         else:
             exchange.mirror = "reverse-dry-run" if exchange.mirror == "dry-run" else "reverse"
     exchange.candidate = served
-    engine.judge(exchange, route)
-    if critical:  # a dry-run breach on the primary: kept whatever the answers say
-        exchange.verdict = Verdict.MISMATCH
-        exchange.differences.extend(critical)
-    return exchange
+    return engine.judge(exchange, route, unproven=unproven)

@@ -260,9 +260,21 @@ class _Differ:
 
     def finish(self) -> list[Difference]:
         """The differences, with their messages."""
+        # A drift repeats the same pair of numbers item after item: each pair's words written once.
+        numbers: dict[tuple, str] = {}
         for diff in self.found:
             if not diff.message:
-                diff.message = self.describe(diff)
+                a, b = diff.primary, diff.candidate
+                if (diff.kind is Kind.CHANGED and a and b  # ±0.0 are equal but read apart
+                        and (type(a) is float or type(a) is int)
+                        and (type(b) is float or type(b) is int)):
+                    key = (type(a), a, type(b), b)
+                    words = numbers.get(key)
+                    if words is None:  # what follows the path: "0.02 vs 0.0200001 (rel ...)"
+                        words = numbers[key] = self.describe(diff)[len(diff.path or "body"):]
+                    diff.message = (diff.path or "body") + words
+                else:
+                    diff.message = self.describe(diff)
             note = self.notes.get(id(diff))
             if note:
                 diff.message += note

@@ -274,22 +274,26 @@ def column_difference(
         return None
     numeric = not exact and numbers_or_nulls(primary) and numbers_or_nulls(candidate)
     if numeric:
-        ((bad, stats),) = _numeric_mismatches([(primary, candidate)], [rtol], [atol])
+        ((count, first, stats),) = _numeric_mismatches([(primary, candidate)], [rtol], [atol])
     else:
         bad = [
             compare_scalar("", p, c, rtol, atol, exact=exact) is not None
             for p, c in zip(primary, candidate, strict=True)
         ]
+        count = sum(bad)
+        first = bad.index(True) if count else 0
         stats = ""
-    return _column_finding(path_of, primary, candidate, bad, stats, rtol, atol, what=what,
-                           noun=noun, positions=positions, exact=exact, numeric=numeric)
+    return _column_finding(path_of, primary, candidate, count, first, stats, rtol, atol,
+                           what=what, noun=noun, positions=positions, exact=exact,
+                           numeric=numeric)
 
 
 def _column_finding(
     path_of: Callable[[int], str],
     primary: Sequence[Any],
     candidate: Sequence[Any],
-    bad: list[bool],
+    count: int,
+    first: int,
     stats: str,
     rtol: float,
     atol: float,
@@ -300,11 +304,10 @@ def _column_finding(
     exact: bool,
     numeric: bool,
 ) -> Difference | None:
-    """The difference `column_difference` reports, from the points found `bad`."""
-    count = sum(bad)
+    """The difference `column_difference` reports, from how many points differ (`count`) and
+    the first of them."""
     if not count:
         return None
-    first = bad.index(True)
     p_first, c_first = primary[first], candidate[first]
     path = path_of(first)
     if count == 1:
@@ -315,7 +318,7 @@ def _column_finding(
     tolerance = f" outside rtol {rtol:g}" if numeric else " differ"
     detail = f"{stats}; " if stats else ""
     message = (
-        f"{what} diverges from index {at} ({detail}{count} of {len(bad)} {noun}{tolerance}): "
+        f"{what} diverges from index {at} ({detail}{count} of {len(primary)} {noun}{tolerance}): "
         f"{show(p_first)} vs {show(c_first)} at {path}"
     )
     return Difference(path, Kind.CHANGED, p_first, c_first, message)
@@ -324,60 +327,67 @@ def _column_finding(
 def _same_points(primary: Sequence[Any], candidate: Sequence[Any], *, exact: bool) -> bool:
     """Every point equal to its counterpart and of its type, so `compare_scalar` finds nothing
     (checked at C speed). Not for exact floats: a NaN is itself yet never exactly equal."""
-    kinds = list(map(type, primary))
-    if kinds != list(map(type, candidate)) or (exact and float in kinds):
-        return False
     if type(primary) is type(candidate):
-        return primary == candidate
-    return list(primary) == list(candidate)
+        if primary != candidate:  # the usual answer, at C speed, before any type is read
+            return False
+    elif list(primary) != list(candidate):
+        return False
+    kinds = list(map(type, primary))
+    return kinds == list(map(type, candidate)) and not (exact and float in kinds)
 
 
 def _numeric_mismatches(
     columns: Sequence[tuple[Sequence[Any], Sequence[Any]]],
     rtols: Sequence[float],
     atols: Sequence[float],
-) -> list[tuple[list[bool], str]]:
-    """For each pair of equally long numeric columns (nulls allowed), the points outside its
-    tolerance and what the deviations were; all columns in one numpy comparison."""
+) -> list[tuple[int, int, str]]:
+    """For each pair of equally long numeric columns (nulls allowed), how many points are
+    outside its tolerance, the first of them, and what the deviations were; all columns in one
+    numpy comparison."""
     import numpy as np
 
-    def array(values: list) -> np.ndarray:
-        if any(None in column for column in values):
-            return np.array([[np.nan if v is None else v for v in column] if None in column
-                             else column for column in values], dtype=float)
-        # fromiter reads the numbers several times faster than np.array reads nested sequences
-        size = len(values[0])
-        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=float,
-                           count=size * len(values))
-        return flat.reshape(len(values), size)
+    rows, size = len(columns), len(columns[0][0])
+    if not size:
+        return [(0, 0, "")] * rows
 
-    p, c = array([a for a, _ in columns]), array([b for _, b in columns])
-    rtol = np.asarray(rtols, dtype=float)[:, None]
-    atol = np.asarray(atols, dtype=float)[:, None]
+    def array(values: Iterable[Sequence[Any]]) -> np.ndarray:
+        # fromiter reads the numbers several times faster than np.array reads nested sequences,
+        # and reads a null as NaN as np.array does
+        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=float,
+                           count=size * rows)
+        return flat.reshape(rows, size)
+
+    p, c = array(a for a, _ in columns), array(b for _, b in columns)
+    if len(set(rtols)) == 1 and len(set(atols)) == 1:
+        rtol, atol = float(rtols[0]), float(atols[0])
+    else:
+        rtol = np.asarray(rtols, dtype=float)[:, None]
+        atol = np.asarray(atols, dtype=float)[:, None]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         deviation = np.abs(p - c)
         scale = np.maximum(np.abs(p), np.abs(c))
         bad = deviation > atol + rtol * scale
-        p_nan, c_nan = np.isnan(p), np.isnan(c)
-        odd = p_nan | c_nan
-        if odd.any():  # nulls (read as NaN): a null against a number always differs
-            bad |= p_nan != c_nan
-            both = bad & ~odd
+        if np.isnan(deviation).any():  # a NaN (or a null read as one) on either side
+            p_nan, c_nan = np.isnan(p), np.isnan(c)
+            bad |= p_nan != c_nan  # a null against a number always differs
+            both = bad & ~(p_nan | c_nan)
         else:
             both = bad
+        counts = np.count_nonzero(bad, axis=1).tolist()
+        firsts = bad.argmax(axis=1).tolist()
         rows_both = both.any(axis=1).tolist()
         if any(rows_both):
             rel = deviation / np.where(scale > 0, scale, 1.0)  # 0 where both are 0
             max_rel = np.where(both, rel, -np.inf).max(axis=1).tolist()
             max_abs = np.where(both, deviation, -np.inf).max(axis=1).tolist()
         else:
-            max_rel = max_abs = [0.0] * len(rows_both)
+            max_rel = max_abs = [0.0] * rows
     out = []
-    for row_bad, any_both, row_rel, row_abs in zip(bad.tolist(), rows_both,
-                                                   max_rel, max_abs, strict=True):
+    for count, first, any_both, row_rel, row_abs in zip(counts, firsts, rows_both, max_rel,
+                                                         max_abs, strict=True):
         stats = (f"max rel {row_rel:.1e}, max abs {row_abs:.3g}" if any_both
                  else "null against a number")
-        out.append((row_bad, stats))
+        out.append((count, first, stats))
     return out
 
 
@@ -410,7 +420,6 @@ def compare_columns(
     p_table, c_table = _columns_of(p_rows, fields), _columns_of(c_rows, fields)
     numeric: list[tuple[str, Sequence[Any], Sequence[Any], float, float]] = []
     for k, name in enumerate(fields):
-        first_path = field_path(positions[0], name)
         if p_table is not None and c_table is not None:
             p_column, c_column = p_table[k], c_table[k]
             if _same_points(p_column, c_column, exact=False):
@@ -418,11 +427,12 @@ def compare_columns(
         else:
             p_column, c_column = _field_column(p_rows, c_rows, name)
             if p_column is None or c_column is None:
-                found[name] = _field_presence(first_path, name, p_rows, c_rows, noun)
+                found[name] = _field_presence(field_path(positions[0], name), name, p_rows,
+                                              c_rows, noun)
                 continue
             if _same_points(p_column, c_column, exact=False):
                 continue
-        rtol, atol = field_tolerance(options, first_path, name)
+        rtol, atol = field_tolerance(options, field_path(positions[0], name), name)
         if numbers_or_nulls(p_column) and numbers_or_nulls(c_column):
             found[name] = None  # keeps the field's place among the differences
             numeric.append((name, p_column, c_column, rtol, atol))
@@ -434,11 +444,11 @@ def compare_columns(
         mismatches = _numeric_mismatches([(p, c) for _, p, c, _, _ in numeric],
                                          [rtol for *_, rtol, _ in numeric],
                                          [atol for *_, atol in numeric])
-        for (name, p_column, c_column, rtol, atol), (bad, stats) in zip(
+        for (name, p_column, c_column, rtol, atol), (count, first, stats) in zip(
                 numeric, mismatches, strict=True):
             found[name] = _column_finding(
-                lambda k, name=name: field_path(positions[k], name), p_column, c_column, bad,
-                stats, rtol, atol, what=label(name), noun=noun, positions=positions,
+                lambda k, name=name: field_path(positions[k], name), p_column, c_column, count,
+                first, stats, rtol, atol, what=label(name), noun=noun, positions=positions,
                 exact=False, numeric=True)
     return [d for d in found.values() if d is not None]
 
@@ -570,13 +580,15 @@ def best_shift(
     score: Callable[[int], int],
     *,
     probe: int = 6,
+    scoring: Iterable[int] | None = None,
 ) -> tuple[int, int] | None:
     """The constant shift (in the keys' unit) that, added to the primary's timestamps, best aligns
     them with the candidate's, as ``(shift, score)``; None when no shift beats no shift at all.
 
     Candidate shifts are the gaps between the first and last few timestamps of each side; `score`
     counts the points that agree once shifted (so a shift must make the values match too, not just
-    the timestamps: hourly candles moved by one hour always overlap).
+    the timestamps: hourly candles moved by one hour always overlap). `scoring`, when given, holds
+    every shift whose score may be above 0 (the others are not tried: they cannot win).
     """
     p_sorted, c_sorted = sorted(set(primary_times)), sorted(set(candidate_times))
     if not p_sorted or not c_sorted:
@@ -584,6 +596,8 @@ def best_shift(
     p_probe = p_sorted[:probe] + p_sorted[-probe:]
     c_probe = c_sorted[:probe] + c_sorted[-probe:]
     shifts = {c - p for p in p_probe for c in c_probe} - {0}
+    if scoring is not None:
+        shifts &= set(scoring)
     baseline = score(0)
     needed = max(baseline + 1, (min(len(p_sorted), len(c_sorted)) + 1) // 2)
     best: tuple[int, int] | None = None
@@ -605,23 +619,66 @@ def near_pairs(
 
     if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:  # no useful window: every pair
         return [(i, j) for i in range(len(primary)) for j in range(len(candidate))]
+    if len(primary) <= _FEW and len(candidate) <= _FEW:
+        few = _near_pairs_few(primary, candidate, rtol, atol)
+        if few is not None:
+            return few
     p, p_odd = _finite_array(primary)
     c, c_odd = _finite_array(candidate)
-    c_numeric = np.flatnonzero(~c_odd)
-    order = np.argsort(c[c_numeric], kind="stable")
-    keys, at = c[c_numeric][order], c_numeric[order]
+    odd_c = np.flatnonzero(c_odd).tolist()
+    if odd_c:
+        c_numeric = np.flatnonzero(~c_odd)
+        order = np.argsort(c[c_numeric], kind="stable")
+        keys, at = c[c_numeric][order], c_numeric[order]
+    else:  # the usual: every candidate value is a finite number
+        at = np.argsort(c, kind="stable")
+        keys = c[at]
     with np.errstate(invalid="ignore"):
         # within(a, b) implies |a - b| <= (atol + rtol·|a|) / (1 - rtol); widened for rounding.
         reach = (atol + rtol * np.abs(p)) / (1 - rtol) * (1 + 1e-9) + 1e-300
         low = np.searchsorted(keys, p - reach, "left")
         high = np.searchsorted(keys, p + reach, "right")
+    odd_p = np.flatnonzero(p_odd).tolist()
+    hits = high > low
+    if odd_p:
+        hits &= ~p_odd
     pairs: list[tuple[int, int]] = []
-    for i in np.flatnonzero(~p_odd & (high > low)).tolist():
+    for i in np.flatnonzero(hits).tolist():
         pairs += ((i, j) for j in at[low[i]:high[i]].tolist())
-    odd_c = np.flatnonzero(c_odd).tolist()
     if odd_c:
         pairs += ((i, j) for i in np.flatnonzero(~p_odd).tolist() for j in odd_c)
-    pairs += ((i, j) for i in np.flatnonzero(p_odd).tolist() for j in range(len(candidate)))
+    pairs += ((i, j) for i in odd_p for j in range(len(candidate)))
+    return pairs
+
+
+_FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
+
+
+def _near_pairs_few(
+    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
+) -> list[tuple[int, int]] | None:
+    """`near_pairs` of short lists of finite numbers, in the same order (each primary value's
+    window over the candidate's values in ascending order); None for anything else."""
+    import bisect
+
+    if not set(map(type, primary)) | set(map(type, candidate)) <= {int, float}:
+        return None
+    try:
+        p, c = list(map(float, primary)), list(map(float, candidate))
+    except OverflowError:
+        return None
+    if not (all(map(math.isfinite, p)) and all(map(math.isfinite, c))):
+        return None
+    order = sorted(range(len(c)), key=c.__getitem__)
+    keys = list(map(c.__getitem__, order))
+    pairs: list[tuple[int, int]] = []
+    for i, value in enumerate(p):
+        # the window of `near_pairs`, computed the same way
+        reach = (atol + rtol * abs(value)) / (1 - rtol) * (1 + 1e-9) + 1e-300
+        low = bisect.bisect_left(keys, value - reach)
+        high = bisect.bisect_right(keys, value + reach, low)
+        if high > low:
+            pairs += ((i, j) for j in order[low:high])
     return pairs
 
 
