@@ -67,14 +67,14 @@ class GateRule:
     Latency: the candidate fails when it is slower than the primary on the same exchanges
     (Wilcoxon signed-rank test, one-sided) and its p50 or p99 is over the primary's by more than
     the margin (a fraction of the primary's, at least `latency_margin_ms`), judged only from
-    `latency_min_pairs` exchanges timed on both sides."""
+    `latency_min_pairs` exchanges timed on both sides (see `harness.judge.gate.latency_test`)."""
 
     max_mismatch_rate: float = 0.0
     min_exchanges: int = 1
     allow_untestable: bool = False
     latency_p50_margin: float = 0.25
     latency_p99_margin: float = 0.50
-    latency_margin_ms: float = 5.0
+    latency_margin_ms: float = 25.0
     latency_min_pairs: int = 20
 
     def for_route(self) -> GateRule:

@@ -39,6 +39,8 @@ MAX_SKIP_REASONS = 8
 OTHER_SKIP_REASONS = "(other reasons)"
 LATENCY_SAMPLE = 4096  # latency pairs kept per tally (a uniform sample beyond)
 LATENCY_ALPHA = 0.01  # the paired test's significance level
+# Below this many pairs a p99 is little more than the slowest exchange: shown, not judged.
+P99_MIN_PAIRS = 100
 LATENCY_TEST = "Wilcoxon signed-rank, one-sided (candidate slower), paired by exchange"
 
 
@@ -188,6 +190,7 @@ class LatencyResult:
     margin_p50_ms: float | None = None
     margin_p99_ms: float | None = None
     p_value: float | None = None
+    p99_judged: bool = False
 
     @property
     def slower(self) -> bool:
@@ -200,10 +203,12 @@ class LatencyResult:
                     f"(the test needs {self.min_pairs})")
         verdict = ("candidate slower than the primary beyond its margin" if self.slower
                    else "candidate not slower than the primary beyond its margin")
+        p99_margin = (f"margin {self.margin_p99_ms:.1f} ms" if self.p99_judged
+                      else f"not judged below {P99_MIN_PAIRS} pairs")
         return (f"latency: {verdict}: p50 {self.candidate_p50:.1f} ms vs {self.primary_p50:.1f} "
                 f"ms (margin {self.margin_p50_ms:.1f} ms), p99 {self.candidate_p99:.1f} ms vs "
-                f"{self.primary_p99:.1f} ms (margin {self.margin_p99_ms:.1f} ms); Wilcoxon "
-                f"signed-rank n={self.pairs}, p={self.p_value:.2g}")
+                f"{self.primary_p99:.1f} ms ({p99_margin}); Wilcoxon signed-rank "
+                f"n={self.pairs}, p={self.p_value:.2g}")
 
     def to_dict(self) -> dict[str, Any]:
         """The report's view: the test, its sample and its result."""
@@ -212,7 +217,7 @@ class LatencyResult:
                 "primary": {"p50": _ms(self.primary_p50), "p99": _ms(self.primary_p99)},
                 "candidate": {"p50": _ms(self.candidate_p50), "p99": _ms(self.candidate_p99)},
                 "margin_ms": {"p50": _ms(self.margin_p50_ms), "p99": _ms(self.margin_p99_ms)},
-                "p_value": self.p_value, "line": self.line()}
+                "p_value": self.p_value, "p99_judged": self.p99_judged, "line": self.line()}
 
 
 def _ms(value: float | None) -> float | None:
@@ -224,7 +229,7 @@ def latency_test(sample: LatencyPairs, rule: GateRule) -> LatencyResult:
     Slower means both: the one-sided Wilcoxon signed-rank test on the paired differences
     (candidate − primary) is significant at `LATENCY_ALPHA`, and the candidate's p50 or p99 is
     over the primary's by more than its margin (`latency_p50_margin`/`latency_p99_margin` of the
-    primary's, at least `latency_margin_ms`)."""
+    primary's, at least `latency_margin_ms`; the p99 from `P99_MIN_PAIRS` pairs on)."""
     n = len(sample.pairs)
     if n < rule.latency_min_pairs or n == 0:
         return LatencyResult("too few pairs", n, sample.count, rule.latency_min_pairs)
@@ -237,10 +242,11 @@ def latency_test(sample: LatencyPairs, rule: GateRule) -> LatencyResult:
     margin50 = max(p50 * rule.latency_p50_margin, rule.latency_margin_ms)
     margin99 = max(p99 * rule.latency_p99_margin, rule.latency_margin_ms)
     p_value = _wilcoxon_greater(candidate - primary)
-    beyond = c50 - p50 > margin50 or c99 - p99 > margin99
+    p99_judged = n >= P99_MIN_PAIRS
+    beyond = c50 - p50 > margin50 or (p99_judged and c99 - p99 > margin99)
     status = "slower" if beyond and p_value < LATENCY_ALPHA else "faster or same"
     return LatencyResult(status, n, sample.count, rule.latency_min_pairs, p50, p99, c50, c99,
-                         margin50, margin99, p_value)
+                         margin50, margin99, p_value, p99_judged)
 
 
 def _wilcoxon_greater(differences: Any) -> float:
