@@ -155,7 +155,8 @@ def candle_recordings(apps, tmp_path_factory) -> Path:
 def replay(recordings: Path, primary: str, candidate: str, out: Path):
     done = subprocess.run(
         [str(BIN / "parity"), "replay", str(recordings), "--primary", primary, "--candidate",
-         candidate, "--concurrency", "4", "--no-progress", "--json", str(out)],
+         candidate, "--concurrency", "4", "--no-progress", "--json", str(out),
+         "--report", str(out.with_suffix(".html"))],
         capture_output=True, text=True, timeout=300, env=dict(os.environ),
         stdin=subprocess.DEVNULL)
     return done, json.loads(out.read_text())["groups"]["data"] if out.exists() else {}
@@ -175,6 +176,11 @@ def test_a_slower_candidate_fails_its_group_with_the_paired_tests_numbers(
     assert gate["pairs"] == 40 and gate["p_value"] < 0.01 and "Wilcoxon" in gate["test"]
     assert gate["candidate"]["p50"] - gate["primary"]["p50"] > gate["margin_ms"]["p50"]
     assert data["failing"] == 0  # the same answers: only the latency differs
+    html = (tmp_path / "slow.html").read_text()
+    row = html[html.index('id="latency-gate"'):]
+    row = row[row.index('<tr data-group="data"'):row.index("</tr>", row.index('data-group="data"'))]
+    assert 'data-latency="slower"' in row and 'data-k="pairs" data-value="40"' in row, row
+    assert f'data-k="p-value">{gate["p_value"]:.2g}<' in row, row
 
 
 def test_a_candidate_with_the_same_latency_passes(candle_recordings, apps, tmp_path):
