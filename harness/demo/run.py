@@ -114,7 +114,7 @@ def _drive(base_url: str, options: DemoOptions, console: Console) -> TrafficStat
     return stats
 
 
-def _gate(recordings: Path, config: Config) -> dict[str, tuple[GateResult, Tally]]:
+def gate_recordings(recordings: Path, config: Config) -> dict[str, tuple[GateResult, Tally]]:
     """The gate of every migration group (the catch-all `other` aside: the launcher's health
     checks are not the demo's traffic)."""
     gates = gate_groups(iter_records([recordings]), config.gates, include=GROUPS)
@@ -169,7 +169,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             if proxy.process.returncode not in (0, -15):
                 raise UserError(f"the shadow proxy failed (exit {proxy.process.returncode}):\n"
                                 f"{proxy.log_tail()}")
-        groups = _gate(recordings, config)
+        groups = gate_recordings(recordings, config)
         from harness.report import build_report
         from harness.report.sources import shadow_counters
 
