@@ -33,7 +33,7 @@ FAILING = tuple(str(v) for v in Verdict if v.is_failure)
 SKIPPED = str(Verdict.SKIPPED)
 NOT_COMPARED = (SKIPPED,)
 UNGROUPED = "other"  # the group of a record that names none
-UNROUTED = "?"
+NO_ROUTE = "?"  # the route of a record that names none
 MAX_EXAMPLES = 3
 MAX_SKIP_REASONS = 8
 OTHER_SKIP_REASONS = "(other reasons)"
@@ -271,11 +271,6 @@ class GateResult:
     def passed(self) -> bool:
         return self.status == "ready"
 
-    @property
-    def blocks(self) -> bool:
-        """Whether this gate keeps its group from cutover (no data alone does not)."""
-        return self.status in ("not ready", "untestable")
-
 
 def evaluate(tally: Tally, rule: GateRule) -> GateResult:
     """Apply `rule` to `tally` (a group's, or a route's with `rule.for_route()`). Exchanges
@@ -345,7 +340,7 @@ class GroupGate:
 
 def route_key(record: Mapping[str, Any]) -> tuple[str, str]:
     """(migration group, route) of a recordings line; a record naming none is `other`/`?`."""
-    return str(record.get("group") or UNGROUPED), str(record.get("route") or UNROUTED)
+    return str(record.get("group") or UNGROUPED), str(record.get("route") or NO_ROUTE)
 
 
 def tally_records(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Tally]:
