@@ -6,7 +6,8 @@ failing exchanges (mismatch, incomparable, candidate-error) among the compared o
 under the group's `max_mismatch_rate`; at least `min_exchanges` were compared in the group (a
 single route has no minimum); no critical difference that is not noise; no untestable route
 unless the group's gate allows it; and the candidate is not slower than the primary beyond the
-group's latency margins (a paired test on the same exchanges). A group parity.toml gives no gate
+group's latency margins (a paired test on the same exchanges, timed side by side: the shadow
+proxy's, a replay's with a live primary). A group parity.toml gives no gate
 gets `[gates.default]` (`GateRules.rule`).
 
 Exchanges the mirror policy skipped (a route never mirrored, an unsafe method, an open breaker...)
