@@ -24,6 +24,7 @@ from harness.judge.gate import (
     evaluate,
     gate_groups,
     latency_test,
+    wilcoxon_greater,
 )
 from reference_cryptobot.drifts import DRIFTS, SLOW_S
 
@@ -106,13 +107,32 @@ def test_merged_samples_stay_bounded_and_keep_both_sides():
         left.add(1.0, 1.0 + i % 3)
         right.add(2.0, 500.0)
     left.merge(right)
-    assert left.count == 2 * LATENCY_SAMPLE and len(left.pairs) == LATENCY_SAMPLE
-    slow_share = sum(1 for _, c in left.pairs if c == 500.0) / LATENCY_SAMPLE
+    assert left.count == 2 * LATENCY_SAMPLE and len(left) == LATENCY_SAMPLE
+    slow_share = sum(1 for c in left.candidate if c == 500.0) / LATENCY_SAMPLE
     assert 0.45 < slow_share < 0.55
     tally = Tally()
     tally.merge(Tally(latency=left))
     assert tally.latency.count == 2 * LATENCY_SAMPLE
     assert evaluate(tally, RULE).status == "no data"  # pairs alone are not compared exchanges
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_signed_rank_test_gives_scipys_p_values(seed):
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(seed)
+    for n in (1, 5, 19, 20, 50, 51, 200):
+        for differences in (rng.normal(rng.uniform(-1, 1), 1, n),
+                            np.round(rng.normal(0.3, 1, n), 1)):  # ties and zeros
+            kept = differences[differences != 0]
+            if kept.size == 0:
+                assert wilcoxon_greater(differences) == 1.0
+                continue
+            exact = kept.size <= 50 and np.unique(np.abs(kept)).size == kept.size
+            expected = wilcoxon(differences, alternative="greater", zero_method="wilcox",
+                                correction=False, method="exact" if exact else "approx").pvalue
+            assert wilcoxon_greater(differences) == pytest.approx(expected, abs=1e-12)
 
 
 # --- the reference app's `slow` drift, end to end -------------------------------------------

@@ -47,35 +47,50 @@ LATENCY_TEST = "Wilcoxon signed-rank, one-sided (candidate slower), paired by ex
 
 @dataclass(slots=True)
 class LatencyPairs:
-    """Primary and candidate latencies (ms) of the same exchanges: a uniform sample of at most
-    `LATENCY_SAMPLE` pairs, with the exact count."""
+    """Primary and candidate latencies (ms) of the same exchanges, side by side in two lists: a
+    uniform sample of at most `LATENCY_SAMPLE` pairs, with the exact count."""
 
-    pairs: list[tuple[float, float]] = field(default_factory=list)
+    primary: list[float] = field(default_factory=list)
+    candidate: list[float] = field(default_factory=list)
     count: int = 0
     _rng: random.Random | None = None
 
     def add(self, primary_ms: float, candidate_ms: float) -> None:
         self.count += 1
-        if len(self.pairs) < LATENCY_SAMPLE:
-            self.pairs.append((primary_ms, candidate_ms))
+        if len(self.primary) < LATENCY_SAMPLE:
+            self.primary.append(primary_ms)
+            self.candidate.append(candidate_ms)
             return
         if self._rng is None:
             self._rng = random.Random(0)
         slot = self._rng.randrange(self.count)
         if slot < LATENCY_SAMPLE:
-            self.pairs[slot] = (primary_ms, candidate_ms)
+            self.primary[slot] = primary_ms
+            self.candidate[slot] = candidate_ms
 
     def merge(self, other: LatencyPairs) -> None:
-        """Add another sample, each side weighted by how many pairs it stands for."""
+        """Add another sample, each side weighted by how many pairs it stands for (evenly spaced
+        picks: a sample is in no particular order)."""
         total = self.count + other.count
-        if len(self.pairs) + len(other.pairs) <= LATENCY_SAMPLE:
-            self.pairs.extend(other.pairs)
+        if len(self.primary) + len(other.primary) <= LATENCY_SAMPLE:
+            self.primary.extend(other.primary)
+            self.candidate.extend(other.candidate)
         else:
-            rng = random.Random(total)
-            theirs = min(len(other.pairs), round(LATENCY_SAMPLE * other.count / total))
-            mine = min(len(self.pairs), LATENCY_SAMPLE - theirs)
-            self.pairs = rng.sample(self.pairs, mine) + rng.sample(other.pairs, theirs)
+            theirs = min(len(other.primary), round(LATENCY_SAMPLE * other.count / total))
+            mine = min(len(self.primary), LATENCY_SAMPLE - theirs)
+            self.primary, self.candidate = (
+                _spaced(self.primary, mine) + _spaced(other.primary, theirs),
+                _spaced(self.candidate, mine) + _spaced(other.candidate, theirs))
         self.count = total
+
+    def __len__(self) -> int:
+        return len(self.primary)
+
+
+def _spaced(values: list[float], k: int) -> list[float]:
+    """`k` of `values`, evenly spaced."""
+    n = len(values)
+    return values if k >= n else [values[i * n // k] for i in range(k)]
 
 
 def _latency_ms(response: Any) -> float | None:
@@ -231,18 +246,18 @@ def latency_test(sample: LatencyPairs, rule: GateRule) -> LatencyResult:
     (candidate − primary) is significant at `LATENCY_ALPHA`, and the candidate's p50 or p99 is
     over the primary's by more than its margin (`latency_p50_margin`/`latency_p99_margin` of the
     primary's, at least `latency_margin_ms`; the p99 from `P99_MIN_PAIRS` pairs on)."""
-    n = len(sample.pairs)
+    n = len(sample)
     if n < rule.latency_min_pairs or n == 0:
         return LatencyResult("too few pairs", n, sample.count, rule.latency_min_pairs)
     import numpy as np
 
-    sides = np.asarray(sample.pairs, dtype=float)
-    primary, candidate = sides[:, 0], sides[:, 1]
+    primary = np.array(sample.primary, dtype=float)
+    candidate = np.array(sample.candidate, dtype=float)
     p50, p99 = (float(v) for v in np.percentile(primary, [50, 99]))
     c50, c99 = (float(v) for v in np.percentile(candidate, [50, 99]))
     margin50 = max(p50 * rule.latency_p50_margin, rule.latency_margin_ms)
     margin99 = max(p99 * rule.latency_p99_margin, rule.latency_margin_ms)
-    p_value = _wilcoxon_greater(candidate - primary)
+    p_value = wilcoxon_greater(candidate - primary)
     p99_judged = n >= P99_MIN_PAIRS
     beyond = c50 - p50 > margin50 or (p99_judged and c99 - p99 > margin99)
     status = "slower" if beyond and p_value < LATENCY_ALPHA else "faster or same"
@@ -250,14 +265,41 @@ def latency_test(sample: LatencyPairs, rule: GateRule) -> LatencyResult:
                          margin50, margin99, p_value, p99_judged)
 
 
-def _wilcoxon_greater(differences: Any) -> float:
-    """p-value of 'the candidate is slower' (differences centred above 0); 1.0 when every
-    difference is zero (nothing to rank)."""
-    from scipy.stats import wilcoxon
+EXACT_MAX_PAIRS = 50  # the exact null distribution up to this many pairs (without ties)
 
-    if not differences.any():
+
+def wilcoxon_greater(differences: Any) -> float:
+    """One-sided p-value of the Wilcoxon signed-rank test that `differences` (candidate −
+    primary) are centred above 0. Zero differences carry no sign and are dropped (Wilcoxon's own
+    rule); tied magnitudes get their average rank. Exact up to `EXACT_MAX_PAIRS` pairs without
+    ties, else the normal approximation with the tie correction of the variance. Written on
+    numpy (checked against scipy's `wilcoxon` by the tests): scipy.stats alone takes about a
+    second to import, on every replay, pytest run and report."""
+    import numpy as np
+
+    values = np.asarray(differences, dtype=float)
+    values = values[values != 0]
+    n = int(values.size)
+    if n == 0:
         return 1.0
-    return float(wilcoxon(differences, alternative="greater").pvalue)
+    magnitudes = np.abs(values)
+    order = np.argsort(magnitudes, kind="mergesort")
+    _, first, ties = np.unique(magnitudes[order], return_index=True, return_counts=True)
+    ranks = np.empty(n)
+    ranks[order] = np.repeat(first + (ties + 1) / 2, ties)  # 1-based, ties averaged
+    w_plus = float(ranks[values > 0].sum())
+    if n <= EXACT_MAX_PAIRS and ties.size == n:
+        # Under the null each rank's sign is + or − alike: count the sign patterns per W+.
+        counts = np.zeros(n * (n + 1) // 2 + 1)
+        counts[0] = 1.0
+        for rank in range(1, n + 1):
+            counts[rank:] = counts[rank:] + counts[:-rank]
+        return float(counts[round(w_plus):].sum() / 2.0**n)
+    mean = n * (n + 1) / 4
+    variance = n * (n + 1) * (2 * n + 1) / 24 - float((ties**3 - ties).sum()) / 48
+    if variance <= 0:
+        return 1.0
+    return 0.5 * math.erfc((w_plus - mean) / math.sqrt(variance) / math.sqrt(2))
 
 
 @dataclass(frozen=True, slots=True)
