@@ -40,7 +40,6 @@ from harness.report.pretty import ROOT_NAME, compact
 from harness.routes import GROUPS
 
 VERDICTS: tuple[str, ...] = tuple(str(v) for v in Verdict)
-UNROUTED = "(unrouted)"
 
 RESERVOIR = 4096  # latency samples kept per route and side
 FIRST_EXAMPLES = 3  # the first failing exchanges of a route, always kept
@@ -583,8 +582,4 @@ def _headline(groups: dict[str, dict[str, Any]]) -> tuple[str, str, list[str]]:
 
 
 def _labels(groups: list[str]) -> str:
-    return ", ".join(_group_label(g) for g in groups)
-
-
-def _group_label(group: str) -> str:
-    return group or UNROUTED
+    return ", ".join(groups)

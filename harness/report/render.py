@@ -37,7 +37,6 @@ GROUP_TITLES = {
     "auth": "Auth",
     "trade": "Trade",
     "mcp": "MCP",
-    "": "(unrouted)",
 }
 
 
