@@ -51,6 +51,7 @@ from harness.diff.values import (
     is_number,
     json_type,
     show,
+    type_message,
     with_ignored,
 )
 from harness.model import Difference, Kind, Severity
@@ -299,8 +300,8 @@ class _Context:
                     differences += generic_bodies(p[name], c[name], self.options, path=sub)
                 else:
                     found = compare_scalar(sub, p[name], c[name], 0.0, 0.0, exact=True)
-                    if found:
-                        found.message = f"{label} claim {name} {show(p[name])} vs {show(c[name])}"
+                    if found:  # the scalar's own wording, with the claim named for a reader
+                        found.message = f"{label} claim {name}{found.message[len(sub):]}"
                         differences.append(found)
         return differences + self._lifetime(claims, label, p, c)
 
@@ -434,7 +435,7 @@ def _typed(path: str, p: Any, c: Any) -> Difference:
         Kind.TYPE,
         json_type(p),
         json_type(c),
-        f"{path} is {json_type(p)} vs {json_type(c)}",
+        type_message(path, p, c),
     )
 
 

@@ -162,8 +162,9 @@ class BacktestDiff:
             return generic_bodies(p, c, self.options, path=path)
         if _is_trades(name, p, c):
             return TradeTable(self, path).compare(p, c)
-        if _is_curve(p, c):
-            return self._curve(path, p, c, name)
+        shape = _curve_shape(p, c)
+        if shape is not None:
+            return self._curve(path, p, c, name, shape)
         if _is_time_list(p, c):
             return self._times(path, p, c)
         keyed = _list_key(p, c)
@@ -176,8 +177,10 @@ class BacktestDiff:
             return differences
         return generic_bodies(p, c, self.options, path=path)
 
-    def _curve(self, path: str, p: list, c: list, name: str) -> list[Difference]:
-        """Equity curves and other series: arrays compared position by position."""
+    def _curve(self, path: str, p: list, c: list, name: str,
+               shape: str | dict[str, Sequence[Any]] = "points") -> list[Difference]:
+        """Equity curves and other series: arrays compared position by position. `shape` is
+        what `_curve_shape` found (the points' columns when they all have the same members)."""
         noun = "points"
         differences = []
         if len(p) != len(c):
@@ -199,6 +202,8 @@ class BacktestDiff:
             )
             return [*differences, found] if found else differences
         time_field = next(f for f in TIME_FIELDS if f in (p or c)[0])
+        if isinstance(shape, dict):
+            return differences + self._point_columns(path, shape, len(p), n, time_field)
         found = compare_time_column(
             lambda i: paths.key(paths.index(path, i), time_field),
             [row.get(time_field) for row in p[:n]],
@@ -219,6 +224,41 @@ class BacktestDiff:
             noun=noun,
             label=lambda f: f"{path}[*].{f}",
         )
+        return differences
+
+    def _point_columns(self, path: str, columns: dict[str, Sequence[Any]], split: int, n: int,
+                       time_field: str) -> list[Difference]:
+        """`_curve` of points with the same members, from their columns over both lists (the
+        primary's first `split` values, then the candidate's), the first `n` of each compared:
+        what `compare_columns` finds, without reading the points again."""
+        noun = "points"
+
+        def column(name: str) -> tuple[Sequence[Any], Sequence[Any]]:
+            values = columns[name]
+            return values[:n], values[split:split + n]
+
+        differences = []
+        found = compare_time_column(
+            lambda i: paths.key(paths.index(path, i), time_field),
+            *column(time_field),
+            what=f"{path} timestamps",
+            noun=noun,
+        )
+        if found is not None:
+            differences.append(found)
+        if not n:
+            return differences
+        for name in sorted(set(columns) - {time_field}):
+            first_path = paths.key(paths.index(path, 0), name)
+            if self.ignored(first_path):
+                continue
+            rtol, atol = field_tolerance(self.options, first_path, name)
+            found = column_difference(
+                lambda i, name=name: paths.key(paths.index(path, i), name), *column(name), rtol,
+                atol, what=f"{path}[*].{name}", noun=noun
+            )
+            if found is not None:
+                differences.append(found)
         return differences
 
     def _times(self, path: str, p: list, c: list) -> list[Difference]:
@@ -285,23 +325,27 @@ def _bad_trades(name: str, p: Any, c: Any) -> bool:
     return type(p) is list and _is_trades(name, p, c) and _trade_time_field(p + c) is None
 
 
-def _is_curve(p: list, c: list) -> bool:
-    """A series: numbers (and nulls) only, or points with a timestamp and numbers only."""
+def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
+    """Whether `p` and `c` are a series, numbers (and nulls) only ("numbers") or points with a
+    timestamp and numbers only ("points"; their columns over ``p + c`` when they all have the
+    same members); None when they are not."""
     items = p + c
     if not items:
-        return False
+        return None
     if numbers_or_nulls(items):
-        return True
+        return "numbers"
     if not _all_dicts(items):
-        return False
+        return None
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
     if time_field is None:
-        return False
+        return None
     same_members = _columns_if_same_members(items)
     if same_members is None:
-        return all(_is_point(v, time_field) for v in items)
-    return all(numbers_or_nulls(column) for name, column in same_members.items()
-               if name != time_field)
+        return "points" if all(_is_point(v, time_field) for v in items) else None
+    if all(numbers_or_nulls(column) for name, column in same_members.items()
+           if name != time_field):
+        return same_members
+    return None
 
 
 
@@ -389,7 +433,8 @@ class TradeTable:
         """Missing and extra trades, a constant time shift, then column by column."""
         time_field = _trade_time_field(p + c)
         assert time_field is not None
-        keys = [k for k in ("symbol", "side") if all(k in v for v in p + c)]
+        rows = p + c
+        keys = [k for k in ("symbol", "side") if all(map(dict.__contains__, rows, [k] * len(rows)))]
         p_keys, c_keys = self._keys(p, time_field, keys), self._keys(c, time_field, keys)
         differences = []
         shift = 0
@@ -417,7 +462,7 @@ class TradeTable:
             differences.append(
                 Difference(self.path, Kind.ORDER, None, None, f"{self.path} in another order")
             )
-        fields = sorted({k for row in p + c for k in row})
+        fields = sorted(set().union(*p, *c))
         skip = {f for f in fields if shift and _moved_by(p, c, pairs, f, shift)}
 
         def field_path(i: int, f: str) -> str:
@@ -442,19 +487,19 @@ class TradeTable:
 
     @staticmethod
     def _keys(rows: list[dict], time_field: str, keys: list[str]) -> list[tuple]:
-        out = []
-        for row in rows:
-            when = time_key(row.get(time_field))
-            if when is None:
-                when = str(row.get(time_field))
-            out.append((when, *(str(row.get(k)) for k in keys)))
-        return out
+        times = [row.get(time_field) for row in rows]
+        whens: list[Any] = list(map(time_key, times))
+        if None in whens:
+            whens = [str(t) if w is None else w for w, t in zip(whens, times, strict=True)]
+        labels = [[str(row.get(k)) for row in rows] for k in keys]
+        return list(zip(whens, *labels, strict=True))
 
     def _shift(
         self, p: list[dict], c: list[dict], p_keys: list[tuple], c_keys: list[tuple]
     ) -> int | None:
         """A constant entry-time shift that aligns the trades and their prices."""
-        if not all(isinstance(k[0], int) for k in p_keys + c_keys):
+        p_times, c_times = [k[0] for k in p_keys], [k[0] for k in c_keys]
+        if not all(isinstance(t, int) for t in p_times + c_times):
             return None
         c_at = {k: j for j, k in enumerate(c_keys)}
         rtol, atol = self.diff.options.tol(1e-9, 1e-12)
@@ -474,8 +519,7 @@ class TradeTable:
             key = c_keys[j]
             if c_at[key] == j and key[1:] == p_keys[i][1:] and same(i, j):
                 votes[key[0] - p_keys[i][0]] += 1
-        found = best_shift((k[0] for k in p_keys), (k[0] for k in c_keys),
-                           lambda shift: votes.get(shift, 0))
+        found = best_shift(p_times, c_times, lambda shift: votes.get(shift, 0), scoring=votes)
         return found[0] if found else None
 
     def _unmatched(
@@ -508,11 +552,17 @@ def _moved_by(
     p: list[dict], c: list[dict], pairs: list[tuple[int, int]], field: str, shift: int
 ) -> bool:
     """Is `field` a time moved by exactly `shift` in every aligned trade (said once already)?"""
-    for i, j in pairs:
-        a, b = time_key(p[i].get(field)), time_key(c[j].get(field))
-        if a is None or b is None or b - a != shift:
-            return False
-    return True
+    if not pairs:
+        return True
+    i, j = pairs[0]  # most fields are no time, or not moved so: told by the first trade
+    a, b = time_key(p[i].get(field)), time_key(c[j].get(field))
+    if a is None or b is None or b - a != shift:
+        return False
+    moved = list(map(time_key, [c[j].get(field) for _, j in pairs]))
+    at = list(map(time_key, [p[i].get(field) for i, _ in pairs]))
+    if None in moved or None in at:
+        return False
+    return all(b - a == shift for a, b in zip(at, moved, strict=True))
 
 
 def _align(
@@ -525,6 +575,17 @@ def _align(
     """
     if not shift and p_keys == c_keys:  # the common case: same trades, same order
         return [(i, i) for i in range(len(p_keys))], [], []
+    if len(set(p_keys)) == len(p_keys) and len(set(c_keys)) == len(c_keys):
+        # No key repeats (the usual table): every occurrence number is 0.
+        candidate_at = dict(zip(c_keys, range(len(c_keys)), strict=True))
+        pairs, missing = [], []
+        for i, key in enumerate(p_keys):
+            j = candidate_at.pop((key[0] + shift, *key[1:]) if shift else key, None)
+            if j is None:
+                missing.append(i)
+            else:
+                pairs.append((i, j))
+        return pairs, missing, sorted(candidate_at.values())
     candidate_at = {label: j for j, label in enumerate(_occurrences(c_keys, 0))}
     pairs, missing = [], []
     for i, label in enumerate(_occurrences(p_keys, shift)):

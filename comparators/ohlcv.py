@@ -18,6 +18,7 @@ A candle is ``{timestamp, open, high, low, close, volume, ...}`` or the ccxt row
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,14 @@ def find_candles(body: Any) -> str | None:
 
 def _all_candles(items: list) -> bool:
     if items and set(map(type, items)) == {dict}:
+        # The usual list: one time field and one value field that every candle has.
+        first = items[0]
+        time_name = next((n for n in TIME_FIELDS if n in first), None)
+        value_name = next((n for n in VALUE_FIELDS if n in first), None)
+        if (time_name is not None and value_name is not None
+                and all(map(operator.contains, items, itertools.repeat(time_name)))
+                and all(map(operator.contains, items, itertools.repeat(value_name)))):
+            return True
         # Whether an object is a candle depends on its member names only: one of each shape.
         return all(map(_is_candle, dict(zip(map(tuple, items), items, strict=True)).values()))
     return all(map(_is_candle, items))
@@ -124,7 +133,10 @@ class Candles:
         else:
             rows = list(items)  # read, never changed
             time_field = next((f for f in TIME_FIELDS if rows and f in rows[0]), "timestamp")
-        raw = [row.get(time_field) for row in rows]
+        try:
+            raw = list(map(operator.itemgetter(time_field), rows))
+        except (KeyError, TypeError):  # a row without the field (or not an object)
+            raw = [row.get(time_field) for row in rows]
         keys = time_keys(raw)
         if None in keys:
             return None
@@ -157,34 +169,42 @@ def compare_candles(
             else paths.key(row_path, segment)
         )
 
-    differences = _duplicates(path, p, c)
-    p_at, c_at = _first_at(p.keys), _first_at(c.keys)
     shift = 0
-    if p_at.keys() != c_at.keys():
-        votes = _shift_votes(p, c, p_at, c_at, options, field_path)
-        # No shift wins without votes from at least half the candles: skip the search then.
-        needed = max(votes.get(0, 0) + 1, (min(len(p_at), len(c_at)) + 1) // 2)
-        found = (best_shift(p_at, c_at, lambda s: votes.get(s, 0))
-                 if max(votes.values(), default=0) >= needed else None)
-        if found is not None:
-            shift = found[0]
-            first = min(p_at[k] for k in p_at if k + shift in c_at)
-            differences.append(
-                shift_difference(
-                    field_path(first, p.time_field),
-                    p.raw_times[first],
-                    c.raw_times[c_at[p.keys[first] + shift]],
-                    shift / 1000,
-                    "candles",
-                )
-            )
-    pairs = [(i, c_at[k + shift]) for k, i in p_at.items() if k + shift in c_at]
-    if shift:
-        missing = [i for k, i in p_at.items() if k + shift not in c_at]
-        extra = [j for k, j in c_at.items() if k - shift not in p_at]
+    if p.keys == c.keys and len(set(p.keys)) == len(p.keys):
+        # The usual answer: the same timestamps in the same order, none repeated. The candles
+        # pair by position; none is repeated, missing, extra, shifted or out of order.
+        differences: list[Difference] = []
+        pairs = [(i, i) for i in range(len(p.keys))]
+        missing: list[int] = []
+        extra: list[int] = []
     else:
-        missing = list(map(p_at.__getitem__, p_at.keys() - c_at.keys()))
-        extra = list(map(c_at.__getitem__, c_at.keys() - p_at.keys()))
+        differences = _duplicates(path, p, c)
+        p_at, c_at = _first_at(p.keys), _first_at(c.keys)
+        if p_at.keys() != c_at.keys():
+            votes = _shift_votes(p, c, p_at, c_at, options, field_path)
+            # No shift wins without votes from at least half the candles: skip the search then.
+            needed = max(votes.get(0, 0) + 1, (min(len(p_at), len(c_at)) + 1) // 2)
+            found = (best_shift(p_at, c_at, lambda s: votes.get(s, 0), scoring=votes)
+                     if max(votes.values(), default=0) >= needed else None)
+            if found is not None:
+                shift = found[0]
+                first = min(p_at[k] for k in p_at if k + shift in c_at)
+                differences.append(
+                    shift_difference(
+                        field_path(first, p.time_field),
+                        p.raw_times[first],
+                        c.raw_times[c_at[p.keys[first] + shift]],
+                        shift / 1000,
+                        "candles",
+                    )
+                )
+        pairs = [(i, c_at[k + shift]) for k, i in p_at.items() if k + shift in c_at]
+        if shift:
+            missing = [i for k, i in p_at.items() if k + shift not in c_at]
+            extra = [j for k, j in c_at.items() if k - shift not in p_at]
+        else:
+            missing = list(map(p_at.__getitem__, p_at.keys() - c_at.keys()))
+            extra = list(map(c_at.__getitem__, c_at.keys() - p_at.keys()))
     differences += _missing(path, p, missing, Kind.MISSING)
     differences += _missing(path, c, extra, Kind.EXTRA)
     differences += _order(path, pairs, p, c)

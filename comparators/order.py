@@ -10,9 +10,9 @@ one kind, every field is compared.
 - Amounts, prices and risk numbers within tolerance (default rtol 1e-9, atol 1e-12; numeric
   strings read as numbers, a number that became a string is a type difference).
 - Order ids and timestamps are ignored.
-- **Critical**: the primary's answer proves a dry run (or the route requires one,
-  ``extra["require_dry_run"]``) and the candidate's does not (its status is not ``dry_run``): a
-  real order may have been placed on the candidate.
+- **Critical**: the primary's answer proves a dry run and the candidate's does not (its status is
+  not ``dry_run``): a real order may have been placed on the candidate. (What a dry-run mirror
+  owes is declared on its route, `dry_run` / `precondition`, and checked by the mirror.)
 """
 
 from __future__ import annotations
@@ -92,27 +92,21 @@ def proves_dry_run(body: Any) -> bool:
 def compare_order(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two trade answers on the order's intent (see the module docstring)."""
     options = with_ignored(options, DEFAULT_IGNORE)
-    proof = _dry_run_proof(primary, candidate, options)
+    proof = _dry_run_proof(primary, candidate)
     differences = compare_answers(primary, candidate, options, _bodies)
     if proof:  # the proof difference says all there is to say about `status`
         differences = [d for d in differences if d.path != "status"]
     return proof + differences
 
 
-def _identical_is_match(options: CompareOptions) -> bool:
-    """Identical answers are judged by their headers unless the route requires the proof: an
-    identical body that does not prove the dry run is still critical."""
-    return not options.extra.get("require_dry_run")
+# Identical answers prove the same: their headers alone are judged.
+compare_order.identical_is_match = True  # type: ignore[attr-defined]
 
 
-compare_order.identical_is_match = _identical_is_match  # type: ignore[attr-defined]
-
-
-def _dry_run_proof(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
-    """The critical difference when the candidate does not prove the dry run it owed."""
-    required = options.extra.get("require_dry_run") or (
-        primary.kind == "json" and proves_dry_run(primary.body)
-    )
+def _dry_run_proof(primary: Lifted, candidate: Lifted) -> list[Difference]:
+    """The critical difference when the primary's answer proves a dry run and the
+    candidate's does not."""
+    required = primary.kind == "json" and proves_dry_run(primary.body)
     if not required or (candidate.kind == "json" and proves_dry_run(candidate.body)):
         return []
     c_status = candidate.body.get("status") if isinstance(candidate.body, dict) else None

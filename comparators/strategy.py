@@ -144,10 +144,11 @@ def _identity(p: list[dict], c: list[dict], options: CompareOptions) -> tuple[Ke
     """How to match strategies across the lists, and how to name one in a message."""
     p_ids = [v.get("id") for v in p]
     c_ids = [v.get("id") for v in c]
+    p_shown = list(map(repr, p_ids))
     ids_agree = (
         None not in p_ids
-        and len(set(map(repr, p_ids))) == len(p_ids)
-        and Counter(map(repr, p_ids)) == Counter(map(repr, c_ids))
+        and len(set(p_shown)) == len(p_ids)
+        and Counter(p_shown) == Counter(map(repr, c_ids))
     )
     if options.extra.get("compare_ids") or ids_agree or not all("name" in v for v in p + c):
 
@@ -171,11 +172,19 @@ def _match(
 ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """(primary, candidate) index pairs with one key, then the unmatched of each side. Among
     strategies sharing a key (two named alike), identical ones pair first, the rest in order."""
+    p_keys, c_keys = list(map(key, p)), list(map(key, c))
+    if len(set(p_keys)) == len(p_keys) and len(set(c_keys)) == len(c_keys):
+        # No two strategies of one list share a key (the usual lists): one pass each way.
+        c_at = dict(zip(c_keys, range(len(c_keys)), strict=True))
+        pairs = [(i, c_at[k]) for i, k in enumerate(p_keys) if k in c_at]
+        p_has = set(p_keys)
+        return (pairs, [i for i, k in enumerate(p_keys) if k not in c_at],
+                [j for j, k in enumerate(c_keys) if k not in p_has])
     groups: dict[Any, tuple[list[int], list[int]]] = {}
-    for i, item in enumerate(p):
-        groups.setdefault(key(item), ([], []))[0].append(i)
-    for j, item in enumerate(c):
-        groups.setdefault(key(item), ([], []))[1].append(j)
+    for i, k in enumerate(p_keys):
+        groups.setdefault(k, ([], []))[0].append(i)
+    for j, k in enumerate(c_keys):
+        groups.setdefault(k, ([], []))[1].append(j)
     pairs, missing, extra = [], [], []
     for p_idx, c_idx in groups.values():
         if len(p_idx) > 1 or len(c_idx) > 1:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from harness.diff import base as comparator_registry
 from harness.diff.base import CompareOptions
@@ -29,6 +29,9 @@ from harness.routes import (
     RouteTable,
     template_regex,
 )
+from harness.settings import SafetySettings, ShadowSettings, declared, from_table, setting
+
+T = TypeVar("T")
 
 DEFAULT_NAME = "default_config.toml"
 ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "ages", "options",
@@ -39,10 +42,6 @@ PRECONDITION_KEYS = {"path", "method", "expect", "state"}
 # The rule of a group parity.toml (and these defaults) give no `[gates.<group>]` of its own.
 DEFAULT_GATE = "default"
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
-PRECONDITION_RECHECK_S = 2.0
-# Seconds the workers get at exit to finish the mirrors in flight (`[shadow] drain_s`,
-# `parity shadow --drain`, the addon's `parity_drain`).
-DRAIN_S = 15.0
 # `data` is parsed by harness.datastate.settings.
 TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data"}
 METHODS = {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"}
@@ -62,20 +61,30 @@ class NoiseSettings:
 
 @dataclass(frozen=True, slots=True)
 class GateRule:
-    """A group's thresholds (parity.toml `[gates.<group>]`, else `[gates.default]`).
+    """A group's thresholds (parity.toml `[gates.<group>]`, else `[gates.default]`), each declared
+    once (`harness.settings.setting`: default, help, bounds).
 
     Latency: the candidate fails when it is slower than the primary on the same exchanges
     (Wilcoxon signed-rank test, one-sided) and its p50 or p99 is over the primary's by more than
     the margin (a fraction of the primary's, at least `latency_margin_ms`), judged only from
     `latency_min_pairs` exchanges timed on both sides (see `harness.judge.gate.latency_test`)."""
 
-    max_mismatch_rate: float = 0.0
-    min_exchanges: int = 1
-    allow_untestable: bool = False
-    latency_p50_margin: float = 0.25
-    latency_p99_margin: float = 0.50
-    latency_margin_ms: float = 25.0
-    latency_min_pairs: int = 20
+    SECTION: ClassVar[str | None] = "gates"
+
+    max_mismatch_rate: float = setting(
+        0.0, "largest share of failing exchanges (mismatch, incomparable, candidate-error) among "
+        "the compared ones", low=0.0, high=1.0)
+    min_exchanges: int = setting(1, "compared exchanges the group needs at least", low=0)
+    allow_untestable: bool = setting(
+        False, "whether exchanges the two Docker copies disagree on may pass")
+    latency_p50_margin: float = setting(
+        0.25, "how much slower the candidate's p50 may be, as a share of the primary's", low=0.0)
+    latency_p99_margin: float = setting(
+        0.50, "how much slower the candidate's p99 may be, as a share of the primary's", low=0.0)
+    latency_margin_ms: float = setting(
+        25.0, "the least latency margin in ms, whatever the shares (timing noise)", low=0.0)
+    latency_min_pairs: int = setting(
+        20, "exchanges timed on both sides the latency test needs to judge", low=1)
 
     def for_route(self) -> GateRule:
         """The rule one route of the group is held to: the same rates, no minimum count (the
@@ -83,7 +92,7 @@ class GateRule:
         return replace(self, min_exchanges=0)
 
 
-GATE_KEYS = {f.name for f in fields(GateRule)}
+GATE_KEYS = {s.name for s in declared(GateRule)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,26 +121,6 @@ class GateRules:
                       for f in fields(GateRule)}
             named[group] = GateRule(**values)
         return GateRules(named, self.default)
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowSettings:
-    """Shadow proxy defaults (each overridable on the command line). Add a field here to add a
-    `[shadow]` key: it is validated by its default's type (float ≥ 0, int ≥ 1, bool, str)."""
-
-    timeout_s: float = 5.0
-    sample: float = 1.0
-    queue_size: int = 10_000
-    workers: int = 1
-    drain_s: float = DRAIN_S  # seconds the workers get at exit to finish what they hold
-
-
-@dataclass(frozen=True, slots=True)
-class SafetySettings:
-    """`[safety]`: how often a route's precondition (e.g. a side's dry-run switch) is asked again
-    of each mirrored side; until then the last answer stands. Shadow, replay and pytest alike."""
-
-    precondition_recheck_s: float = PRECONDITION_RECHECK_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +210,11 @@ def _options(check: _Checker, raw: Any, key: str) -> CompareOptions:
         )
     if "extra" in table:
         kwargs["extra"] = dict(check.table(table["extra"], f"{key}.extra", set(table["extra"])))
+        if "require_dry_run" in kwargs["extra"]:
+            raise check.fail(f"{key}.extra.require_dry_run",
+                             "no longer read: a dry-run proof is declared once, on the route "
+                             '(mirror = "dry-run" with dry_run = { proof_path, proof_value } '
+                             "or a precondition)")
     return CompareOptions(**kwargs)
 
 
@@ -350,18 +344,11 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
     )
 
     gates = _gates(check, data.get("gates", {}), user.get("gates", {}))
-    shadow = _shadow(check, data.get("shadow", {}), user.get("shadow", {}))
+    shadow = _section(check, ShadowSettings, data, user)
     replay = {**data.get("replay", {}),
               **check.table(user.get("replay", {}), "replay",
                             {"username", "password", "login_path"})}
-    safety_table = {**data.get("safety", {}),
-                    **check.table(user.get("safety", {}), "safety",
-                                  {f.name for f in fields(SafetySettings)})}
-    safety = SafetySettings(
-        precondition_recheck_s=check.number(
-            safety_table.get("precondition_recheck_s", PRECONDITION_RECHECK_S),
-            "safety.precondition_recheck_s", high=3600.0),
-    )
+    safety = _section(check, SafetySettings, data, user)
     return Config(RouteTable(routes), noise, gates, shadow, replay, source, safety)
 
 
@@ -375,45 +362,17 @@ def _gates(check: _Checker, defaults: dict[str, Any], user: Any) -> GateRules:
 
 
 def _gate_rule(check: _Checker, raw: dict[str, Any], group: str, base: GateRule) -> GateRule:
-    """A group's rule: its keys over `base` (the default rule), each checked by its type."""
-    key = f"gates.{group}"
-    return GateRule(
-        max_mismatch_rate=check.number(raw.get("max_mismatch_rate", base.max_mismatch_rate),
-                                       f"{key}.max_mismatch_rate", high=1.0),
-        min_exchanges=check.integer(raw.get("min_exchanges", base.min_exchanges),
-                                    f"{key}.min_exchanges"),
-        allow_untestable=check.boolean(raw.get("allow_untestable", base.allow_untestable),
-                                       f"{key}.allow_untestable"),
-        latency_p50_margin=check.number(raw.get("latency_p50_margin", base.latency_p50_margin),
-                                        f"{key}.latency_p50_margin"),
-        latency_p99_margin=check.number(raw.get("latency_p99_margin", base.latency_p99_margin),
-                                        f"{key}.latency_p99_margin"),
-        latency_margin_ms=check.number(raw.get("latency_margin_ms", base.latency_margin_ms),
-                                       f"{key}.latency_margin_ms"),
-        latency_min_pairs=check.integer(raw.get("latency_min_pairs", base.latency_min_pairs),
-                                        f"{key}.latency_min_pairs", low=1),
-    )
+    """A group's rule: its keys over `base` (the default rule), each parsed as declared."""
+    return from_table(GateRule, raw, base,
+                      fail=lambda key, why: check.fail(f"gates.{group}.{key.split('.')[-1]}", why))
 
 
-def _shadow(check: _Checker, defaults: dict[str, Any], user: Any) -> ShadowSettings:
-    known = {f.name: f for f in fields(ShadowSettings)}
-    table = {**defaults, **check.table(user, "shadow", set(known))}
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        default, key = known[name].default, f"shadow.{name}"
-        if isinstance(default, bool):
-            values[name] = check.boolean(value, key)
-        elif isinstance(default, int):
-            values[name] = check.integer(value, key, low=1)
-        elif isinstance(default, float):
-            values[name] = check.number(value, key, low=0.0)
-        else:
-            values[name] = str(value)
-    if values.get("sample", 0.0) > 1.0:
-        raise check.fail("shadow.sample", f"must be between 0.0 and 1.0, got {values['sample']}")
-    if "timeout_s" in values and values["timeout_s"] <= 0:
-        raise check.fail("shadow.timeout_s", f"must be > 0, got {values['timeout_s']}")
-    return ShadowSettings(**values)
+def _section(check: _Checker, cls: type[T], data: dict[str, Any], user: dict[str, Any]) -> T:
+    """The settings of one parity.toml table (`cls.SECTION`, see harness.settings), the user's
+    keys over the defaults'."""
+    name = cls.SECTION  # type: ignore[attr-defined]
+    table = check.table(user.get(name, {}), name, {s.name for s in declared(cls)})
+    return from_table(cls, {**data.get(name, {}), **table}, fail=check.fail)
 
 
 def route_toml(route: Route, *, ignore: tuple[str, ...] = (), ignore_headers: tuple[str, ...] = (),

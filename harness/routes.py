@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 import orjson
 
+from harness.diff import paths
 from harness.diff.base import CompareOptions, Lifted
+from harness.diff.values import show
 from harness.model import Body, Request
 
 MirrorPolicyName = Literal["safe", "dry-run", "always", "never"]
@@ -66,24 +68,22 @@ class Precondition:
             if found is _MISSING:
                 return f"{self.method} {self.path} answered no {dotted}"
             if found != wanted or isinstance(found, bool) != isinstance(wanted, bool):
-                return f"{self.method} {self.path} answered {dotted} = {_show(found)}"
+                return f"{self.method} {self.path} answered {dotted} = {show(found)}"
         return None
 
 
 _MISSING = object()
 
 
-def _at(node: Any, dotted: str) -> Any:
-    for part in dotted.split(".") if dotted else []:
-        if not isinstance(node, dict) or part not in node:
+def _at(node: Any, path: str) -> Any:
+    """The value at `path` (the difference-path grammar: ``dry_run``, ``order.mode``,
+    ``items[0].status``) in a parsed answer body, or _MISSING."""
+    for step in paths.steps(path):
+        in_list = isinstance(step, int) and isinstance(node, list) and step < len(node)
+        if not (in_list or (isinstance(step, str) and isinstance(node, dict) and step in node)):
             return _MISSING
-        node = node[part]
+        node = node[step]
     return node
-
-
-def _show(value: Any) -> str:
-    text = orjson.dumps(value).decode() if value is not None else "null"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,8 @@ def test_counts_exact_null_is_not_zero_and_per_field_tolerance():
     found = {d.path: d for d in diff(primary, candidate)}
     assert found["sharpe_ratio"].message == "sharpe_ratio 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-09)"
     assert found["total_trades"].kind is Kind.TYPE
-    assert found["sortino_ratio"].message.startswith("sortino_ratio null vs 0")
+    assert found["sortino_ratio"].message == (
+        "sortino_ratio: type changed null → integer (null vs 0)")
     loose = diff(primary, candidate, extra={"tolerances": {"sharpe_ratio": {"rtol": 1e-2}}})
     assert "sharpe_ratio" not in {d.path for d in loose}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,16 @@ from harness.diff.base import CompareOptions, Lifted, get
 from harness.diff.lift import lift
 from harness.diff.values import near_pairs, within
 from harness.judge.engine import Engine
-from harness.model import Body, Difference, Exchange, Kind, Request, Response, Severity
+from harness.model import (
+    Body,
+    Difference,
+    Exchange,
+    Kind,
+    Request,
+    Response,
+    Severity,
+    Verdict,
+)
 from harness.routes import DryRunRewrite, Route
 from harness.testing import answers as shapes
 
@@ -66,10 +76,17 @@ def test_identical_bodies_judged_as_the_comparator_judges_them(data, name, p_hea
     assert seen(judged(primary, candidate, route(name))) == seen(expected)
 
 
-def test_a_required_proof_is_still_read_from_identical_bodies():
+def test_a_missing_dry_run_proof_is_judged_on_identical_bodies_too():
+    """Identical bodies on a route owing a proof: the proof is the mirror's second check, and
+    the engine turns its outcome into the critical finding."""
     order = {"symbol": "BTC/USDT", "side": "buy", "amount": 1.0, "status": "open"}
-    found = judged(response(order), response(order), route("order", require_dry_run=True))
-    assert [(d.path, d.severity) for d in found] == [("status", Severity.CRITICAL)]
+    owing = replace(route("order"), mirror="dry-run", dry_run=DryRunRewrite({"X-Dry-Run": "1"}))
+    assert judged(response(order), response(order), owing) == []  # alike, and nothing owed
+    exchange = Exchange(request=Request("POST", "/fast"), primary=response(order),
+                        candidate=response(order), mirror="dry-run")
+    found = ENGINE.judge(exchange, owing, unproven="answer does not prove the dry run")
+    assert [(d.path, d.severity) for d in found.differences] == [("status", Severity.CRITICAL)]
+    assert found.verdict is Verdict.MISMATCH
 
 
 def test_identical_tokens_still_verify_with_configured_keys():

@@ -8,7 +8,6 @@ import random
 import time
 import tomllib
 import uuid
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -102,18 +101,37 @@ def test_a_broken_comparator_makes_the_exchange_incomparable(monkeypatch):
     assert judged.verdict is Verdict.INCOMPARABLE and "RuntimeError: bug" in judged.reason
 
 
-def test_identical_answers_still_go_through_a_domain_comparator():
-    # A dry-run route whose candidate answered exactly like the primary's real order: the order
-    # comparator must see it (the candidate did not prove a dry run), not a fast path.
-    # (The mirror checks the route's proof on every answer; a route may also ask the comparator.)
-    filled = {"status": "filled", "order": {"id": "o-1", "symbol": "BTC/USDT", "amount": 0.1}}
+def test_a_dry_run_the_candidate_did_not_prove_is_one_critical_mismatch_whatever_else():
+    """The mirror's second check (the candidate's switch, asked right after its answer) is given
+    to the one judgement: a critical mismatch at the route's proof, over a match, an untestable
+    status split or an incomparable answer, and the only finding at that path."""
+    engine = Engine()
     route = CONFIG.routes.match("POST", "/api/trades/orders")
-    route = replace(route, options=replace(route.options, extra={"require_dry_run": True}))
-    judged = Engine().judge(exchange(filled, filled, path="/api/trades/orders", method="POST"),
-                            route)
-    assert judged.comparator == "order"
-    assert judged.verdict is Verdict.MISMATCH
-    assert any(d.severity is Severity.CRITICAL for d in judged.differences)
+    filled = {"status": "filled", "order": {"id": "o-1", "symbol": "BTC/USDT", "amount": 0.1}}
+    why = "precondition failed right after the answer (dry_run = false)"
+
+    def dry_run(primary, candidate, secondary=None) -> Exchange:
+        made = exchange(primary, candidate, secondary, path="/api/trades/orders", method="POST")
+        made.mirror = "dry-run"
+        return made
+
+    same = dry_run(filled, filled)
+    assert engine.judge(same, route).verdict is Verdict.MATCH  # nothing else to find
+    for judged in (engine.judge(dry_run(filled, filled), route, unproven=why),
+                   engine.judge(dry_run(answer(filled), answer({"d": 1}, status=500),
+                                        answer({"d": 1}, status=502)), route, unproven=why),
+                   engine.judge(dry_run(filled, Response(200, JSON, Body.from_bytes(b"{"), 1.0)),
+                                route, unproven=why)):
+        assert judged.verdict is Verdict.MISMATCH
+        critical = [d for d in judged.differences if d.path == SETTINGS]
+        assert [(d.severity, d.noise) for d in critical] == [(Severity.CRITICAL, False)]
+        assert why in critical[0].message
+        assert "a real order may have been placed" in critical[0].message
+    echo = {"status": "dry_run", "order": filled["order"]}
+    mcp = CONFIG.routes.match("POST", "/mcp/paper-trading/orders")
+    judged = engine.judge(dry_run(echo, filled), mcp, unproven="answer does not prove the dry run")
+    # The comparator sees the same missing proof at `status`: one finding, not two.
+    assert [d.path for d in judged.differences if d.severity is Severity.CRITICAL] == ["status"]
 
 
 def test_status_code_differences_are_critical_and_never_noise():

@@ -128,7 +128,7 @@ def test_findings_read_like_a_reviewer_wrote_them():
         "results.metrics.sharpe_ratio 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-09)"
     )
     assert by_path["price"].kind is Kind.TYPE
-    assert by_path["price"].message == 'price: type changed int → str (1 vs "1")'
+    assert by_path["price"].message == 'price: type changed integer → string (1 vs "1")'
     assert by_path["items[2].name"].kind is Kind.MISSING
     assert by_path["items[2].name"].message == "items[2].name missing from the candidate's answer"
     assert all(d.severity is Severity.WARNING for d in by_path.values())
@@ -138,7 +138,7 @@ def test_nan_equals_nan_bool_is_not_int_and_1_is_1_0():
     assert compare_bodies({"x": math.nan}, {"x": math.nan}, CompareOptions()) == []
     assert compare_bodies({"x": [1, 2]}, {"x": [1.0, 2.0]}, CompareOptions()) == []
     (diff,) = compare_bodies({"x": True}, {"x": 1}, CompareOptions())
-    assert diff.kind is Kind.TYPE and "bool → int" in diff.message
+    assert diff.kind is Kind.TYPE and "boolean → integer" in diff.message
     # Hidden from Python's == inside containers too.
     (diff,) = compare_bodies({"x": [True, 2]}, {"x": [1, 2]}, CompareOptions())
     assert diff.path == "x[0]" and diff.kind is Kind.TYPE

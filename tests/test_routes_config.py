@@ -108,6 +108,21 @@ def test_routes_carry_correlation_ages_and_settling():
     assert routes.match("GET", "/api/backtest/results/9").name == "GET /api/backtest/results/{id}"
 
 
+def test_a_precondition_reads_its_fields_with_the_difference_path_grammar():
+    from harness.diff.values import show
+    from harness.routes import Precondition
+
+    nested = Precondition("/s", {"mode.dry_run": True, "sides[1].on": 1})
+    assert nested.unmet(200, {"mode": {"dry_run": True}, "sides": [{}, {"on": 1}]}) is None
+    assert nested.unmet(200, {"mode": {"dry_run": "yes"}, "sides": [{}, {"on": 1}]}) == (
+        'GET /s answered mode.dry_run = "yes"')
+    assert nested.unmet(200, {"mode": {"dry_run": True}, "sides": [{"on": 1}]}) == (
+        "GET /s answered no sides[1].on")
+    long = nested.unmet(200, {"mode": {"dry_run": "x" * 200}, "sides": []})
+    # Shown as every finding shows a value: shortened, in the one format.
+    assert long == f"GET /s answered mode.dry_run = {show('x' * 200)}" and len(long) < 120
+
+
 def test_orders_go_only_to_sides_in_dry_run_mode_and_each_answer_must_prove_it():
     trade = DEFAULTS.routes.match("POST", "/api/trades/orders")
     # The real trade service reads no dry-run header and answers a dry run like any order: no
@@ -121,6 +136,11 @@ def test_orders_go_only_to_sides_in_dry_run_mode_and_each_answer_must_prove_it()
     assert "no dry_run" in trade.precondition.unmet(200, ["dry_run"])
     assert "HTTP 404" in trade.precondition.unmet(404, {"dry_run": True})
     assert "require_dry_run" not in trade.options.extra  # the proof is declared once
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.options\.extra\.require_dry_run: "
+                                          r"no longer read: a dry-run proof is declared once"):
+        build_config({}, "parity.toml", {"routes": [{
+            "method": "POST", "path": "/o", "group": "trade", "comparator": "order",
+            "options": {"extra": {"require_dry_run": True}}}]})
     order = DEFAULTS.routes.match("POST", "/mcp/paper-trading/orders")
     request = Request("POST", "/api/trades/orders", query=[("a", "1")],
                       headers=[("x-dry-run", "false"), ("accept", "*/*")],
@@ -286,11 +306,11 @@ ROUTE = '[[routes]]\nmethod = "GET"\npath = "/x"\ngroup = "data"\n'
         ('[[routes]]\nmethod = "POST"\npath = "/x"\ngroup = "trade"\nmirror = "dry-run"',
          'routes[0].dry_run: mirror = "dry-run" needs a dry_run rewrite'),
         ('[gates.data]\nmax_mismatch_rate = "high"',
-         "gates.data.max_mismatch_rate: expected a number"),
+         "gates.data.max_mismatch_rate: 'high' is not a number"),
         ("[gates.data]\nmax_mismatch_rate = 2", "gates.data.max_mismatch_rate: must be between"),
         ("[gates.money]\nmax_mismatch_rate = 0", "gates.money: unknown key"),
-        ("[shadow]\nworkers = 0", "shadow.workers: expected an integer >= 1, got 0"),
-        ("[shadow]\nsample = 1.5", "shadow.sample: must be between 0.0 and 1.0"),
+        ("[shadow]\nworkers = 0", "shadow.workers: must be at least 1, got 0"),
+        ("[shadow]\nsample = 1.5", "shadow.sample: must be between 0 and 1, got 1.5"),
         ("[shadow]\nthreads = 2", "shadow.threads: unknown key"),
         ("[noise]\nrelative_threshold = -0.1", "noise.relative_threshold: must be between"),
         ("[noise\n", "not valid TOML (Expected ']' at the end of a table declaration "

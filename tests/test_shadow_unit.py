@@ -412,6 +412,45 @@ def test_a_slow_candidate_is_a_candidate_error_after_the_timeout():
     assert "timeout" in written[0].reason
 
 
+def test_past_the_whole_mirrors_deadline_the_timeout_is_the_answer_judged_once():
+    """The deadline bounds the whole mirror (the switch proved, the order sent, the switch asked
+    again): cut off in the second check, the candidate's answer is that timeout, and the one
+    judgement says so; nothing judged before it remains."""
+    switch = "/api/v1/settings/dry_run"
+
+    async def scenario() -> tuple[Exchange, list]:
+        release = asyncio.Event()
+
+        class HangsOnTheSecondCheck(FakeCandidate):
+            async def handle(self, request: web.Request) -> web.Response:
+                if request.path == switch and any(r[1] == switch for r in self.requests):
+                    await release.wait()  # kept (by the parent) once released
+                return await super().handle(request)
+
+        candidate = HangsOnTheSecondCheck()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", candidate.handle)
+        async with TestServer(app, host="127.0.0.1") as server, \
+                make_client(TransportSettings(timeout_s=60.0)) as client:
+            from harness.mirror.step import Mirror
+
+            mirror = Mirror(client, Engine(CONFIG), MirrorPolicy(),
+                            str(server.make_url("")).rstrip("/"), timeout_s=60.0)
+            exchange = make_exchange("POST", "/api/trades/orders", ORDER, {"status": "open"})
+            route = mirror.engine.route_of(exchange)
+            try:
+                await mirror.run(exchange, route, deadline_s=1.0)
+            finally:
+                release.set()
+        return exchange, candidate.requests
+
+    exchange, requests = asyncio.run(scenario())
+    assert [r[1] for r in requests] == ["/api/v1/settings/dry_run", "/api/trades/orders",
+                                        "/api/v1/settings/dry_run"]
+    assert exchange.mirror == "dry-run" and exchange.verdict is Verdict.CANDIDATE_ERROR
+    assert exchange.reason == "timeout after 1s (whole mirror)" and exchange.differences == []
+
+
 def test_the_intake_stops_reading_when_it_holds_its_limit():
     async def scenario() -> tuple[int, int, int]:
         read_fd, write_fd = open_pipe(size=65536)
@@ -761,9 +800,9 @@ def test_the_command_line_becomes_proxy_and_addon_options(monkeypatch, tmp_path)
         "parity_candidate": "https://c", "parity_secondary": "http://s", "parity_sample": "0.5",
         "parity_timeout": "2.0", "parity_workers": 2, "parity_insecure": True,
         "parity_ca_bundle": str(pem)}
-    # Drain from [shadow] drain_s; worker priority left to the addon's defaults unless asked.
+    # Not asked for: the declared defaults ([shadow] in parity.toml may change them).
     assert options["parity_drain"] == "15.0"
-    assert "parity_worker_idle" not in options and "parity_worker_nice" not in options
+    assert (options["parity_worker_idle"], options["parity_worker_nice"]) == (True, 10)
     assert main(["shadow", "--primary", "http://p", "--candidate", "http://c", "--drain", "3",
                  "--no-idle-workers", "--worker-nice", "0", "--recordings", str(tmp_path)]) == 0
     options = seen[-1].mitmproxy_options()

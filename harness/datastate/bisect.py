@@ -36,7 +36,7 @@ from harness.datastate.columns import (
 from harness.datastate.database import Database, TableInfo
 from harness.datastate.findings import DataStateResult, RowFinding, TableState
 from harness.datastate.settings import DataSettings, TableSpec
-from harness.diff.values import show, why_outside, within
+from harness.diff.values import number_message, show, within
 from harness.model import Difference, Kind, Severity
 
 Bound = tuple[Any, ...] | None
@@ -302,7 +302,7 @@ def describe(path: str, plan: ColumnPlan, p: Any, c: Any, p_canon: str,
             return f"{path} {show(p)} vs {show(c)} (not a number)"
         if within(a, b, plan.rtol, plan.atol):
             return None
-        return f"{path} {show(a)} vs {show(b)} {why_outside(a, b, plan.rtol)}"
+        return number_message(path, a, b, plan.rtol, plan.atol)
     if plan.kind == "ts" and NULL_MARK not in (p_canon, c_canon):
         if p_canon.startswith("!") or c_canon.startswith("!"):
             return f"{path} {show(plain_text(p))} vs {show(plain_text(c))} (not a timestamp)"

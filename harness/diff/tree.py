@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import math
 import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -43,6 +42,14 @@ from deepdiff.operator import BaseOperator
 
 from harness.diff import paths
 from harness.diff.base import CompareOptions, Incomparable, Lifted
+from harness.diff.values import (
+    changed_message,
+    is_number,
+    json_type,
+    number_message,
+    type_message,
+    within,
+)
 from harness.model import Difference, Kind, Severity
 
 # Headers compared by default: the ones a client acts on. Everything else (date, server, request
@@ -145,113 +152,10 @@ def compare_headers(
 # --- numbers and values --------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
-    return (type(value) is int or type(value) is float) or (
-        isinstance(value, int | float) and not isinstance(value, bool)
-    )
-
-
-def close(a: int | float, b: int | float, rtol: float, atol: float) -> bool:
-    """``|a − b| <= atol + rtol·max(|a|, |b|)`` (numpy.isclose made symmetric); NaN equals NaN,
-    an infinity equals only itself, integers are compared exactly."""
-    if a == b:
-        return True
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            fa, fb = float(a), float(b)
-        except OverflowError:
-            return False
-        if fa != fa or fb != fb:  # NaN
-            return fa != fa and fb != fb
-        if math.isinf(fa) or math.isinf(fb):
-            return False
-        return abs(fa - fb) <= atol + rtol * max(abs(fa), abs(fb))
-    if not rtol and not atol:
-        return False
-    try:
-        return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
-    except OverflowError:  # integers past float range
-        return False
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def _category(value: Any) -> str:
     """The JSON type, with int and float one kind (1 and 1.0 are the same JSON number)."""
-    kind = _json_type(value)
-    return "number" if kind == "int" else kind
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A value as a reviewer reads it: strings quoted, JSON otherwise, cut at `limit`."""
-    if isinstance(value, str):
-        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    else:
-        try:
-            text = orjson.dumps(value).decode()
-        except (TypeError, orjson.JSONEncodeError):
-            text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
-    """Both numbers with enough significant digits to tell them apart, and two more."""
-    if isinstance(a, int) and isinstance(b, int):
-        return str(a), str(b)
-    short_a, short_b = repr(a), repr(b)
-    if len(short_a) <= 10 and len(short_b) <= 10:
-        return short_a, short_b
-    start = 5
-    try:  # as many digits as the relative difference needs, found in one or two steps
-        rel = abs(a - b) / max(abs(a), abs(b))
-        if 0 < rel < 1e-5:
-            start = min(17, int(-math.log10(rel)))
-    except (ArithmeticError, TypeError, ValueError):
-        pass
-    for digits in range(start, 18):
-        if f"{a:.{digits}g}" != f"{b:.{digits}g}":
-            keep = min(digits + 2, 17)
-            long_a, long_b = f"{a:.{keep}g}", f"{b:.{keep}g}"
-            # A shorter exact form (0.3, not 0.29999999999999999) reads better.
-            return (min(long_a, short_a, key=len), min(long_b, short_b, key=len))
-    return short_a, short_b
-
-
-def number_message(where: str, a: Any, b: Any, rtol: float, atol: float) -> str:
-    """``sharpe_ratio 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-09)``."""
-    shown_a, shown_b = _distinct_digits(a, b)
-    head = f"{where or 'body'} {shown_a} vs {shown_b}"
-    try:
-        delta = abs(a - b)
-        scale = max(abs(a), abs(b))
-        rel = delta / scale if scale else 0.0
-    except (OverflowError, ZeroDivisionError, TypeError):
-        return head
-    if not (math.isfinite(delta) and math.isfinite(rel)):
-        return head
-    if rtol and atol:
-        return f"{head} (rel {rel:.1e} > {rtol:g}, abs {delta:.1e} > {atol:g})"
-    if rtol:
-        return f"{head} (rel {rel:.1e} > {rtol:g})"
-    if atol:
-        return f"{head} (abs {delta:.1e} > {atol:g})"
-    return f"{head} (rel {rel:.1e})"
+    kind = json_type(value)
+    return "number" if kind == "integer" else kind
 
 
 def _canonical(value: Any) -> bytes | None:
@@ -356,9 +260,21 @@ class _Differ:
 
     def finish(self) -> list[Difference]:
         """The differences, with their messages."""
+        # A drift repeats the same pair of numbers item after item: each pair's words written once.
+        numbers: dict[tuple, str] = {}
         for diff in self.found:
             if not diff.message:
-                diff.message = self.describe(diff)
+                a, b = diff.primary, diff.candidate
+                if (diff.kind is Kind.CHANGED and a and b  # ±0.0 are equal but read apart
+                        and (type(a) is float or type(a) is int)
+                        and (type(b) is float or type(b) is int)):
+                    key = (type(a), a, type(b), b)
+                    words = numbers.get(key)
+                    if words is None:  # what follows the path: "0.02 vs 0.0200001 (rel ...)"
+                        words = numbers[key] = self.describe(diff)[len(diff.path or "body"):]
+                    diff.message = (diff.path or "body") + words
+                else:
+                    diff.message = self.describe(diff)
             note = self.notes.get(id(diff))
             if note:
                 diff.message += note
@@ -371,11 +287,10 @@ class _Differ:
         if diff.kind is Kind.EXTRA:
             return f"{where} only in the candidate's answer"
         if diff.kind is Kind.TYPE:
-            return (f"{where or 'body'}: type changed {_json_type(a)} → {_json_type(b)} "
-                    f"({show(a)} vs {show(b)})")
-        if _is_number(a) and _is_number(b):
+            return type_message(where, a, b)
+        if is_number(a) and is_number(b):
             return number_message(where, a, b, self.rtol, self.atol)
-        return f"{where or 'body'} {show(a)} vs {show(b)}"
+        return changed_message(where, a, b)
 
     def walk(self, a: Any, b: Any, where: str) -> None:
         """Record the differences between `a` and `b` (which may differ) at `where`."""
@@ -453,7 +368,7 @@ class _Differ:
                     continue
                 kind_a, kind_b = type(a), type(b)
                 if (kind_a is float or kind_a is int) and (kind_b is float or kind_b is int):
-                    if not close(a, b, self.rtol, self.atol):  # `walk` of two numbers
+                    if not within(a, b, self.rtol, self.atol):  # `walk` of two numbers
                         by_item.setdefault(i, []).append(Difference(path, Kind.CHANGED, a, b, ""))
                     continue
                 before = len(self.found)
@@ -464,8 +379,8 @@ class _Differ:
         return by_item
 
     def _leaf(self, a: Any, b: Any, where: str) -> None:
-        if _is_number(a) and _is_number(b):
-            if not close(a, b, self.rtol, self.atol):
+        if is_number(a) and is_number(b):
+            if not within(a, b, self.rtol, self.atol):
                 self.add(where, Kind.CHANGED, a, b)
         elif _category(a) != _category(b):
             self.add(where, Kind.TYPE, a, b)
@@ -783,7 +698,7 @@ class _Tolerance(BaseOperator):
                 diff_instance.custom_report_result("type_changes", level)
                 return True
             return False
-        return close(a, b, self.rtol, self.atol)
+        return within(a, b, self.rtol, self.atol)
 
     def normalize_value_for_hashing(self, parent: Any, obj: Any) -> Any:
         return obj  # order-free lists pair items by hash: numbers pair only when equal
@@ -841,8 +756,8 @@ def _from_deepdiff(report_type: str, where: str, t1: Any, t2: Any,
     if report_type in ("dictionary_item_added", "iterable_item_added"):
         return Difference(where, Kind.EXTRA, None, t2, "")
     if report_type in ("type_changes", "values_changed"):
-        if _is_number(t1) and _is_number(t2):
-            if close(t1, t2, differ.rtol, differ.atol):
+        if is_number(t1) and is_number(t2):
+            if within(t1, t2, differ.rtol, differ.atol):
                 return None
             return Difference(where, Kind.CHANGED, t1, t2, "")
         if _category(t1) != _category(t2):

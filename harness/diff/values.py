@@ -1,5 +1,7 @@
-"""What the domain comparators (backtest, order, auth, ohlcv, strategy) share: numbers compared
-within a tolerance and described the way a reviewer would, timestamps read from the shapes
+"""Values as every comparator sees them (one wording for all: a drift reads the same from `json`
+as from `backtest`): numbers compared within a tolerance (`within`) and described the way a
+reviewer would (`show`, `json_type`, `number_message`, `type_message`); and what the domain
+comparators (backtest, order, auth, ohlcv, strategy) share: timestamps read from the shapes
 Cryptobot uses, a constant-shift (timezone) search, and the envelope (status, headers, non-JSON
 bodies) handed to the generic helpers.
 """
@@ -8,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from harness.diff.base import CompareOptions, Lifted
 from harness.diff.paths import matcher
@@ -63,32 +66,116 @@ def as_number(value: Any, *, strings: bool = False) -> float | None:
 
 
 def within(a: float, b: float, rtol: float, atol: float) -> bool:
-    """Symmetric closeness: |a - b| <= atol + rtol * max(|a|, |b|) (so swapping never matters)."""
-    if a == b or (math.isnan(a) and math.isnan(b)):
+    """Symmetric closeness ``|a − b| <= atol + rtol·max(|a|, |b|)`` (swapping never matters);
+    NaN equals NaN, an infinity equals only itself, integers without a tolerance exactly."""
+    if a == b:
         return True
-    return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
-
-
-def rel_dev(a: float, b: float) -> float:
-    """Relative deviation |a - b| / max(|a|, |b|) (0 when both are 0)."""
-    scale = max(abs(a), abs(b))
-    return abs(a - b) / scale if scale else 0.0
-
-
-def show(value: Any) -> str:
-    """A value as it reads in a message: numbers bare, strings quoted, None as null."""
-    if is_number(value):
-        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            fa, fb = float(a), float(b)
+        except OverflowError:
+            return False
+        if fa != fa or fb != fb:  # NaN
+            return fa != fa and fb != fb
+        if math.isinf(fa) or math.isinf(fb):
+            return False
+        return abs(fa - fb) <= atol + rtol * max(abs(fa), abs(fb))
+    if not rtol and not atol:
+        return False
     try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
+    except OverflowError:  # integers past float range
+        return False
 
 
-def why_outside(a: float, b: float, rtol: float) -> str:
-    """The parenthesised reason of a number difference: ``(rel 3.9e-03 > 1e-09)``."""
-    return f"(rel {rel_dev(a, b):.1e} > {rtol:g})"
+# --- how values read in a finding (one wording for every comparator) -------------------------
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a value: null, boolean, integer, number, string, array, object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value as a reviewer reads it: numbers bare (``nan``, ``inf`` too), strings quoted, JSON
+    otherwise, cut at `limit`."""
+    if is_number(value):
+        text = repr(value) if isinstance(value, float) else str(value)
+    elif isinstance(value, str):
+        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
+    """Both numbers with enough significant digits to tell them apart, and two more."""
+    if isinstance(a, int) and isinstance(b, int):
+        return str(a), str(b)
+    short_a, short_b = repr(a), repr(b)
+    if len(short_a) <= 10 and len(short_b) <= 10:
+        return short_a, short_b
+    start = 5
+    try:  # as many digits as the relative difference needs, found in one or two steps
+        rel = abs(a - b) / max(abs(a), abs(b))
+        if 0 < rel < 1e-5:
+            start = min(17, int(-math.log10(rel)))
+    except (ArithmeticError, TypeError, ValueError):
+        pass
+    for digits in range(start, 18):
+        if f"{a:.{digits}g}" != f"{b:.{digits}g}":
+            keep = min(digits + 2, 17)
+            long_a, long_b = f"{a:.{keep}g}", f"{b:.{keep}g}"
+            # A shorter exact form (0.3, not 0.29999999999999999) reads better.
+            return (min(long_a, short_a, key=len), min(long_b, short_b, key=len))
+    return short_a, short_b
+
+
+def number_message(where: str, a: Any, b: Any, rtol: float, atol: float) -> str:
+    """``sharpe_ratio 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-09)``: both numbers with the digits that
+    tell them apart, and the tolerance they are outside of."""
+    shown_a, shown_b = _distinct_digits(a, b)
+    head = f"{where or 'body'} {shown_a} vs {shown_b}"
+    try:
+        delta = abs(a - b)
+        scale = max(abs(a), abs(b))
+        rel = delta / scale if scale else 0.0
+    except (OverflowError, ZeroDivisionError, TypeError):
+        return head
+    if not (math.isfinite(delta) and math.isfinite(rel)):
+        return head
+    reasons = [f"rel {rel:.1e} > {rtol:g}"] if rtol else []
+    if atol and (not rtol or atol >= rtol * scale):  # named only where it set the allowance
+        reasons.append(f"abs {delta:.1e} > {atol:g}")
+    return f"{head} ({', '.join(reasons) or f'rel {rel:.1e}'})"
+
+
+def type_message(where: str, a: Any, b: Any) -> str:
+    """``price: type changed integer → string (1 vs "1")``."""
+    return (f"{where or 'body'}: type changed {json_type(a)} → {json_type(b)} "
+            f"({show(a)} vs {show(b)})")
+
+
+def changed_message(where: str, a: Any, b: Any) -> str:
+    """``status "filled" vs "open"``."""
+    return f"{where or 'body'} {show(a)} vs {show(b)}"
 
 
 def compare_scalar(
@@ -125,13 +212,8 @@ def compare_scalar(
             return _changed(path, primary, candidate)
         if within(p_num, c_num, rtol, atol):
             return None
-        return Difference(
-            path,
-            Kind.CHANGED,
-            primary,
-            candidate,
-            f"{path} {show(primary)} vs {show(candidate)} {why_outside(p_num, c_num, rtol)}",
-        )
+        return Difference(path, Kind.CHANGED, primary, candidate,
+                          number_message(path, primary, candidate, rtol, atol))
     if type(primary) is not type(candidate) and not (is_number(primary) and is_number(candidate)):
         return _type_difference(path, primary, candidate)
     if primary == candidate:
@@ -140,37 +222,12 @@ def compare_scalar(
 
 
 def _changed(path: str, primary: Any, candidate: Any) -> Difference:
-    return Difference(
-        path, Kind.CHANGED, primary, candidate, f"{path} {show(primary)} vs {show(candidate)}"
-    )
+    return Difference(path, Kind.CHANGED, primary, candidate,
+                      changed_message(path, primary, candidate))
 
 
 def _type_difference(path: str, primary: Any, candidate: Any) -> Difference:
-    return Difference(
-        path,
-        Kind.TYPE,
-        primary,
-        candidate,
-        f"{path} {show(primary)} vs {show(candidate)} ({json_type(primary)} became "
-        f"{json_type(candidate)})",
-    )
-
-
-def json_type(value: Any) -> str:
-    """The JSON type name of a value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+    return Difference(path, Kind.TYPE, primary, candidate, type_message(path, primary, candidate))
 
 
 def field_tolerance(options: CompareOptions, path: str, name: str) -> tuple[float, float]:
@@ -217,22 +274,26 @@ def column_difference(
         return None
     numeric = not exact and numbers_or_nulls(primary) and numbers_or_nulls(candidate)
     if numeric:
-        ((bad, stats),) = _numeric_mismatches([(primary, candidate)], [rtol], [atol])
+        ((count, first, stats),) = _numeric_mismatches([(primary, candidate)], [rtol], [atol])
     else:
         bad = [
             compare_scalar("", p, c, rtol, atol, exact=exact) is not None
             for p, c in zip(primary, candidate, strict=True)
         ]
+        count = sum(bad)
+        first = bad.index(True) if count else 0
         stats = ""
-    return _column_finding(path_of, primary, candidate, bad, stats, rtol, atol, what=what,
-                           noun=noun, positions=positions, exact=exact, numeric=numeric)
+    return _column_finding(path_of, primary, candidate, count, first, stats, rtol, atol,
+                           what=what, noun=noun, positions=positions, exact=exact,
+                           numeric=numeric)
 
 
 def _column_finding(
     path_of: Callable[[int], str],
     primary: Sequence[Any],
     candidate: Sequence[Any],
-    bad: list[bool],
+    count: int,
+    first: int,
     stats: str,
     rtol: float,
     atol: float,
@@ -243,11 +304,10 @@ def _column_finding(
     exact: bool,
     numeric: bool,
 ) -> Difference | None:
-    """The difference `column_difference` reports, from the points found `bad`."""
-    count = sum(bad)
+    """The difference `column_difference` reports, from how many points differ (`count`) and
+    the first of them."""
     if not count:
         return None
-    first = bad.index(True)
     p_first, c_first = primary[first], candidate[first]
     path = path_of(first)
     if count == 1:
@@ -258,7 +318,7 @@ def _column_finding(
     tolerance = f" outside rtol {rtol:g}" if numeric else " differ"
     detail = f"{stats}; " if stats else ""
     message = (
-        f"{what} diverges from index {at} ({detail}{count} of {len(bad)} {noun}{tolerance}): "
+        f"{what} diverges from index {at} ({detail}{count} of {len(primary)} {noun}{tolerance}): "
         f"{show(p_first)} vs {show(c_first)} at {path}"
     )
     return Difference(path, Kind.CHANGED, p_first, c_first, message)
@@ -267,60 +327,67 @@ def _column_finding(
 def _same_points(primary: Sequence[Any], candidate: Sequence[Any], *, exact: bool) -> bool:
     """Every point equal to its counterpart and of its type, so `compare_scalar` finds nothing
     (checked at C speed). Not for exact floats: a NaN is itself yet never exactly equal."""
-    kinds = list(map(type, primary))
-    if kinds != list(map(type, candidate)) or (exact and float in kinds):
-        return False
     if type(primary) is type(candidate):
-        return primary == candidate
-    return list(primary) == list(candidate)
+        if primary != candidate:  # the usual answer, at C speed, before any type is read
+            return False
+    elif list(primary) != list(candidate):
+        return False
+    kinds = list(map(type, primary))
+    return kinds == list(map(type, candidate)) and not (exact and float in kinds)
 
 
 def _numeric_mismatches(
     columns: Sequence[tuple[Sequence[Any], Sequence[Any]]],
     rtols: Sequence[float],
     atols: Sequence[float],
-) -> list[tuple[list[bool], str]]:
-    """For each pair of equally long numeric columns (nulls allowed), the points outside its
-    tolerance and what the deviations were; all columns in one numpy comparison."""
+) -> list[tuple[int, int, str]]:
+    """For each pair of equally long numeric columns (nulls allowed), how many points are
+    outside its tolerance, the first of them, and what the deviations were; all columns in one
+    numpy comparison."""
     import numpy as np
 
-    def array(values: list) -> np.ndarray:
-        if any(None in column for column in values):
-            return np.array([[np.nan if v is None else v for v in column] if None in column
-                             else column for column in values], dtype=float)
-        # fromiter reads the numbers several times faster than np.array reads nested sequences
-        size = len(values[0])
-        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=float,
-                           count=size * len(values))
-        return flat.reshape(len(values), size)
+    rows, size = len(columns), len(columns[0][0])
+    if not size:
+        return [(0, 0, "")] * rows
 
-    p, c = array([a for a, _ in columns]), array([b for _, b in columns])
-    rtol = np.asarray(rtols, dtype=float)[:, None]
-    atol = np.asarray(atols, dtype=float)[:, None]
+    def array(values: Iterable[Sequence[Any]]) -> np.ndarray:
+        # fromiter reads the numbers several times faster than np.array reads nested sequences,
+        # and reads a null as NaN as np.array does
+        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=float,
+                           count=size * rows)
+        return flat.reshape(rows, size)
+
+    p, c = array(a for a, _ in columns), array(b for _, b in columns)
+    if len(set(rtols)) == 1 and len(set(atols)) == 1:
+        rtol, atol = float(rtols[0]), float(atols[0])
+    else:
+        rtol = np.asarray(rtols, dtype=float)[:, None]
+        atol = np.asarray(atols, dtype=float)[:, None]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         deviation = np.abs(p - c)
         scale = np.maximum(np.abs(p), np.abs(c))
         bad = deviation > atol + rtol * scale
-        p_nan, c_nan = np.isnan(p), np.isnan(c)
-        odd = p_nan | c_nan
-        if odd.any():  # nulls (read as NaN): a null against a number always differs
-            bad |= p_nan != c_nan
-            both = bad & ~odd
+        if np.isnan(deviation).any():  # a NaN (or a null read as one) on either side
+            p_nan, c_nan = np.isnan(p), np.isnan(c)
+            bad |= p_nan != c_nan  # a null against a number always differs
+            both = bad & ~(p_nan | c_nan)
         else:
             both = bad
+        counts = np.count_nonzero(bad, axis=1).tolist()
+        firsts = bad.argmax(axis=1).tolist()
         rows_both = both.any(axis=1).tolist()
         if any(rows_both):
             rel = deviation / np.where(scale > 0, scale, 1.0)  # 0 where both are 0
             max_rel = np.where(both, rel, -np.inf).max(axis=1).tolist()
             max_abs = np.where(both, deviation, -np.inf).max(axis=1).tolist()
         else:
-            max_rel = max_abs = [0.0] * len(rows_both)
+            max_rel = max_abs = [0.0] * rows
     out = []
-    for row_bad, any_both, row_rel, row_abs in zip(bad.tolist(), rows_both,
-                                                   max_rel, max_abs, strict=True):
+    for count, first, any_both, row_rel, row_abs in zip(counts, firsts, rows_both, max_rel,
+                                                         max_abs, strict=True):
         stats = (f"max rel {row_rel:.1e}, max abs {row_abs:.3g}" if any_both
                  else "null against a number")
-        out.append((row_bad, stats))
+        out.append((count, first, stats))
     return out
 
 
@@ -353,7 +420,6 @@ def compare_columns(
     p_table, c_table = _columns_of(p_rows, fields), _columns_of(c_rows, fields)
     numeric: list[tuple[str, Sequence[Any], Sequence[Any], float, float]] = []
     for k, name in enumerate(fields):
-        first_path = field_path(positions[0], name)
         if p_table is not None and c_table is not None:
             p_column, c_column = p_table[k], c_table[k]
             if _same_points(p_column, c_column, exact=False):
@@ -361,11 +427,12 @@ def compare_columns(
         else:
             p_column, c_column = _field_column(p_rows, c_rows, name)
             if p_column is None or c_column is None:
-                found[name] = _field_presence(first_path, name, p_rows, c_rows, noun)
+                found[name] = _field_presence(field_path(positions[0], name), name, p_rows,
+                                              c_rows, noun)
                 continue
             if _same_points(p_column, c_column, exact=False):
                 continue
-        rtol, atol = field_tolerance(options, first_path, name)
+        rtol, atol = field_tolerance(options, field_path(positions[0], name), name)
         if numbers_or_nulls(p_column) and numbers_or_nulls(c_column):
             found[name] = None  # keeps the field's place among the differences
             numeric.append((name, p_column, c_column, rtol, atol))
@@ -377,11 +444,11 @@ def compare_columns(
         mismatches = _numeric_mismatches([(p, c) for _, p, c, _, _ in numeric],
                                          [rtol for *_, rtol, _ in numeric],
                                          [atol for *_, atol in numeric])
-        for (name, p_column, c_column, rtol, atol), (bad, stats) in zip(
+        for (name, p_column, c_column, rtol, atol), (count, first, stats) in zip(
                 numeric, mismatches, strict=True):
             found[name] = _column_finding(
-                lambda k, name=name: field_path(positions[k], name), p_column, c_column, bad,
-                stats, rtol, atol, what=label(name), noun=noun, positions=positions,
+                lambda k, name=name: field_path(positions[k], name), p_column, c_column, count,
+                first, stats, rtol, atol, what=label(name), noun=noun, positions=positions,
                 exact=False, numeric=True)
     return [d for d in found.values() if d is not None]
 
@@ -513,13 +580,15 @@ def best_shift(
     score: Callable[[int], int],
     *,
     probe: int = 6,
+    scoring: Iterable[int] | None = None,
 ) -> tuple[int, int] | None:
     """The constant shift (in the keys' unit) that, added to the primary's timestamps, best aligns
     them with the candidate's, as ``(shift, score)``; None when no shift beats no shift at all.
 
     Candidate shifts are the gaps between the first and last few timestamps of each side; `score`
     counts the points that agree once shifted (so a shift must make the values match too, not just
-    the timestamps: hourly candles moved by one hour always overlap).
+    the timestamps: hourly candles moved by one hour always overlap). `scoring`, when given, holds
+    every shift whose score may be above 0 (the others are not tried: they cannot win).
     """
     p_sorted, c_sorted = sorted(set(primary_times)), sorted(set(candidate_times))
     if not p_sorted or not c_sorted:
@@ -527,6 +596,8 @@ def best_shift(
     p_probe = p_sorted[:probe] + p_sorted[-probe:]
     c_probe = c_sorted[:probe] + c_sorted[-probe:]
     shifts = {c - p for p in p_probe for c in c_probe} - {0}
+    if scoring is not None:
+        shifts &= set(scoring)
     baseline = score(0)
     needed = max(baseline + 1, (min(len(p_sorted), len(c_sorted)) + 1) // 2)
     best: tuple[int, int] | None = None
@@ -548,23 +619,66 @@ def near_pairs(
 
     if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:  # no useful window: every pair
         return [(i, j) for i in range(len(primary)) for j in range(len(candidate))]
+    if len(primary) <= _FEW and len(candidate) <= _FEW:
+        few = _near_pairs_few(primary, candidate, rtol, atol)
+        if few is not None:
+            return few
     p, p_odd = _finite_array(primary)
     c, c_odd = _finite_array(candidate)
-    c_numeric = np.flatnonzero(~c_odd)
-    order = np.argsort(c[c_numeric], kind="stable")
-    keys, at = c[c_numeric][order], c_numeric[order]
+    odd_c = np.flatnonzero(c_odd).tolist()
+    if odd_c:
+        c_numeric = np.flatnonzero(~c_odd)
+        order = np.argsort(c[c_numeric], kind="stable")
+        keys, at = c[c_numeric][order], c_numeric[order]
+    else:  # the usual: every candidate value is a finite number
+        at = np.argsort(c, kind="stable")
+        keys = c[at]
     with np.errstate(invalid="ignore"):
         # within(a, b) implies |a - b| <= (atol + rtol·|a|) / (1 - rtol); widened for rounding.
         reach = (atol + rtol * np.abs(p)) / (1 - rtol) * (1 + 1e-9) + 1e-300
         low = np.searchsorted(keys, p - reach, "left")
         high = np.searchsorted(keys, p + reach, "right")
+    odd_p = np.flatnonzero(p_odd).tolist()
+    hits = high > low
+    if odd_p:
+        hits &= ~p_odd
     pairs: list[tuple[int, int]] = []
-    for i in np.flatnonzero(~p_odd & (high > low)).tolist():
+    for i in np.flatnonzero(hits).tolist():
         pairs += ((i, j) for j in at[low[i]:high[i]].tolist())
-    odd_c = np.flatnonzero(c_odd).tolist()
     if odd_c:
         pairs += ((i, j) for i in np.flatnonzero(~p_odd).tolist() for j in odd_c)
-    pairs += ((i, j) for i in np.flatnonzero(p_odd).tolist() for j in range(len(candidate)))
+    pairs += ((i, j) for i in odd_p for j in range(len(candidate)))
+    return pairs
+
+
+_FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
+
+
+def _near_pairs_few(
+    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
+) -> list[tuple[int, int]] | None:
+    """`near_pairs` of short lists of finite numbers, in the same order (each primary value's
+    window over the candidate's values in ascending order); None for anything else."""
+    import bisect
+
+    if not set(map(type, primary)) | set(map(type, candidate)) <= {int, float}:
+        return None
+    try:
+        p, c = list(map(float, primary)), list(map(float, candidate))
+    except OverflowError:
+        return None
+    if not (all(map(math.isfinite, p)) and all(map(math.isfinite, c))):
+        return None
+    order = sorted(range(len(c)), key=c.__getitem__)
+    keys = list(map(c.__getitem__, order))
+    pairs: list[tuple[int, int]] = []
+    for i, value in enumerate(p):
+        # the window of `near_pairs`, computed the same way
+        reach = (atol + rtol * abs(value)) / (1 - rtol) * (1 + 1e-9) + 1e-300
+        low = bisect.bisect_left(keys, value - reach)
+        high = bisect.bisect_right(keys, value + reach, low)
+        if high > low:
+            pairs += ((i, j) for j in order[low:high])
     return pairs
 
 

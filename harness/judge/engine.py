@@ -8,7 +8,13 @@ Docker copies disagree on content that does not look volatile (and nothing worse
 anything else → mismatch. Critical differences (a status code, a missing dry-run proof) are never
 explained away as noise; but when the Docker copies themselves answer with different statuses and
 the candidate's status differs from the primary's, the exchange is untestable (Diffy's rule for a
-field, applied to the status line).
+field, applied to the status line). A candidate that did not prove the dry run it owed (the
+mirror's second check, `unproven`) makes the exchange a mismatch whatever else was found.
+
+This is the one place an exchange's judgement is decided: its differences, verdict and reason are
+set together at the end of `Engine.judge`, from the answers and the facts the mirror gathered
+(timeouts are the candidate's answer, the dry-run proof outcome is `unproven`); nothing changes
+them afterwards.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from harness.diff.paths import generalize
 from harness.diff.tree import compare_json
 from harness.judge.noise import NoiseModel
 from harness.judge.volatile import is_volatile
-from harness.model import Body, Difference, Exchange, Response, Severity, Verdict
+from harness.model import Body, Difference, Exchange, Kind, Response, Severity, Verdict
 from harness.routes import Route
 
 # The generic comparator (numpy and deepdiff with it) is imported with the engine, not on the
@@ -52,49 +58,52 @@ class Engine:
         exchange.comparator = exchange.comparator or route.comparator
         return route
 
-    def judge(self, exchange: Exchange, route: Route | None = None) -> Exchange:
+    def judge(self, exchange: Exchange, route: Route | None = None, *,
+              unproven: str | None = None) -> Exchange:
         """Set `exchange`'s differences, verdict and reason, and learn from it; returns it.
-        `route` overrides the route table's (as `parity compare` does with its options)."""
+        `route` overrides the route table's (as `parity compare` does with its options).
+        `unproven`: why the candidate did not prove the dry run of a dry-run mirror (the
+        mirror's second check, see `harness.mirror.step`); None when it did or owed none."""
         if route is None:
             route = self.route_of(exchange)
         else:
             exchange.route = exchange.route or route.name
             exchange.group = exchange.group or route.group
             exchange.comparator = exchange.comparator or route.comparator
-        exchange.differences = []
-        exchange.reason = None
+        verdict, reason, differences = self._judgement(exchange, route)
+        if unproven is not None:
+            # Never explained away, never untestable: a real order may have been placed.
+            breach = dry_run_breach(route, unproven)
+            differences = [d for d in differences if d.path != breach.path] + [breach]
+            verdict = Verdict.MISMATCH
+        exchange.differences, exchange.verdict, exchange.reason = differences, verdict, reason
+        return exchange
+
+    def _judgement(self, exchange: Exchange,
+                   route: Route) -> tuple[Verdict, str | None, list[Difference]]:
+        """The verdict, reason and differences of `exchange`'s answers (learning the noise)."""
         if exchange.mirror.startswith("skipped"):
-            exchange.verdict = Verdict.SKIPPED
-            exchange.reason = exchange.mirror.partition(":")[2] or "not mirrored"
-            return exchange
+            return Verdict.SKIPPED, exchange.mirror.partition(":")[2] or "not mirrored", []
         candidate = exchange.candidate
         if candidate is None or candidate.error:
-            exchange.verdict = Verdict.CANDIDATE_ERROR
-            exchange.reason = candidate.error if candidate else "no candidate answer"
-            return exchange
+            return (Verdict.CANDIDATE_ERROR,
+                    candidate.error if candidate else "no candidate answer", [])
         if exchange.primary.error:
-            exchange.verdict = Verdict.INCOMPARABLE
-            exchange.reason = f"primary failed: {exchange.primary.error}"
-            return exchange
+            return Verdict.INCOMPARABLE, f"primary failed: {exchange.primary.error}", []
         answers = _Answers(exchange.primary)
         try:
             differences = self._diff(exchange.comparator, answers, candidate, route)
         except Incomparable as exc:
-            exchange.verdict, exchange.reason = Verdict.INCOMPARABLE, str(exc)
-            return exchange
+            return Verdict.INCOMPARABLE, str(exc), []
         except Exception as exc:  # a comparator bug must not lose the exchange
-            exchange.verdict = Verdict.INCOMPARABLE
-            exchange.reason = (
-                f"comparator {exchange.comparator} failed: {type(exc).__name__}: {exc}"
-            )
-            return exchange
+            return (Verdict.INCOMPARABLE,
+                    f"comparator {exchange.comparator} failed: {type(exc).__name__}: {exc}", [])
         secondary = self._secondary(exchange, answers, route)
-        exchange.differences = differences
         untestable = self._mark_noise(exchange, route, differences, secondary)
-        exchange.verdict, exchange.reason = _verdict(differences, untestable)
         if split := _status_split(exchange):
-            exchange.verdict, exchange.reason = Verdict.UNTESTABLE, split
-        return exchange
+            return Verdict.UNTESTABLE, split, differences
+        verdict, reason = _verdict(differences, untestable)
+        return verdict, reason, differences
 
     # --- diff --------------------------------------------------------------------------------
 
@@ -115,8 +124,10 @@ class Engine:
         if (same_body and primary.status == other.status and route.dry_run is None
                 and comparator_registry.identical_is_match(compare, route.options)):
             # Fast path: identical bodies need no parsing; the comparator judges the headers
-            # alone (cookies, its ignore globs). Not on a route owing a dry-run proof, nor for
-            # a comparator that reads the body even when identical (a required proof, keys).
+            # alone (cookies, its ignore globs). Not on a route whose answers carry a dry-run
+            # proof (its comparator sees every order it is given), nor for a comparator that
+            # reads the body even when identical (keys). The proof itself is the mirror's second
+            # check, given to `judge` as `unproven`.
             return compare(answers.headers_only(), _headers_only(other), route.options)
         return compare(answers.lifted(), answers.lift_other(other), route.options)
 
@@ -245,6 +256,23 @@ def _status_split(exchange: Exchange) -> str | None:
         f"{secondary.status}; candidate {candidate.status}): replay it when they agree, or find "
         "what makes the primary's answer differ (state, timing)"
     )
+
+
+def dry_run_breach(route: Route, why: str) -> Difference:
+    """The critical finding of a candidate that did not prove the dry run it owed (`why`), at
+    what the route declares as the proof: its answer's `dry_run.proof_path`, else its
+    precondition's path."""
+    if route.dry_run is not None:
+        path, wanted = route.dry_run.proof_path, route.dry_run.proof_value
+    elif route.precondition is not None:
+        path, wanted = route.precondition.path, route.precondition.expect
+    else:
+        path, wanted = "", None
+    return Difference(
+        path, Kind.CHANGED, wanted, None,
+        f"candidate did not prove the dry run ({why}): a real order may have been placed on the "
+        "candidate; mirroring of this route is stopped",
+        Severity.CRITICAL)
 
 
 def _verdict(differences: list[Difference], untestable: set[str]) -> tuple[Verdict, str | None]:

@@ -5,5 +5,6 @@
     preconditions.py the proof a side must give before an unsafe request reaches it
     correlation.py  ids and tokens minted differently per side, paired and substituted
     transport.py    the HTTP client and what is unsendable
-    step.py         the mirror step: policy → send → judge, for the shadow workers and the replay
+    step.py         the mirror step: policy → proofs → send → second check → judge (once), for
+                    the shadow workers and the replay
 """

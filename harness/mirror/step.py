@@ -1,7 +1,8 @@
 """One mirrored exchange, as the shadow worker and the replay both do it: prove each side's
 precondition (an unsafe request goes only to sides that proved it), translate identifiers, send
-to the candidate (and secondary), judge, let answers settle, check the dry-run proof, learn
-correlations. Transport failures become `candidate-error` verdicts, never exceptions."""
+to the candidate (and secondary), check the dry-run proof, judge once (the engine), learn
+correlations, let answers settle. Transport failures and timeouts become `candidate-error`
+verdicts, never exceptions."""
 
 from __future__ import annotations
 
@@ -15,17 +16,9 @@ from harness.mirror.correlation import Correlator
 from harness.mirror.policy import MirrorPolicy
 from harness.mirror.preconditions import Preconditions
 from harness.mirror.transport import Client, send, unsendable
-from harness.model import (
-    SAFE_METHODS,
-    Difference,
-    Exchange,
-    Kind,
-    Request,
-    Response,
-    Severity,
-    Verdict,
-)
+from harness.model import SAFE_METHODS, Exchange, Request, Response, Verdict
 from harness.routes import Route
+from harness.settings import SHADOW_DEFAULTS
 
 UNSETTLED = (Verdict.MISMATCH, Verdict.UNTESTABLE)
 
@@ -39,7 +32,7 @@ class Mirror:
     policy: MirrorPolicy
     candidate_url: str
     secondary_url: str | None = None
-    timeout_s: float = 5.0
+    timeout_s: float = SHADOW_DEFAULTS.timeout_s
     correlators: dict[str, Correlator] = field(
         default_factory=lambda: {"candidate": Correlator(), "secondary": Correlator()}
     )
@@ -57,32 +50,50 @@ class Mirror:
         return answers[0], answers[1] if len(answers) > 1 else None
 
     async def run(self, exchange: Exchange, route: Route, *,
-                  secondary_recorded: Response | None = None, settle: bool = True) -> Exchange:
-        """Mirror `exchange` (whose primary answer is known) and judge it. With `settle`, an
-        answer the candidate has not finished (see `unfinished`) is asked again here; without,
-        the caller may `settle` it later, beside the client's lane."""
+                  secondary_recorded: Response | None = None, settle: bool = True,
+                  deadline_s: float | None = None) -> Exchange:
+        """Mirror `exchange` (whose primary answer is known) and judge it, once, from what was
+        gathered: the answers and the dry-run proof. Past `deadline_s` (the whole mirror: the
+        precondition proofs, the answers, the second check) the candidate's answer is that
+        timeout. With `settle`, an answer the candidate has not finished (see `unfinished`) is
+        asked again here; without, the caller may `settle` it later, beside the client's lane."""
+        unproven = None
+        try:
+            async with asyncio.timeout(deadline_s):
+                unproven = await self._gather(exchange, route, secondary_recorded)
+        except TimeoutError:
+            if deadline_s is None:
+                raise
+            exchange.candidate = Response(error=f"timeout after {deadline_s:g}s (whole mirror)")
+        self.engine.judge(exchange, route, unproven=unproven)
+        if exchange.mirror.startswith("skipped"):
+            return exchange
+        self._learn(route, exchange)
+        if settle and self.unfinished(route, exchange):
+            await self.settle(exchange, route, secondary_recorded=secondary_recorded)
+        return exchange
+
+    async def _gather(self, exchange: Exchange, route: Route,
+                      secondary_recorded: Response | None) -> str | None:
+        """Decide, prove the sides, send: set `exchange`'s mirror label and answers. Returns why
+        the candidate did not prove the dry run it owed (None: it did, or owed none)."""
         decision = self.policy.decide(route, exchange.request)
         exchange.mirror = decision.label
-        if not decision.skipped and (problem := unsendable(decision.request)):
+        request = decision.request  # None: skipped
+        if request is not None and (problem := unsendable(request)):
             exchange.mirror = f"skipped:{problem}"
         secondary_unproven = None
         if not exchange.mirror.startswith("skipped"):
             unproven, secondary_unproven = await self._prove_sides(route, exchange.request)
             if unproven:
                 exchange.mirror = f"skipped:{unproven}"
-        if exchange.mirror.startswith("skipped"):
-            return self.engine.judge(exchange, route)
+        if request is None or exchange.mirror.startswith("skipped"):
+            return None
         if secondary_unproven:  # recorded as the secondary's answer: it teaches nothing
             secondary_recorded = Response(error=secondary_unproven)
-        exchange.candidate, secondary = await self._answers(decision.request,
-                                                            not secondary_unproven)
+        exchange.candidate, secondary = await self._answers(request, not secondary_unproven)
         exchange.secondary = secondary or secondary_recorded
-        self.engine.judge(exchange, route)
-        self._learn(route, exchange)
-        await self._check_dry_run(route, exchange, secondary_sent=not secondary_unproven)
-        if settle and self.unfinished(route, exchange):
-            await self.settle(exchange, route, secondary_recorded=secondary_recorded)
-        return exchange
+        return await self._check_dry_run(route, exchange, secondary_sent=not secondary_unproven)
 
     def unfinished(self, route: Route, exchange: Exchange) -> bool:
         """Whether asking again can change `exchange`'s verdict: a safe request on a route with
@@ -137,19 +148,19 @@ class Mirror:
         return None, reasons[1] if len(reasons) > 1 else None
 
     async def _check_dry_run(self, route: Route, exchange: Exchange, *,
-                             secondary_sent: bool) -> None:
+                             secondary_sent: bool) -> str | None:
         """The second check after a dry-run mirror: each answer proves the dry run (the route's
         `dry_run` proof), or, for a route that declares none, the side still proves its
         precondition right after answering (its dry-run switch was on while it took the order: the
-        real trade service answers a dry run like any order). A breach trips the breaker."""
+        real trade service answers a dry run like any order). A breach trips the breaker; the
+        candidate's is returned for the judge (None: no breach)."""
         if exchange.mirror != "dry-run":
-            return
+            return None
         sent = exchange.secondary if self.secondary_url and secondary_sent else None
         if route.dry_run is not None:
             breaches = ["answer does not prove the dry run"
                         if self._breach(route, exchange.primary, answer) else None
                         for answer in (exchange.candidate, sent)]
-            path, wanted = route.dry_run.proof_path, route.dry_run.proof_value
         elif route.precondition is not None:
             unmet = await asyncio.gather(
                 self._still_proven(route, exchange.primary, exchange.candidate,
@@ -157,21 +168,14 @@ class Mirror:
                 self._still_proven(route, exchange.primary, sent, self.secondary_url))
             breaches = [why and f"precondition failed right after the answer ({why})"
                         for why in unmet]
-            path, wanted = route.precondition.path, route.precondition.expect
         else:
-            return
+            return None
         candidate_breach, secondary_breach = breaches
         if secondary_breach:
             self.policy.trip(route.name, f"the secondary's {secondary_breach}")
-        if not candidate_breach:
-            return
-        self.policy.trip(route.name, f"the candidate's {candidate_breach}")
-        exchange.verdict = Verdict.MISMATCH
-        exchange.differences.append(Difference(
-            path, Kind.CHANGED, wanted, None,
-            f"candidate did not prove the dry run ({candidate_breach}): a real order may have "
-            "been placed on the candidate; mirroring of this route is stopped",
-            Severity.CRITICAL))
+        if candidate_breach:
+            self.policy.trip(route.name, f"the candidate's {candidate_breach}")
+        return candidate_breach
 
     async def _still_proven(self, route: Route, primary: Response, answer: Response | None,
                             base_url: str | None) -> str | None:

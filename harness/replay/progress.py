@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from types import TracebackType
 
 from rich.progress import (
     BarColumn,
@@ -76,12 +75,7 @@ class ReplayProgress:
             flush=True,
         )
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done, rate=self.rate(
                 time.perf_counter()), mismatches=self.mismatches)

@@ -31,14 +31,20 @@ import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from mitmproxy import ctx, exceptions, http
 
-from harness.config import DRAIN_S
 from harness.files import write_atomically
 from harness.mirror.policy import breaker_file
+from harness.settings import (
+    SHADOW_DEFAULTS,
+    SettingError,
+    ShadowSettings,
+    ShadowTargets,
+    all_declared,
+    from_options,
+)
 from harness.shadow import counters as c
 from harness.shadow.capture import capture, client_address
 from harness.shadow.counters import Counters
@@ -50,34 +56,13 @@ log = logging.getLogger("parity.shadow")
 LOG_EVERY_S = 10.0
 SUPERVISE_EVERY_S = 1.0
 COUNTERS_PREFIX = "shadow-counters-"  # <prefix><UTC yyyymmddTHHMMSS>-<pid>.json
+OPTIONS = tuple(item for item in all_declared() if item.option)
 
 
 def write_counters(path: Path, data: dict) -> None:
     """Write `data` as JSON to `path` atomically, so a reader never sees half a file. Raises
     OSError (disk full...)."""
     write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-
-
-def check_url(option: str, value: str) -> None:
-    """OptionsError unless `value` is empty or an http(s) URL with a host."""
-    if not value:
-        return
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise exceptions.OptionsError(
-            f"{option}: {value!r} is not an http(s) URL such as http://host:8000")
-
-
-def check_number(option: str, value: str, low: float, high: float | None = None) -> float:
-    """`value` as a float within [low, high]; OptionsError naming the option otherwise."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise exceptions.OptionsError(f"{option}: {value!r} is not a number") from None
-    if number < low or (high is not None and number > high):
-        bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
-        raise exceptions.OptionsError(f"{option}: must be {bounds}, got {value}")
-    return number
 
 
 def client_of(flow: http.HTTPFlow) -> str:
@@ -101,71 +86,23 @@ class ShadowAddon:
         self._counters_written: dict[str, int] | None = None
         self._counters_failed = False
         self.metrics: Any = None  # harness.metrics.shadow.ShadowMetrics with parity_metrics
+        self._drain_s = SHADOW_DEFAULTS.drain_s
 
     def load(self, loader) -> None:
-        loader.add_option("parity_candidate", str, "",
-                          "Base URL of the candidate (native) environment mirrors are sent to, "
-                          "e.g. http://native:8000. Required.")
-        loader.add_option("parity_secondary", str, "",
-                          "Base URL of a second Docker copy of production, to learn what is "
-                          "noise (optional).")
-        loader.add_option("parity_config", str, "",
-                          "parity.toml with routes, mirror policies and gates; the Cryptobot "
-                          "defaults when empty.")
-        loader.add_option("parity_recordings", str, "recordings",
-                          "Directory where exchanges are recorded (redacted JSONL segments).")
-        loader.add_option("parity_sample", str, "1.0",
-                          "Share of clients whose requests are mirrored, between 0 and 1 (all "
-                          "of a client's requests or none, so stateful flows stay whole).")
-        loader.add_option("parity_timeout", str, "5.0",
-                          "Seconds one mirrored request may take on the candidate.")
-        loader.add_option("parity_queue_size", int, 10_000,
-                          "Exchanges a worker holds at most; beyond, mirrors are dropped and "
-                          "counted (production is never slowed down).")
-        loader.add_option("parity_max_inflight", int, 128,
-                          "Mirrors a worker sends at once at most.")
-        loader.add_option("parity_workers", int, 1,
-                          "Mirror worker processes (requests of one client stay on one worker).")
-        loader.add_option("parity_drain", str, f"{DRAIN_S:g}",
-                          "Seconds the workers get at exit to finish the mirrors they hold.")
-        loader.add_option("parity_worker_nice", int, 10,
-                          "CPU niceness added to the workers, so the proxy wins when CPU is "
-                          "short.")
-        loader.add_option("parity_worker_idle", bool, True,
-                          "Run the workers in Linux's SCHED_IDLE class: they only get CPU time "
-                          "nothing else wants, so when CPU is short mirrors are dropped (and "
-                          "counted), never production slowed. Off: niceness alone.")
-        loader.add_option("parity_insecure", bool, False,
-                          "Do not verify the candidate's and secondary's TLS certificates (test "
-                          "setups only).")
-        loader.add_option("parity_ca_bundle", str, "",
-                          "CA bundle (PEM) to verify the candidate's and secondary's "
-                          "certificates; the system's CAs when empty.")
-        loader.add_option("parity_metrics", str, "",
-                          "HOST:PORT where /metrics (Prometheus) is served, on a listener of "
-                          "its own; off when empty.")
+        # One option per declared setting that has one (harness.settings).
+        for item in OPTIONS:
+            loader.add_option(item.option, item.option_type, item.option_default, item.help)
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
-        for name in ("parity_candidate", "parity_secondary"):
-            if name in updated:
-                check_url(name, getattr(opts, name))
+        for item in OPTIONS:
+            if item.option in updated:
+                try:
+                    item.parse(getattr(opts, item.option))
+                except SettingError as exc:
+                    raise exceptions.OptionsError(f"{item.option}: {exc}") from None
         if "parity_sample" in updated:
-            self.sample = check_number("parity_sample", opts.parity_sample, 0.0, 1.0)
-        if "parity_timeout" in updated:
-            check_number("parity_timeout", opts.parity_timeout, 0.001)
-        if "parity_drain" in updated:
-            check_number("parity_drain", opts.parity_drain, 0.0)
-        for name in ("parity_queue_size", "parity_max_inflight", "parity_workers"):
-            if name in updated and getattr(opts, name) < 1:
-                raise exceptions.OptionsError(f"{name}: must be at least 1, got "
-                                              f"{getattr(opts, name)}")
-        if "parity_worker_nice" in updated and not 0 <= opts.parity_worker_nice <= 19:
-            raise exceptions.OptionsError("parity_worker_nice: must be between 0 and 19")
-        if "parity_ca_bundle" in updated and opts.parity_ca_bundle \
-                and not os.path.isfile(opts.parity_ca_bundle):
-            raise exceptions.OptionsError(
-                f"parity_ca_bundle: {opts.parity_ca_bundle!r} is not a file")
+            self.sample = float(opts.parity_sample)
         if "parity_config" in updated and opts.parity_config:
             from harness.config import load_config
             from harness.errors import ConfigError
@@ -201,31 +138,24 @@ class ShadowAddon:
         self._started_at = now.isoformat(timespec="seconds")
         self.counters_path = Path(opts.parity_recordings) / (
             f"{COUNTERS_PREFIX}{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json")
-        settings = WorkerSettings(
-            candidate=opts.parity_candidate.rstrip("/"),
-            secondary=opts.parity_secondary.rstrip("/") or None,
-            config_path=opts.parity_config or None,
-            recordings=opts.parity_recordings,
-            timeout_s=float(opts.parity_timeout),
-            queue_size=opts.parity_queue_size,
-            max_inflight=opts.parity_max_inflight,
-            verify=not opts.parity_insecure,
-            ca_bundle=opts.parity_ca_bundle or None,
+        targets = from_options(ShadowTargets, lambda option: getattr(opts, option))
+        shadow = from_options(ShadowSettings, lambda option: getattr(opts, option))
+        settings = WorkerSettings.derived(
+            targets, shadow,
             # Shared with the replay and pytest on these recordings.
-            breakers=str(file) if (file := breaker_file(opts.parity_recordings)) else None,
-            nice=opts.parity_worker_nice,
-            idle=opts.parity_worker_idle,
+            breakers=str(file) if (file := breaker_file(targets.recordings)) else None,
             metrics_dir=str(self.metrics.directory) if self.metrics else None,
         )
         if self.metrics is not None:
             self.metrics.watch_breakers(settings.breakers)
-        self.pool = WorkerPool(settings, opts.parity_workers, self.counters)
+        self.pool = WorkerPool(settings, shadow.workers, self.counters)
         self.pool.start()
+        self._drain_s = shadow.drain_s
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
-        log.info("shadow: mirroring to %s%s with %d worker(s), sample %g, timeout %ss",
+        log.info("shadow: mirroring to %s%s with %d worker(s), sample %g, timeout %gs",
                  settings.candidate,
                  f" (secondary {settings.secondary})" if settings.secondary else "",
-                 opts.parity_workers, self.sample, opts.parity_timeout)
+                 shadow.workers, shadow.sample, shadow.timeout_s)
 
     def _start_metrics(self, listen: str) -> None:
         """Serve /metrics on `listen` (see harness.metrics.shadow) from now on, so a bad or
@@ -319,7 +249,7 @@ class ShadowAddon:
         if self._watcher is not None:
             self._watcher.cancel()
         if pool is not None:
-            await pool.stop(float(ctx.options.parity_drain))
+            await pool.stop(self._drain_s)
             self._save_counters(final=True)
             log.info("%s (final)", self.counters.summary())
         if self.metrics is not None:

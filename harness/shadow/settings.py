@@ -1,11 +1,15 @@
 """What a mirror worker process is told when it starts (kept apart from the worker so the proxy
-does not import the comparison machinery)."""
+does not import the comparison machinery). Derived from the declared settings
+(`harness.settings`): the defaults are theirs, `derived` fills it from resolved values."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import orjson
+
+from harness.settings import SHADOW_DEFAULTS, ShadowSettings, ShadowTargets
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,17 +19,38 @@ class WorkerSettings:
     candidate: str
     secondary: str | None = None
     config_path: str | None = None
-    recordings: str = "recordings"
-    timeout_s: float = 5.0
-    queue_size: int = 10_000
-    max_inflight: int = 128
-    verify: bool = True
+    recordings: str = ShadowTargets().recordings
+    timeout_s: float = SHADOW_DEFAULTS.timeout_s
+    queue_size: int = SHADOW_DEFAULTS.queue_size
+    max_inflight: int = SHADOW_DEFAULTS.max_inflight
+    verify: bool = not ShadowTargets().insecure
     ca_bundle: str | None = None
     breakers: str | None = None  # the breaker file shared by the proxy's workers
-    nice: int = 10  # below the proxy's CPU priority: production wins when CPU is short
-    idle: bool = True  # SCHED_IDLE: CPU only when nothing else wants it (Linux)
+    # Below the proxy's CPU priority: production wins when CPU is short.
+    worker_nice: int = SHADOW_DEFAULTS.worker_nice
+    worker_idle: bool = SHADOW_DEFAULTS.worker_idle  # SCHED_IDLE: CPU nothing else wants
     name: str = "w1"
     metrics_dir: str | None = None  # prometheus_client multiprocess directory (--metrics)
+
+    @classmethod
+    def derived(cls, targets: ShadowTargets, shadow: ShadowSettings,
+                **more: Any) -> WorkerSettings:
+        """The settings of the workers of a proxy run with `targets` and `shadow`; `more` sets
+        the worker-only fields (breakers, metrics_dir, name)."""
+        return cls(
+            candidate=targets.candidate,
+            secondary=targets.secondary or None,
+            config_path=targets.config or None,
+            recordings=targets.recordings,
+            timeout_s=shadow.timeout_s,
+            queue_size=shadow.queue_size,
+            max_inflight=shadow.max_inflight,
+            verify=not targets.insecure,
+            ca_bundle=targets.ca_bundle or None,
+            worker_nice=shadow.worker_nice,
+            worker_idle=shadow.worker_idle,
+            **more,
+        )
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()

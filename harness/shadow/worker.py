@@ -35,7 +35,7 @@ import orjson
 from harness.loop import run_async
 from harness.mirror.correlation import Correlator
 from harness.mirror.policy import Breakers, MirrorPolicy
-from harness.model import SAFE_METHODS, Exchange, Response
+from harness.model import SAFE_METHODS, Exchange
 from harness.shadow import counters as c
 from harness.shadow.capture import Captured, to_exchange
 from harness.shadow.channel import FrameReader
@@ -319,15 +319,10 @@ class MirrorWorker:
                 self._release(size)
 
     async def _mirror_first(self, exchange: Exchange) -> Any:
-        """Send `exchange` once and judge it; returns its route."""
+        """Send `exchange` once and judge it (within the whole mirror's deadline); returns its
+        route."""
         route = self.engine.route_of(exchange)
-        deadline = self._deadline()
-        try:
-            async with asyncio.timeout(deadline):
-                await self._mirror.run(exchange, route, settle=False)
-        except TimeoutError:
-            exchange.candidate = Response(error=f"timeout after {deadline:g}s (whole mirror)")
-            self.engine.judge(exchange, route)
+        await self._mirror.run(exchange, route, settle=False, deadline_s=self._deadline())
         return route
 
     async def _settle(self, exchange: Exchange, route: Any) -> None:
@@ -456,8 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     # must not cut the worker off before it has drained.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
-        os.nice(settings.nice)
-    if settings.idle and hasattr(os, "SCHED_IDLE"):
+        os.nice(settings.worker_nice)
+    if settings.worker_idle and hasattr(os, "SCHED_IDLE"):
         # Measured: with niceness alone a slow candidate still cost the proxy's p99 about 6 %
         # on a 2-core machine; under SCHED_IDLE the difference is within noise.
         with contextlib.suppress(OSError):

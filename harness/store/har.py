@@ -48,12 +48,8 @@ def _put_body(body: Body, target: dict[str, Any]) -> None:
     elif body.b64 is not None:
         target["text"] = body.b64
         target["encoding"] = "base64"
-    if body.sha256:
-        target["_sha256"] = body.sha256
-    if body.truncated:
-        target["_truncated"] = True
-    if body.decode_error:
-        target["_decode_error"] = body.decode_error
+    target.update({f"_{name}": value for name, value in body.to_dict().items()
+                   if name in ("sha256", "truncated", "decode_error")})
 
 
 def _har_content(body: Body, headers: list[tuple[str, str]]) -> dict[str, Any]:
