@@ -344,11 +344,14 @@ def _numeric_mismatches(
     """For each pair of equally long numeric columns (nulls allowed), how many points are
     outside its tolerance, the first of them, and what the deviations were; all columns in one
     numpy comparison."""
-    import numpy as np
-
     rows, size = len(columns), len(columns[0][0])
     if not size:
         return [(0, 0, "")] * rows
+    if rows * size <= _FEW_POINTS:
+        few = _mismatches_few(columns, rtols, atols)
+        if few is not None:
+            return few
+    import numpy as np
 
     def array(values: Iterable[Sequence[Any]]) -> np.ndarray:
         # fromiter reads the numbers several times faster than np.array reads nested sequences,
@@ -391,6 +394,67 @@ def _numeric_mismatches(
     return out
 
 
+
+# Columns up to this many points in all are compared without numpy: its fixed cost (some 30 µs)
+# is more than Python's per point (under 1 µs) up to about there.
+_FEW_POINTS = 48
+
+
+def _mismatches_few(
+    columns: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+    rtols: Sequence[float],
+    atols: Sequence[float],
+) -> list[tuple[int, int, str]] | None:
+    """`_numeric_mismatches` point by point in Python floats, the same IEEE operations numpy does
+    (its per-call cost dominates on a few dozen points); None for an integer past float range."""
+    out = []
+    for (primary, candidate), rtol, atol in zip(columns, rtols, atols, strict=True):
+        try:
+            p = [math.nan if v is None else float(v) for v in primary]
+            c = [math.nan if v is None else float(v) for v in candidate]
+        except OverflowError:
+            return None
+        rtol, atol = float(rtol), float(atol)
+        skip_equal = rtol >= 0 and atol >= 0  # equal points then are never outside tolerance
+        count, first = 0, -1
+        rels: list[float] = []
+        deviations: list[float] = []
+        for k, (a, b) in enumerate(zip(p, c, strict=True)):
+            if a == b and skip_equal:  # equal infinities too (numpy: NaN deviation, not bad)
+                continue
+            deviation = abs(a - b)
+            abs_a, abs_b = abs(a), abs(b)
+            # np.maximum: NaN when either is NaN
+            scale = abs_a if abs_a != abs_a or abs_a >= abs_b else abs_b
+            if abs_b != abs_b:
+                scale = abs_b
+            bad = deviation > atol + rtol * scale
+            both = bad
+            if deviation != deviation:
+                a_nan, b_nan = a != a, b != b
+                bad = bad or a_nan != b_nan
+                both = bad and not (a_nan or b_nan)
+            if not bad:
+                continue
+            count += 1
+            if first < 0:
+                first = k
+            if both:
+                rels.append(deviation / (scale if scale > 0 else 1.0))
+                deviations.append(deviation)
+        if rels:
+            stats = f"max rel {_nan_max(rels):.1e}, max abs {_nan_max(deviations):.3g}"
+        else:
+            stats = "null against a number"
+        out.append((count, max(first, 0), stats))
+    return out
+
+
+def _nan_max(values: list[float]) -> float:
+    """The largest value, NaN when any is NaN (as numpy's max)."""
+    return math.nan if any(v != v for v in values) else max(values)
+
+
 def compare_columns(
     field_path: Callable[[int, str], str],
     pairs: Sequence[tuple[int, int]],
@@ -410,14 +474,50 @@ def compare_columns(
     """
     if not pairs:
         return []
-    found: dict[str, Difference | None] = {}
     fields = list(fields)
     p_positions, c_positions = zip(*pairs, strict=True)
-    positions = list(p_positions)
     p_rows = _rows_at(primary_rows, p_positions)
     c_rows = _rows_at(candidate_rows, c_positions)
     # Rows that all have every field (the usual table): the columns in one C-level transpose.
     p_table, c_table = _columns_of(p_rows, fields), _columns_of(c_rows, fields)
+    return _compare_aligned(field_path, list(p_positions), fields, p_table, c_table, p_rows,
+                            c_rows, options, noun=noun, label=label)
+
+
+def compare_column_table(
+    field_path: Callable[[int, str], str],
+    positions: Sequence[int],
+    fields: Sequence[str],
+    p_table: Sequence[Sequence[Any]],
+    c_table: Sequence[Sequence[Any]],
+    options: CompareOptions,
+    *,
+    noun: str,
+    label: Callable[[str], str] = str,
+) -> list[Difference]:
+    """`compare_columns` of tables already read column by column and aligned: `p_table[k]` and
+    `c_table[k]` hold field `fields[k]` of the aligned rows, `positions` the primary's index of
+    each (not empty)."""
+    return _compare_aligned(field_path, positions, list(fields), p_table, c_table, (), (),
+                            options, noun=noun, label=label)
+
+
+def _compare_aligned(
+    field_path: Callable[[int, str], str],
+    positions: Sequence[int],
+    fields: list[str],
+    p_table: Sequence[Sequence[Any]] | None,
+    c_table: Sequence[Sequence[Any]] | None,
+    p_rows: Sequence[Mapping[str, Any]],
+    c_rows: Sequence[Mapping[str, Any]],
+    options: CompareOptions,
+    *,
+    noun: str,
+    label: Callable[[str], str],
+) -> list[Difference]:
+    """`compare_columns` from the aligned rows' columns when every row has every field, else
+    from the rows."""
+    found: dict[str, Difference | None] = {}
     numeric: list[tuple[str, Sequence[Any], Sequence[Any], float, float]] = []
     for k, name in enumerate(fields):
         if p_table is not None and c_table is not None:
