@@ -21,7 +21,6 @@ walk-forward answers, recognised by their shape, not their route.
 from __future__ import annotations
 
 import json
-import operator
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from harness.diff.values import (
     as_number,
     best_shift,
     column_difference,
+    columns_if_same_members,
     compare_answers,
     compare_column_table,
     compare_columns,
@@ -339,7 +339,7 @@ def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
     if time_field is None:
         return None
-    same_members = _columns_if_same_members(items)
+    same_members = columns_if_same_members(items)
     if same_members is None:
         return "points" if all(_is_point(v, time_field) for v in items) else None
     if all(numbers_or_nulls(column) for name, column in same_members.items()
@@ -347,23 +347,6 @@ def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
         return same_members
     return None
 
-
-
-def _columns_if_same_members(items: list[dict]) -> dict[str, list] | None:
-    """The members' values column by column when every item has the same members, else None."""
-    first = items[0]
-    if set(map(len, items)) != {len(first)}:
-        return None
-    if not first:
-        return {}
-    names = list(first)
-    try:  # same number of members and every name present: the same members
-        table = list(map(operator.itemgetter(*names), items))
-    except KeyError:
-        return None
-    if len(names) == 1:
-        return {names[0]: table}
-    return dict(zip(names, zip(*table, strict=True), strict=True))
 
 
 _PLAIN = frozenset({int, float, type(None)})
@@ -435,8 +418,8 @@ class TradeTable:
         assert time_field is not None
         # The usual tables (every trade of both lists with the same members) are read column by
         # column once; the keys, the shift vote, the moved times and the comparison use those.
-        p_table = _columns_if_same_members(p) if p and c else None
-        c_table = _columns_if_same_members(c) if p_table is not None else None
+        p_table = columns_if_same_members(p) if p and c else None
+        c_table = columns_if_same_members(c) if p_table is not None else None
         if p_table is None or c_table is None or p_table.keys() != c_table.keys():
             p_table = c_table = None
             p_cols, c_cols = _RowColumns(p), _RowColumns(c)

@@ -553,6 +553,23 @@ def _compare_aligned(
     return [d for d in found.values() if d is not None]
 
 
+def columns_if_same_members(items: list[dict]) -> dict[str, list] | None:
+    """The members' values column by column when every item has the same members, else None."""
+    first = items[0]
+    if set(map(len, items)) != {len(first)}:
+        return None
+    if not first:
+        return {}
+    names = list(first)
+    try:  # same number of members and every name present: the same members
+        if len(names) <= 4:  # a few long columns: read one by one, faster than a transpose
+            return {name: list(map(operator.itemgetter(name), items)) for name in names}
+        table = list(map(operator.itemgetter(*names), items))
+    except KeyError:
+        return None
+    return dict(zip(names, zip(*table, strict=True), strict=True))
+
+
 def _rows_at(rows: Sequence[Mapping[str, Any]], at: tuple[int, ...]) -> Sequence[Mapping[str, Any]]:
     """The rows at positions `at` (all of them, in order, without copying when that is all)."""
     if len(at) == len(rows) and at == tuple(range(len(rows))):
@@ -695,9 +712,15 @@ def best_shift(
         return None
     p_probe = p_sorted[:probe] + p_sorted[-probe:]
     c_probe = c_sorted[:probe] + c_sorted[-probe:]
-    shifts = {c - p for p in p_probe for c in c_probe} - {0}
-    if scoring is not None:
-        shifts &= set(scoring)
+    voted = None if scoring is None else set(scoring)
+    if voted is not None and len(voted) < len(c_probe):
+        # few shifts with votes: each checked against the probes (not every probe pair made)
+        c_probed = set(c_probe)
+        shifts = {s for s in voted if s and any(p + s in c_probed for p in p_probe)}
+    else:
+        shifts = {c - p for p in p_probe for c in c_probe} - {0}
+        if voted is not None:
+            shifts &= voted
     baseline = score(0)
     needed = max(baseline + 1, (min(len(p_sorted), len(c_sorted)) + 1) // 2)
     best: tuple[int, int] | None = None
@@ -719,10 +742,13 @@ def near_pairs(
 
     if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:  # no useful window: every pair
         return [(i, j) for i in range(len(primary)) for j in range(len(candidate))]
-    if len(primary) <= _FEW and len(candidate) <= _FEW:
-        few = _near_pairs_few(primary, candidate, rtol, atol)
-        if few is not None:
-            return few
+    floats = _finite_floats(primary, candidate)
+    if floats is not None:
+        exact = _equal_pairs(*floats, rtol, atol)
+        if exact is not None:
+            return exact
+        if len(primary) <= _FEW and len(candidate) <= _FEW:
+            return _near_pairs_few(*floats, rtol, atol)
     p, p_odd = _finite_array(primary)
     c, c_odd = _finite_array(candidate)
     odd_c = np.flatnonzero(c_odd).tolist()
@@ -754,13 +780,10 @@ def near_pairs(
 _FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
 
 
-def _near_pairs_few(
-    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
-) -> list[tuple[int, int]] | None:
-    """`near_pairs` of short lists of finite numbers, in the same order (each primary value's
-    window over the candidate's values in ascending order); None for anything else."""
-    import bisect
-
+def _finite_floats(primary: Sequence[Any],
+                   candidate: Sequence[Any]) -> tuple[list[float], list[float]] | None:
+    """Both lists as floats when every value is a finite number of float range (not a bool),
+    else None."""
     if not set(map(type, primary)) | set(map(type, candidate)) <= {int, float}:
         return None
     try:
@@ -769,6 +792,15 @@ def _near_pairs_few(
         return None
     if not (all(map(math.isfinite, p)) and all(map(math.isfinite, c))):
         return None
+    return p, c
+
+
+def _near_pairs_few(p: list[float], c: list[float], rtol: float,
+                    atol: float) -> list[tuple[int, int]]:
+    """`near_pairs` of short lists of finite floats, in the same order (each primary value's
+    window over the candidate's values in ascending order), without numpy."""
+    import bisect
+
     order = sorted(range(len(c)), key=c.__getitem__)
     keys = list(map(c.__getitem__, order))
     pairs: list[tuple[int, int]] = []
@@ -779,6 +811,28 @@ def _near_pairs_few(
         high = bisect.bisect_right(keys, value + reach, low)
         if high > low:
             pairs += ((i, j) for j in order[low:high])
+    return pairs
+
+
+def _equal_pairs(p: list[float], c: list[float], rtol: float,
+                 atol: float) -> list[tuple[int, int]] | None:
+    """`near_pairs` of finite floats when no two distinct values of both lists are within four
+    windows of each other (prices a tick apart, not a rounding apart): each window then holds the
+    equal values only, in index order. None when some are that close."""
+    values = sorted({*p, *c})
+    if len(values) > 1:
+        widest = max(abs(values[0]), abs(values[-1]))
+        reach = (atol + rtol * widest) / (1 - rtol) * (1 + 1e-9) + 1e-300
+        if min(map(operator.sub, values[1:], values[:-1])) <= 4 * reach:
+            return None
+    at: dict[float, list[int]] = {}
+    for j, value in enumerate(c):
+        at.setdefault(value, []).append(j)
+    pairs: list[tuple[int, int]] = []
+    for i, value in enumerate(p):
+        found = at.get(value)
+        if found is not None:
+            pairs += ((i, j) for j in found)
     return pairs
 
 
