@@ -353,14 +353,14 @@ def _numeric_mismatches(
             return few
     import numpy as np
 
-    def array(values: Iterable[Sequence[Any]]) -> np.ndarray:
+    def array(side: int) -> np.ndarray:
         # fromiter reads the numbers several times faster than np.array reads nested sequences,
         # and reads a null as NaN as np.array does
-        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=float,
-                           count=size * rows)
-        return flat.reshape(rows, size)
+        values = (columns[0][side] if rows == 1
+                  else itertools.chain.from_iterable(column[side] for column in columns))
+        return np.fromiter(values, dtype=float, count=size * rows).reshape(rows, size)
 
-    p, c = array(a for a, _ in columns), array(b for _, b in columns)
+    p, c = array(0), array(1)
     if len(set(rtols)) == 1 and len(set(atols)) == 1:
         rtol, atol = float(rtols[0]), float(atols[0])
     else:
@@ -374,15 +374,18 @@ def _numeric_mismatches(
             p_nan, c_nan = np.isnan(p), np.isnan(c)
             bad |= p_nan != c_nan  # a null against a number always differs
             both = bad & ~(p_nan | c_nan)
+            rows_both = both.any(axis=1).tolist()
         else:
             both = bad
-        counts = np.count_nonzero(bad, axis=1).tolist()
+            rows_both = None
+        counts = bad.sum(axis=1).tolist()
         firsts = bad.argmax(axis=1).tolist()
-        rows_both = both.any(axis=1).tolist()
+        if rows_both is None:
+            rows_both = [count > 0 for count in counts]
         if any(rows_both):
             rel = deviation / np.where(scale > 0, scale, 1.0)  # 0 where both are 0
-            max_rel = np.where(both, rel, -np.inf).max(axis=1).tolist()
-            max_abs = np.where(both, deviation, -np.inf).max(axis=1).tolist()
+            max_rel = rel.max(axis=1, where=both, initial=-np.inf).tolist()
+            max_abs = deviation.max(axis=1, where=both, initial=-np.inf).tolist()
         else:
             max_rel = max_abs = [0.0] * rows
     out = []
