@@ -21,7 +21,6 @@ walk-forward answers, recognised by their shape, not their route.
 from __future__ import annotations
 
 import json
-import operator
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -36,7 +35,9 @@ from harness.diff.values import (
     as_number,
     best_shift,
     column_difference,
+    columns_if_same_members,
     compare_answers,
+    compare_column_table,
     compare_columns,
     compare_scalar,
     compare_time_column,
@@ -49,6 +50,7 @@ from harness.diff.values import (
     shift_difference,
     show,
     time_key,
+    time_keys,
     to_epoch,
     with_ignored,
     within,
@@ -248,18 +250,16 @@ class BacktestDiff:
             differences.append(found)
         if not n:
             return differences
-        for name in sorted(set(columns) - {time_field}):
-            first_path = paths.key(paths.index(path, 0), name)
-            if self.ignored(first_path):
-                continue
-            rtol, atol = field_tolerance(self.options, first_path, name)
-            found = column_difference(
-                lambda i, name=name: paths.key(paths.index(path, i), name), *column(name), rtol,
-                atol, what=f"{path}[*].{name}", noun=noun
-            )
-            if found is not None:
-                differences.append(found)
-        return differences
+
+        def field_path(i: int, name: str) -> str:
+            return paths.key(paths.index(path, i), name)
+
+        names = [name for name in sorted(set(columns) - {time_field})
+                 if not self.ignored(field_path(0, name))]
+        pairs = [column(name) for name in names]
+        return differences + compare_column_table(
+            field_path, range(n), names, [a for a, _ in pairs], [b for _, b in pairs],
+            self.options, noun=noun, label=lambda name: f"{path}[*].{name}")
 
     def _times(self, path: str, p: list, c: list) -> list[Difference]:
         """A list of ISO timestamps (a curve's index): a shift is one difference."""
@@ -332,14 +332,14 @@ def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
     items = p + c
     if not items:
         return None
-    if numbers_or_nulls(items):
+    if type(items[0]) is not dict and numbers_or_nulls(items):  # (a dict is no number)
         return "numbers"
     if not _all_dicts(items):
         return None
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
     if time_field is None:
         return None
-    same_members = _columns_if_same_members(items)
+    same_members = columns_if_same_members(items)
     if same_members is None:
         return "points" if all(_is_point(v, time_field) for v in items) else None
     if all(numbers_or_nulls(column) for name, column in same_members.items()
@@ -347,23 +347,6 @@ def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
         return same_members
     return None
 
-
-
-def _columns_if_same_members(items: list[dict]) -> dict[str, list] | None:
-    """The members' values column by column when every item has the same members, else None."""
-    first = items[0]
-    if set(map(len, items)) != {len(first)}:
-        return None
-    if not first:
-        return {}
-    names = list(first)
-    try:  # same number of members and every name present: the same members
-        table = list(map(operator.itemgetter(*names), items))
-    except KeyError:
-        return None
-    if len(names) == 1:
-        return {names[0]: table}
-    return dict(zip(names, zip(*table, strict=True), strict=True))
 
 
 _PLAIN = frozenset({int, float, type(None)})
@@ -433,14 +416,29 @@ class TradeTable:
         """Missing and extra trades, a constant time shift, then column by column."""
         time_field = _trade_time_field(p + c)
         assert time_field is not None
-        rows = p + c
-        keys = [k for k in ("symbol", "side") if all(map(dict.__contains__, rows, [k] * len(rows)))]
-        p_keys, c_keys = self._keys(p, time_field, keys), self._keys(c, time_field, keys)
+        # The usual tables (every trade of both lists with the same members) are read column by
+        # column once; the keys, the shift vote, the moved times and the comparison use those.
+        p_table = columns_if_same_members(p) if p and c else None
+        c_table = columns_if_same_members(c) if p_table is not None else None
+        if p_table is None or c_table is None or p_table.keys() != c_table.keys():
+            p_table = c_table = None
+            p_cols, c_cols = _RowColumns(p), _RowColumns(c)
+        else:
+            p_cols, c_cols = p_table, c_table
+        if p_table is not None:
+            keys = [k for k in ("symbol", "side") if k in p_table]
+        else:
+            rows = p + c
+            keys = [k for k in ("symbol", "side")
+                    if all(map(dict.__contains__, rows, [k] * len(rows)))]
+        p_keys = _keys(p_cols[time_field], [p_cols[k] for k in keys])
+        c_keys = _keys(c_cols[time_field], [c_cols[k] for k in keys])
         differences = []
         shift = 0
         pairs, missing, extra = _align(p_keys, c_keys, 0)
         if missing and extra:
-            found = self._shift(p, c, p_keys, c_keys)
+            found = self._shift(_column(p_cols, "entry_price", len(p)),
+                                _column(c_cols, "entry_price", len(c)), p_keys, c_keys)
             if found:
                 shift = found
                 pairs, missing, extra = _align(p_keys, c_keys, shift)
@@ -462,8 +460,9 @@ class TradeTable:
             differences.append(
                 Difference(self.path, Kind.ORDER, None, None, f"{self.path} in another order")
             )
-        fields = sorted(set().union(*p, *c))
-        skip = {f for f in fields if shift and _moved_by(p, c, pairs, f, shift)}
+        fields = sorted(p_table) if p_table is not None else sorted(set().union(*p, *c))
+        skip = {f for f in fields
+                if shift and _moved_by(p_cols[f], c_cols[f], pairs, shift)}
 
         def field_path(i: int, f: str) -> str:
             return paths.key(paths.index(self.path, i), f)
@@ -473,39 +472,35 @@ class TradeTable:
             for f in fields
             if f not in skip and not (pairs and self.diff.ignored(field_path(pairs[0][0], f)))
         ]
-        differences += compare_columns(
+        if p_table is None or c_table is None or not pairs:
+            return differences + compare_columns(
+                field_path, pairs, p, c, fields, self.diff.options, noun="trades",
+                label=lambda f: f"{self.path}[*].{f}",
+            )
+        p_at, c_at = [i for i, _ in pairs], [j for _, j in pairs]
+        return differences + compare_column_table(
             field_path,
-            pairs,
-            p,
-            c,
+            p_at,
             fields,
+            _picked([p_table[f] for f in fields], p_at),
+            _picked([c_table[f] for f in fields], c_at),
             self.diff.options,
             noun="trades",
             label=lambda f: f"{self.path}[*].{f}",
         )
-        return differences
-
-    @staticmethod
-    def _keys(rows: list[dict], time_field: str, keys: list[str]) -> list[tuple]:
-        times = [row.get(time_field) for row in rows]
-        whens: list[Any] = list(map(time_key, times))
-        if None in whens:
-            whens = [str(t) if w is None else w for w, t in zip(whens, times, strict=True)]
-        labels = [[str(row.get(k)) for row in rows] for k in keys]
-        return list(zip(whens, *labels, strict=True))
 
     def _shift(
-        self, p: list[dict], c: list[dict], p_keys: list[tuple], c_keys: list[tuple]
+        self, p_prices: Sequence[Any], c_prices: Sequence[Any], p_keys: list[tuple],
+        c_keys: list[tuple]
     ) -> int | None:
         """A constant entry-time shift that aligns the trades and their prices."""
         p_times, c_times = [k[0] for k in p_keys], [k[0] for k in c_keys]
-        if not all(isinstance(t, int) for t in p_times + c_times):
+        if not set(map(type, p_times)) | set(map(type, c_times)) <= {int}:  # keys: int or text
             return None
-        c_at = {k: j for j, k in enumerate(c_keys)}
+        c_at = dict(zip(c_keys, range(len(c_keys)), strict=True))
         rtol, atol = self.diff.options.tol(1e-9, 1e-12)
 
-        def same(i: int, j: int) -> bool:
-            a, b = p[i].get("entry_price"), c[j].get("entry_price")
+        def same(a: Any, b: Any) -> bool:
             if is_number(a) and is_number(b):
                 return within(float(a), float(b), rtol, atol)
             return a == b
@@ -513,12 +508,13 @@ class TradeTable:
         # For every shift, the trades that land on a candidate trade (the last with that key)
         # with the same entry price: counted once from the pairs whose prices agree.
         votes: Counter[int] = Counter()
-        prices = near_pairs([row.get("entry_price") for row in p],
-                            [row.get("entry_price") for row in c], rtol, atol)
-        for i, j in prices:
+        for i, j in near_pairs(p_prices, c_prices, rtol, atol):
             key = c_keys[j]
-            if c_at[key] == j and key[1:] == p_keys[i][1:] and same(i, j):
-                votes[key[0] - p_keys[i][0]] += 1
+            if c_at[key] == j and key[1:] == p_keys[i][1:]:
+                a, b = p_prices[i], c_prices[j]
+                # equal floats are within any tolerance: `same` without its calls
+                if (a == b and type(a) is float and type(b) is float) or same(a, b):
+                    votes[key[0] - p_keys[i][0]] += 1
         found = best_shift(p_times, c_times, lambda shift: votes.get(shift, 0), scoring=votes)
         return found[0] if found else None
 
@@ -548,18 +544,54 @@ class TradeTable:
         ]
 
 
+class _RowColumns:
+    """A field's values over rows that may lack it (None there), read when asked for."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def __getitem__(self, name: str) -> list[Any]:
+        return [row.get(name) for row in self.rows]
+
+
+def _column(columns: Any, name: str, size: int) -> Sequence[Any]:
+    """Field `name` of every row (None where a row lacks it) from `TradeTable`'s columns."""
+    if isinstance(columns, dict) and name not in columns:
+        return (None,) * size
+    return columns[name]
+
+
+def _picked(columns: list[Sequence[Any]], at: list[int]) -> list[Sequence[Any]]:
+    """The values of each column at `at` (the columns themselves when that is all of them, in
+    order)."""
+    if not columns or (len(at) == len(columns[0]) and at == list(range(len(at)))):
+        return columns
+    return [tuple(map(column.__getitem__, at)) for column in columns]
+
+
+def _keys(times: Sequence[Any], labels: list[Sequence[Any]]) -> list[tuple]:
+    """Each trade's key: its time's exact key (its text when it is no time) and its labels."""
+    whens: list[Any] = time_keys(times)
+    if None in whens:
+        whens = [str(t) if w is None else w for w, t in zip(whens, times, strict=True)]
+    return list(zip(whens, *[list(map(str, column)) for column in labels], strict=True))
+
+
 def _moved_by(
-    p: list[dict], c: list[dict], pairs: list[tuple[int, int]], field: str, shift: int
+    p_column: Sequence[Any], c_column: Sequence[Any], pairs: list[tuple[int, int]], shift: int
 ) -> bool:
-    """Is `field` a time moved by exactly `shift` in every aligned trade (said once already)?"""
+    """Is the field of these columns a time moved by exactly `shift` (not 0) in every aligned
+    trade (said once already)?"""
     if not pairs:
         return True
     i, j = pairs[0]  # most fields are no time, or not moved so: told by the first trade
-    a, b = time_key(p[i].get(field)), time_key(c[j].get(field))
+    if p_column[i] == c_column[j]:  # equal values: one key (or none), not moved by `shift`
+        return False
+    a, b = time_key(p_column[i]), time_key(c_column[j])
     if a is None or b is None or b - a != shift:
         return False
-    moved = list(map(time_key, [c[j].get(field) for _, j in pairs]))
-    at = list(map(time_key, [p[i].get(field) for i, _ in pairs]))
+    moved = time_keys([c_column[j] for _, j in pairs])
+    at = time_keys([p_column[i] for i, _ in pairs])
     if None in moved or None in at:
         return False
     return all(b - a == shift for a, b in zip(at, moved, strict=True))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from harness.diff import base as comparator_registry
 from harness.diff.base import CompareOptions
@@ -28,7 +29,7 @@ from harness.routes import (
     RouteTable,
     template_regex,
 )
-from harness.settings import SafetySettings, ShadowSettings, declared, from_table
+from harness.settings import SafetySettings, ShadowSettings, declared, from_table, setting
 
 T = TypeVar("T")
 
@@ -38,7 +39,8 @@ ROUTE_KEYS = {"method", "path", "group", "comparator", "mirror", "correlate", "a
 OPTION_KEYS = {"rtol", "atol", "ignore", "unordered", "ignore_headers", "compare_headers", "extra"}
 DRY_RUN_KEYS = {"headers", "query", "body", "path", "proof_path", "proof_value"}
 PRECONDITION_KEYS = {"path", "method", "expect", "state"}
-GATE_KEYS = {"max_mismatch_rate", "min_exchanges", "allow_untestable"}
+# The rule of a group parity.toml (and these defaults) give no `[gates.<group>]` of its own.
+DEFAULT_GATE = "default"
 NOISE_KEYS = {"relative_threshold", "absolute_threshold", "min_samples"}
 # `data` is parsed by harness.datastate.settings.
 TOP_KEYS = {"noise", "gates", "shadow", "replay", "routes", "safety", "data", "cutover"}
@@ -59,16 +61,35 @@ class NoiseSettings:
 
 @dataclass(frozen=True, slots=True)
 class GateRule:
-    """A group's thresholds (parity.toml `[gates.<group>]`)."""
+    """A group's thresholds (parity.toml `[gates.<group>]`, else `[gates.default]`), each declared
+    once (`harness.settings.setting`: default, help, bounds).
 
-    max_mismatch_rate: float = 0.0
-    min_exchanges: int = 1
-    allow_untestable: bool = False
+    Latency: the candidate fails when it is slower than the primary on the same exchanges
+    (Wilcoxon signed-rank test, one-sided) and its p50 or p99 is over the primary's by more than
+    the margin (a fraction of the primary's, at least `latency_margin_ms`), judged only from
+    `latency_min_pairs` exchanges timed on both sides (see `harness.judge.gate.latency_test`)."""
+
+    SECTION: ClassVar[str | None] = "gates"
+
+    max_mismatch_rate: float = setting(
+        0.0, "largest share of failing exchanges (mismatch, incomparable, candidate-error) among "
+        "the compared ones", low=0.0, high=1.0)
+    min_exchanges: int = setting(1, "compared exchanges the group needs at least", low=0)
+    allow_untestable: bool = setting(
+        False, "whether exchanges the two Docker copies disagree on may pass")
+    latency_p50_margin: float = setting(
+        0.25, "how much slower the candidate's p50 may be, as a share of the primary's", low=0.0)
+    latency_p99_margin: float = setting(
+        0.50, "how much slower the candidate's p99 may be, as a share of the primary's", low=0.0)
+    latency_margin_ms: float = setting(
+        25.0, "the least latency margin in ms, whatever the shares (timing noise)", low=0.0)
+    latency_min_pairs: int = setting(
+        20, "exchanges timed on both sides the latency test needs to judge", low=1)
 
     def for_route(self) -> GateRule:
         """The rule one route of the group is held to: the same rates, no minimum count (the
         minimum applies to the whole group)."""
-        return GateRule(self.max_mismatch_rate, 0, self.allow_untestable)
+        return replace(self, min_exchanges=0)
 
 
 IDENTITY_SOURCES = ("jwt-sub", "api-key", "forwarded-for", "peer")
@@ -90,13 +111,44 @@ class CutoverPlan:
     error_margin: float = 0.02
 
 
+GATE_KEYS = {s.name for s in declared(GateRule)}
+
+
+@dataclass(frozen=True, slots=True)
+class GateRules:
+    """`[gates]`: the groups that have a rule of their own, and the one default for the rest."""
+
+    named: dict[str, GateRule] = field(default_factory=dict)
+    default: GateRule = field(default_factory=GateRule)
+
+    def rule(self, group: str) -> GateRule:
+        """The gate of `group`: its own, else `[gates.default]`."""
+        return self.named.get(group, self.default)
+
+    def __getitem__(self, group: str) -> GateRule:
+        return self.rule(group)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> GateRules:
+        """These rules with some groups' fields replaced (`{"trade": {"max_mismatch_rate":
+        0.5}}`, or an object with the fields as attributes, e.g. a GateRule)."""
+        named = dict(self.named)
+        for group, given in overrides.items():
+            base = self.rule(group)
+            values = {f.name: (given.get(f.name, getattr(base, f.name))
+                               if isinstance(given, Mapping)
+                               else getattr(given, f.name, getattr(base, f.name)))
+                      for f in fields(GateRule)}
+            named[group] = GateRule(**values)
+        return GateRules(named, self.default)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything parity.toml configures."""
 
     routes: RouteTable
     noise: NoiseSettings = field(default_factory=NoiseSettings)
-    gates: dict[str, GateRule] = field(default_factory=dict)
+    gates: GateRules = field(default_factory=GateRules)
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
     replay: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
@@ -311,22 +363,7 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
         min_samples=check.integer(noise_table.get("min_samples", 3), "noise.min_samples"),
     )
 
-    gates_table = dict(data.get("gates", {}))
-    for group, raw in check.table(user.get("gates", {}), "gates", set(GROUPS)).items():
-        gates_table[group] = {**gates_table.get(group, {}),
-                              **check.table(raw, f"gates.{group}", GATE_KEYS)}
-    gates = {
-        group: GateRule(
-            max_mismatch_rate=check.number(raw.get("max_mismatch_rate", 0.0),
-                                           f"gates.{group}.max_mismatch_rate", high=1.0),
-            min_exchanges=check.integer(raw.get("min_exchanges", 1),
-                                        f"gates.{group}.min_exchanges"),
-            allow_untestable=check.boolean(raw.get("allow_untestable", False),
-                                           f"gates.{group}.allow_untestable"),
-        )
-        for group, raw in gates_table.items()
-    }
-
+    gates = _gates(check, data.get("gates", {}), user.get("gates", {}))
     shadow = _section(check, ShadowSettings, data, user)
     replay = {**data.get("replay", {}),
               **check.table(user.get("replay", {}), "replay",
@@ -334,6 +371,21 @@ def build_config(data: dict[str, Any], source: str, user: dict[str, Any] | None 
     safety = _section(check, SafetySettings, data, user)
     cutover = _cutover(check, data.get("cutover", {}), user.get("cutover", {}))
     return Config(RouteTable(routes), noise, gates, shadow, replay, source, safety, cutover)
+
+
+def _gates(check: _Checker, defaults: dict[str, Any], user: Any) -> GateRules:
+    table = dict(defaults)
+    for group, raw in check.table(user, "gates", {*GROUPS, DEFAULT_GATE}).items():
+        table[group] = {**table.get(group, {}), **check.table(raw, f"gates.{group}", GATE_KEYS)}
+    default = _gate_rule(check, table.pop(DEFAULT_GATE, {}), DEFAULT_GATE, GateRule())
+    named = {group: _gate_rule(check, raw, group, default) for group, raw in table.items()}
+    return GateRules(named, default)
+
+
+def _gate_rule(check: _Checker, raw: dict[str, Any], group: str, base: GateRule) -> GateRule:
+    """A group's rule: its keys over `base` (the default rule), each parsed as declared."""
+    return from_table(GateRule, raw, base,
+                      fail=lambda key, why: check.fail(f"gates.{group}.{key.split('.')[-1]}", why))
 
 
 def _section(check: _Checker, cls: type[T], data: dict[str, Any], user: dict[str, Any]) -> T:

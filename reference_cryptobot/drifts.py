@@ -21,6 +21,9 @@ pass (float noise, an unspecified order), and flag the others.
 |                    |          | (dry runs and persisted orders; not paper trading) |            |
 | `list-order`       | strategy | strategy list newest first (its order is           | no         |
 |                    |          | unspecified by the API)                            |            |
+| `slow`             | data     | every OHLCV answer `SLOW_S` (200 ms) later, same   | yes (the   |
+|                    |          | content (a cold cache or a slower disk on the      | latency    |
+|                    |          | native host)                                       | gate)      |
 
 The backtest service reads the data service's *unshifted* series, so `tz-offset` stays in the
 data service.
@@ -31,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+SLOW_S = 0.2  # what the `slow` drift adds to each answer of the data service
+
 
 @dataclass(frozen=True, slots=True)
 class Drift:
@@ -40,6 +45,7 @@ class Drift:
     service: str
     summary: str
     regression: bool
+    content: bool = True  # the answers' content changes (`slow` changes only their latency)
 
 
 DRIFTS: dict[str, Drift] = {
@@ -57,6 +63,9 @@ DRIFTS: dict[str, Drift] = {
               "order amounts rounded to 6 decimals instead of 8", True),
         Drift("list-order", "strategy",
               "strategy list newest first (order unspecified), not a regression", False),
+        Drift("slow", "data",
+              f"OHLCV answers {SLOW_S * 1000:.0f} ms later, same content (a latency regression)",
+              True, content=False),
     )
 }
 

@@ -14,6 +14,7 @@ service strips `/` and `-` before asking the exchange); every candle carries the
 as the real one's do. Without start/end:
 the `limit` latest candles before REFERENCE_END. The backtest service reads the same series
 through `closes`, always unshifted (the `tz-offset` drift is a rendering fault of this service).
+The `slow` drift delays each OHLCV answer by `drifts.SLOW_S`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import hashlib
 import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -33,6 +35,7 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import JSONResponse
 
 from reference_cryptobot.clock import as_utc, iso
+from reference_cryptobot.drifts import SLOW_S
 from reference_cryptobot.errors import invalid
 from reference_cryptobot.settings import REFERENCE_END, Settings
 
@@ -284,6 +287,8 @@ def get_ohlcv(
         raise invalid(("query", "end"), "end must not be before start",
                       request.query_params.get("end"))
     settings: Settings = request.app.state.settings
+    if settings.has("slow"):
+        time.sleep(SLOW_S)  # a sync endpoint: FastAPI runs it in its thread pool
     return JSONResponse(candles(settings, exchange.lower(), symbol, timeframe.value,
                                 start, end, limit))
 

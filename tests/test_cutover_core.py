@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.config import CutoverPlan, GateRule, build_config, load_config
+from harness.config import CutoverPlan, GateRule, GateRules, build_config, load_config
 from harness.cutover.identity import identity_of, jwt_subject, position
 from harness.cutover.judge import LATENCY_SAMPLES, Judged, RollbackJudge, p99
 from harness.cutover.state import ADOPTERS, CutoverError, CutoverState
@@ -191,7 +191,7 @@ def test_a_damaged_state_file_is_one_line(tmp_path) -> None:
 # --- the rollback judge ----------------------------------------------------------------------
 
 PLAN = CutoverPlan(window_s=10.0, min_count=5, p99_multiple=2.0, error_margin=0.1)
-GATES = {"data": GateRule(max_mismatch_rate=0.2, min_exchanges=1)}
+GATES = GateRules({"data": GateRule(max_mismatch_rate=0.2, min_exchanges=1)})
 
 
 def judged(verdict: str = "match", **kw) -> Judged:

@@ -13,6 +13,7 @@ import pytest
 from report_data import HOSTILE_ID, scenario, write_jsonl
 
 from harness.cli import main as parity
+from harness.config import load_config
 from harness.model import Exchange
 from harness.report import ReportBuilder, build_report
 from harness.report.aggregate import RESERVOIR, Reservoir
@@ -513,9 +514,9 @@ def test_directories_and_gzip_segments(tmp_path):
     assert summary["totals"]["exchanges"] == 30
 
 
-def test_report_module_is_importable_without_config(monkeypatch):
-    # `harness.config` is optional for the report: the built-in gates stand in.
-    monkeypatch.setitem(sys.modules, "harness.config", None)
+def test_report_gates_are_the_shipped_configuration():
+    # One place for gates (default_config.toml): a group without its own takes [gates.default].
     builder = ReportBuilder()
-    assert builder.rule("trade").max_mismatch_rate == 0.0
-    assert builder.rule("data").max_mismatch_rate == 0.01
+    assert builder.gates.rule("trade").max_mismatch_rate == 0.0
+    assert builder.gates.rule("data") == load_config(None).gates.default
+    assert builder.gates.rule("data").max_mismatch_rate == 0.01

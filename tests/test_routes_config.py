@@ -306,7 +306,7 @@ ROUTE = '[[routes]]\nmethod = "GET"\npath = "/x"\ngroup = "data"\n'
         ('[[routes]]\nmethod = "POST"\npath = "/x"\ngroup = "trade"\nmirror = "dry-run"',
          'routes[0].dry_run: mirror = "dry-run" needs a dry_run rewrite'),
         ('[gates.data]\nmax_mismatch_rate = "high"',
-         "gates.data.max_mismatch_rate: expected a number"),
+         "gates.data.max_mismatch_rate: 'high' is not a number"),
         ("[gates.data]\nmax_mismatch_rate = 2", "gates.data.max_mismatch_rate: must be between"),
         ("[gates.money]\nmax_mismatch_rate = 0", "gates.money: unknown key"),
         ("[shadow]\nworkers = 0", "shadow.workers: must be at least 1, got 0"),

@@ -5,15 +5,19 @@ judged like live shadow traffic, and each migration group's gate decides the exi
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
-from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-
-import orjson
+from typing import TYPE_CHECKING
 
 from harness.errors import UserError
-from harness.judge.gate import GateRule, Tally, evaluate
+from harness.judge.gate import GroupGate, gate_groups
+
+if TYPE_CHECKING:
+    from harness.config import Config
+    from harness.replay.credentials import ServiceAccount
 
 
 def add_parser(
@@ -69,12 +73,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     """Replay, judge, gate; print the per-group verdicts."""
     from harness.config import load_config
-    from harness.mirror.policy import breakers_beside
-    from harness.mirror.transport import TransportSettings
     from harness.replay.credentials import ServiceAccount, require_login, terminal_prompt
-    from harness.replay.progress import ReplayProgress
-    from harness.replay.runner import ReplayTargets, replay_records
-    from harness.routes_openapi import unknown_routes
     from harness.store.reader import count_records, iter_records
 
     if args.concurrency < 1:
@@ -98,49 +97,61 @@ def run(args: argparse.Namespace) -> int:
                                           password_file=args.password_file,
                                           prompt=terminal_prompt)
     require_login(account, iter_records(args.recordings))
-    judged_file = tempfile.NamedTemporaryFile(prefix="parity-replay-", suffix=".jsonl")  # noqa: SIM115 - closed below, after the report reads it
-    tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
-    writer = None
-    if args.save:
-        from harness.store.writer import SegmentWriter
+    # The judged exchanges go through the store (redacted) like every recording: into --save,
+    # else a temporary directory; the gate and the report read them back from there.
+    store = Path(args.save) if args.save else Path(tempfile.mkdtemp(prefix="parity-replay-"))
+    try:
+        return _replay_into(args, config, account, total, shard, store)
+    finally:
+        if not args.save:
+            shutil.rmtree(store, ignore_errors=True)
 
-        writer = SegmentWriter(args.save, prefix="replay")
+
+def _replay_into(args: argparse.Namespace, config: Config, account: ServiceAccount | None,
+                 total: int, shard: tuple[int, int] | None, store: Path) -> int:
+    """Replay into the store at `store`, then gate, print and report from what it holds."""
+    from harness.mirror.policy import breakers_beside
+    from harness.mirror.transport import TransportSettings
+    from harness.replay.progress import ReplayProgress
+    from harness.replay.runner import ReplayTargets, replay_records
+    from harness.routes_openapi import unknown_routes
+    from harness.store.reader import iter_records
+    from harness.store.writer import SegmentWriter
+
     progress = ReplayProgress(total, fancy=not args.no_progress and sys.stderr.isatty())
     unknown = unknown_routes(config, args.recordings)
+    with SegmentWriter(store, prefix="replay") as writer:
 
-    def on_exchange(exchange) -> None:
-        record = exchange.to_dict()
-        tallies[(exchange.group or "other", exchange.route or "?")].add(record)
-        unknown.add_record(record)
-        judged_file.write(orjson.dumps(record) + b"\n")
-        if writer is not None:
+        def on_exchange(exchange) -> None:
+            unknown.add_record(exchange.to_dict())
             writer.write(exchange)
-        progress.advance(exchange)
+            progress.advance(exchange)
 
-    with progress:
-        stats = replay_records(
-            iter_records(args.recordings),
-            config,
-            ReplayTargets(args.candidate, args.primary, args.secondary),
-            account=account,
-            concurrency=args.concurrency,
-            rate=args.rate,
-            shard=shard,
-            transport=TransportSettings(timeout_s=args.timeout, max_connections=args.concurrency),
-            on_exchange=on_exchange,
-            breakers=breakers_beside(args.recordings),
-        )
-    if writer is not None:
-        writer.close()
-    judged_file.flush()
-    failed = print_gates(tallies, config.gates)
+        with progress:
+            stats = replay_records(
+                iter_records(args.recordings),
+                config,
+                ReplayTargets(args.candidate, args.primary, args.secondary),
+                account=account,
+                concurrency=args.concurrency,
+                rate=args.rate,
+                shard=shard,
+                transport=TransportSettings(timeout_s=args.timeout,
+                                            max_connections=args.concurrency),
+                on_exchange=on_exchange,
+                breakers=breakers_beside(args.recordings),
+            )
+        segments = list(writer.segments)
+    gates = gate_groups(iter_records(segments), config.gates)
+    failed = print_gates(gates)
     for line in unknown.lines():
         print(line)
     if args.metrics_file:
         from harness.metrics.replay import write_replay_metrics
 
         try:
-            write_replay_metrics(args.metrics_file, group_results(tallies, config.gates))
+            write_replay_metrics(args.metrics_file,
+                                 {group: (g.result, g.tally) for group, g in gates.items()})
         except OSError as exc:
             raise UserError(f"--metrics-file {args.metrics_file!r}: {exc}") from None
         print(f"wrote {args.metrics_file}")
@@ -149,32 +160,18 @@ def run(args: argparse.Namespace) -> int:
     if args.report or args.json:
         from harness.report import build_report
 
-        build_report([Path(judged_file.name)], args.report, json_out=args.json, config=config)
+        build_report(segments, args.report, json_out=args.json, config=config)
         for path in (args.report, args.json):
             if path:
                 print(f"wrote {path}")
-    judged_file.close()
     return 1 if failed else 0
 
 
-def group_results(tallies: dict[tuple[str, str], Tally], gates: dict) -> dict[str, tuple]:
-    """Per migration group: (GateResult, Tally)."""
-    groups: dict[str, Tally] = defaultdict(Tally)
-    for (group, _), tally in tallies.items():
-        groups[group].merge(tally)
-    results = {}
-    for group, tally in sorted(groups.items()):
-        gate = gates.get(group)
-        rule = GateRule(gate.max_mismatch_rate, gate.min_exchanges, gate.allow_untestable) if gate \
-            else GateRule()
-        results[group] = (evaluate(tally, rule), tally)
-    return results
-
-
-def print_gates(tallies: dict[tuple[str, str], Tally], gates: dict) -> bool:
+def print_gates(gates: Mapping[str, GroupGate]) -> bool:
     """Print one line per migration group; True when any gate failed."""
     failed = False
-    for group, (result, tally) in group_results(tallies, gates).items():
+    for group, gate in gates.items():
+        result, tally = gate.result, gate.tally
         failed |= not result.passed
         first = next(iter(result.reasons), "")
         print(f"{group:<10} {result.status.upper():<11} compared {tally.compared:>6}  "

@@ -45,10 +45,8 @@ def _config(config: str | None) -> Any:
         return None
     if not Path(config).is_file():
         raise UserError(f"--config {config}: no such file")
-    try:
-        from harness.config import load_config
-    except ImportError:
-        raise UserError("--config needs harness.config, which is not installed yet") from None
+    from harness.config import load_config
+
     return load_config(config)
 
 

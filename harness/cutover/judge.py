@@ -26,7 +26,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import CutoverPlan, GateRule
+from harness.config import CutoverPlan, GateRules
 from harness.judge.gate import FAILING, SKIPPED
 
 UNREACHABLE = ("connection refused", "connect error", "connection reset while connecting")
@@ -134,7 +134,7 @@ def p99(values: list[float]) -> float:
 class RollbackJudge:
     """Windows per group; `add` a judged exchange, `verdict` for a group's rollback reason."""
 
-    def __init__(self, plan: CutoverPlan, gates: dict[str, GateRule]) -> None:
+    def __init__(self, plan: CutoverPlan, gates: GateRules) -> None:
         self.plan = plan
         self.gates = gates
         self._windows: dict[str, _Window] = {}
@@ -158,7 +158,7 @@ class RollbackJudge:
         window.prune(now - self.plan.window_s)
         if window.compared < self.plan.min_count:
             return None
-        gate = self.gates.get(group, GateRule())
+        gate = self.gates.rule(group)
         rate = window.failing / window.compared
         if rate > gate.max_mismatch_rate:
             top = window.findings.most_common(1)

@@ -11,7 +11,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,20 +20,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from harness.config import load_config
+from harness.config import Config, load_config
 from harness.datastate.findings import groups_whose_data_differ
 from harness.demo.data_state import run_data_state
 from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.errors import UserError
-from harness.judge.gate import GateResult, Tally, evaluate
+from harness.judge.gate import UNGROUPED, GateResult, Tally, gate_groups
 from harness.mirror.transport import request_headers
 from harness.processes import ManagedProcess, free_port, start_reference_app
+from harness.routes import GROUPS
 from harness.shadow import counters as c
 from harness.store.reader import iter_records
 
 DEFAULT_DRIFTS = ("tz-offset", "token-lifetime", "fee-rounding", "amount-precision",
                   "float-order", "list-order")
-GROUPS = ("data", "backtest", "strategy", "auth", "trade", "mcp")
 # Beyond the proxy's drain: its workers' SIGTERM grace and its own exit.
 STOP_MARGIN_S = 30.0
 
@@ -115,15 +114,12 @@ def _drive(base_url: str, options: DemoOptions, console: Console) -> TrafficStat
     return stats
 
 
-def _gate(recordings: Path, config) -> dict[str, tuple[GateResult, Tally]]:
-    tallies: dict[str, Tally] = defaultdict(Tally)
-    for record in iter_records([recordings]):
-        tallies[record.get("group") or "other"].add(record)
-    results = {}
-    for group in GROUPS:
-        tally = tallies.get(group, Tally())
-        results[group] = (evaluate(tally, config.gates[group]), tally)
-    return results
+def gate_recordings(recordings: Path, config: Config) -> dict[str, tuple[GateResult, Tally]]:
+    """The gate of every migration group (the catch-all `other` aside: the launcher's health
+    checks are not the demo's traffic)."""
+    gates = gate_groups(iter_records([recordings]), config.gates, include=GROUPS)
+    return {group: (gate.result, gate.tally) for group, gate in gates.items()
+            if group != UNGROUPED}
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
@@ -173,7 +169,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             if proxy.process.returncode not in (0, -15):
                 raise UserError(f"the shadow proxy failed (exit {proxy.process.returncode}):\n"
                                 f"{proxy.log_tail()}")
-        groups = _gate(recordings, config)
+        groups = gate_recordings(recordings, config)
         from harness.report import build_report
         from harness.report.sources import shadow_counters
 

@@ -443,16 +443,17 @@ class _Differ:
             return False
         if not names:
             return True  # empty records: nothing to compare
-        getter = operator.itemgetter(*names)
         try:  # same number of members and every name present: the same members
-            table_a, table_b = list(map(getter, items_a)), list(map(getter, items_b))
+            if len(names) <= 4:  # a few long columns: read one by one, faster than a transpose
+                getters = list(map(operator.itemgetter, names))
+                columns = [(list(map(get, items_a)), list(map(get, items_b))) for get in getters]
+            else:
+                getter = operator.itemgetter(*names)
+                table_a, table_b = list(map(getter, items_a)), list(map(getter, items_b))
+                columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
+                                   strict=True))
         except KeyError:
             return False
-        if len(names) == 1:
-            columns = [(table_a, table_b)]
-        else:
-            columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
-                               strict=True))
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
         if numeric:  # all numeric columns in one numpy comparison

@@ -344,20 +344,23 @@ def _numeric_mismatches(
     """For each pair of equally long numeric columns (nulls allowed), how many points are
     outside its tolerance, the first of them, and what the deviations were; all columns in one
     numpy comparison."""
-    import numpy as np
-
     rows, size = len(columns), len(columns[0][0])
     if not size:
         return [(0, 0, "")] * rows
+    if rows * size <= _FEW_POINTS:
+        few = _mismatches_few(columns, rtols, atols)
+        if few is not None:
+            return few
+    import numpy as np
 
-    def array(values: Iterable[Sequence[Any]]) -> np.ndarray:
+    def array(side: int) -> np.ndarray:
         # fromiter reads the numbers several times faster than np.array reads nested sequences,
         # and reads a null as NaN as np.array does
-        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=float,
-                           count=size * rows)
-        return flat.reshape(rows, size)
+        values = (columns[0][side] if rows == 1
+                  else itertools.chain.from_iterable(column[side] for column in columns))
+        return np.fromiter(values, dtype=float, count=size * rows).reshape(rows, size)
 
-    p, c = array(a for a, _ in columns), array(b for _, b in columns)
+    p, c = array(0), array(1)
     if len(set(rtols)) == 1 and len(set(atols)) == 1:
         rtol, atol = float(rtols[0]), float(atols[0])
     else:
@@ -371,15 +374,18 @@ def _numeric_mismatches(
             p_nan, c_nan = np.isnan(p), np.isnan(c)
             bad |= p_nan != c_nan  # a null against a number always differs
             both = bad & ~(p_nan | c_nan)
+            rows_both = both.any(axis=1).tolist()
         else:
             both = bad
-        counts = np.count_nonzero(bad, axis=1).tolist()
+            rows_both = None
+        counts = bad.sum(axis=1).tolist()
         firsts = bad.argmax(axis=1).tolist()
-        rows_both = both.any(axis=1).tolist()
+        if rows_both is None:
+            rows_both = [count > 0 for count in counts]
         if any(rows_both):
             rel = deviation / np.where(scale > 0, scale, 1.0)  # 0 where both are 0
-            max_rel = np.where(both, rel, -np.inf).max(axis=1).tolist()
-            max_abs = np.where(both, deviation, -np.inf).max(axis=1).tolist()
+            max_rel = rel.max(axis=1, where=both, initial=-np.inf).tolist()
+            max_abs = deviation.max(axis=1, where=both, initial=-np.inf).tolist()
         else:
             max_rel = max_abs = [0.0] * rows
     out = []
@@ -389,6 +395,67 @@ def _numeric_mismatches(
                  else "null against a number")
         out.append((count, first, stats))
     return out
+
+
+
+# Columns up to this many points in all are compared without numpy: its fixed cost (some 30 µs)
+# is more than Python's per point (under 1 µs) up to about there.
+_FEW_POINTS = 48
+
+
+def _mismatches_few(
+    columns: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+    rtols: Sequence[float],
+    atols: Sequence[float],
+) -> list[tuple[int, int, str]] | None:
+    """`_numeric_mismatches` point by point in Python floats, the same IEEE operations numpy does
+    (its per-call cost dominates on a few dozen points); None for an integer past float range."""
+    out = []
+    for (primary, candidate), rtol, atol in zip(columns, rtols, atols, strict=True):
+        try:
+            p = [math.nan if v is None else float(v) for v in primary]
+            c = [math.nan if v is None else float(v) for v in candidate]
+        except OverflowError:
+            return None
+        rtol, atol = float(rtol), float(atol)
+        skip_equal = rtol >= 0 and atol >= 0  # equal points then are never outside tolerance
+        count, first = 0, -1
+        rels: list[float] = []
+        deviations: list[float] = []
+        for k, (a, b) in enumerate(zip(p, c, strict=True)):
+            if a == b and skip_equal:  # equal infinities too (numpy: NaN deviation, not bad)
+                continue
+            deviation = abs(a - b)
+            abs_a, abs_b = abs(a), abs(b)
+            # np.maximum: NaN when either is NaN
+            scale = abs_a if abs_a != abs_a or abs_a >= abs_b else abs_b
+            if abs_b != abs_b:
+                scale = abs_b
+            bad = deviation > atol + rtol * scale
+            both = bad
+            if deviation != deviation:
+                a_nan, b_nan = a != a, b != b
+                bad = bad or a_nan != b_nan
+                both = bad and not (a_nan or b_nan)
+            if not bad:
+                continue
+            count += 1
+            if first < 0:
+                first = k
+            if both:
+                rels.append(deviation / (scale if scale > 0 else 1.0))
+                deviations.append(deviation)
+        if rels:
+            stats = f"max rel {_nan_max(rels):.1e}, max abs {_nan_max(deviations):.3g}"
+        else:
+            stats = "null against a number"
+        out.append((count, max(first, 0), stats))
+    return out
+
+
+def _nan_max(values: list[float]) -> float:
+    """The largest value, NaN when any is NaN (as numpy's max)."""
+    return math.nan if any(v != v for v in values) else max(values)
 
 
 def compare_columns(
@@ -410,14 +477,50 @@ def compare_columns(
     """
     if not pairs:
         return []
-    found: dict[str, Difference | None] = {}
     fields = list(fields)
     p_positions, c_positions = zip(*pairs, strict=True)
-    positions = list(p_positions)
     p_rows = _rows_at(primary_rows, p_positions)
     c_rows = _rows_at(candidate_rows, c_positions)
     # Rows that all have every field (the usual table): the columns in one C-level transpose.
     p_table, c_table = _columns_of(p_rows, fields), _columns_of(c_rows, fields)
+    return _compare_aligned(field_path, list(p_positions), fields, p_table, c_table, p_rows,
+                            c_rows, options, noun=noun, label=label)
+
+
+def compare_column_table(
+    field_path: Callable[[int, str], str],
+    positions: Sequence[int],
+    fields: Sequence[str],
+    p_table: Sequence[Sequence[Any]],
+    c_table: Sequence[Sequence[Any]],
+    options: CompareOptions,
+    *,
+    noun: str,
+    label: Callable[[str], str] = str,
+) -> list[Difference]:
+    """`compare_columns` of tables already read column by column and aligned: `p_table[k]` and
+    `c_table[k]` hold field `fields[k]` of the aligned rows, `positions` the primary's index of
+    each (not empty)."""
+    return _compare_aligned(field_path, positions, list(fields), p_table, c_table, (), (),
+                            options, noun=noun, label=label)
+
+
+def _compare_aligned(
+    field_path: Callable[[int, str], str],
+    positions: Sequence[int],
+    fields: list[str],
+    p_table: Sequence[Sequence[Any]] | None,
+    c_table: Sequence[Sequence[Any]] | None,
+    p_rows: Sequence[Mapping[str, Any]],
+    c_rows: Sequence[Mapping[str, Any]],
+    options: CompareOptions,
+    *,
+    noun: str,
+    label: Callable[[str], str],
+) -> list[Difference]:
+    """`compare_columns` from the aligned rows' columns when every row has every field, else
+    from the rows."""
+    found: dict[str, Difference | None] = {}
     numeric: list[tuple[str, Sequence[Any], Sequence[Any], float, float]] = []
     for k, name in enumerate(fields):
         if p_table is not None and c_table is not None:
@@ -451,6 +554,23 @@ def compare_columns(
                 first, stats, rtol, atol, what=label(name), noun=noun, positions=positions,
                 exact=False, numeric=True)
     return [d for d in found.values() if d is not None]
+
+
+def columns_if_same_members(items: list[dict]) -> dict[str, list] | None:
+    """The members' values column by column when every item has the same members, else None."""
+    first = items[0]
+    if set(map(len, items)) != {len(first)}:
+        return None
+    if not first:
+        return {}
+    names = list(first)
+    try:  # same number of members and every name present: the same members
+        if len(names) <= 4:  # a few long columns: read one by one, faster than a transpose
+            return {name: list(map(operator.itemgetter(name), items)) for name in names}
+        table = list(map(operator.itemgetter(*names), items))
+    except KeyError:
+        return None
+    return dict(zip(names, zip(*table, strict=True), strict=True))
 
 
 def _rows_at(rows: Sequence[Mapping[str, Any]], at: tuple[int, ...]) -> Sequence[Mapping[str, Any]]:
@@ -595,9 +715,15 @@ def best_shift(
         return None
     p_probe = p_sorted[:probe] + p_sorted[-probe:]
     c_probe = c_sorted[:probe] + c_sorted[-probe:]
-    shifts = {c - p for p in p_probe for c in c_probe} - {0}
-    if scoring is not None:
-        shifts &= set(scoring)
+    voted = None if scoring is None else set(scoring)
+    if voted is not None and len(voted) < len(c_probe):
+        # few shifts with votes: each checked against the probes (not every probe pair made)
+        c_probed = set(c_probe)
+        shifts = {s for s in voted if s and any(p + s in c_probed for p in p_probe)}
+    else:
+        shifts = {c - p for p in p_probe for c in c_probe} - {0}
+        if voted is not None:
+            shifts &= voted
     baseline = score(0)
     needed = max(baseline + 1, (min(len(p_sorted), len(c_sorted)) + 1) // 2)
     best: tuple[int, int] | None = None
@@ -619,10 +745,13 @@ def near_pairs(
 
     if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:  # no useful window: every pair
         return [(i, j) for i in range(len(primary)) for j in range(len(candidate))]
-    if len(primary) <= _FEW and len(candidate) <= _FEW:
-        few = _near_pairs_few(primary, candidate, rtol, atol)
-        if few is not None:
-            return few
+    floats = _finite_floats(primary, candidate)
+    if floats is not None:
+        exact = _equal_pairs(*floats, rtol, atol)
+        if exact is not None:
+            return exact
+        if len(primary) <= _FEW and len(candidate) <= _FEW:
+            return _near_pairs_few(*floats, rtol, atol)
     p, p_odd = _finite_array(primary)
     c, c_odd = _finite_array(candidate)
     odd_c = np.flatnonzero(c_odd).tolist()
@@ -654,13 +783,10 @@ def near_pairs(
 _FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
 
 
-def _near_pairs_few(
-    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
-) -> list[tuple[int, int]] | None:
-    """`near_pairs` of short lists of finite numbers, in the same order (each primary value's
-    window over the candidate's values in ascending order); None for anything else."""
-    import bisect
-
+def _finite_floats(primary: Sequence[Any],
+                   candidate: Sequence[Any]) -> tuple[list[float], list[float]] | None:
+    """Both lists as floats when every value is a finite number of float range (not a bool),
+    else None."""
     if not set(map(type, primary)) | set(map(type, candidate)) <= {int, float}:
         return None
     try:
@@ -669,6 +795,15 @@ def _near_pairs_few(
         return None
     if not (all(map(math.isfinite, p)) and all(map(math.isfinite, c))):
         return None
+    return p, c
+
+
+def _near_pairs_few(p: list[float], c: list[float], rtol: float,
+                    atol: float) -> list[tuple[int, int]]:
+    """`near_pairs` of short lists of finite floats, in the same order (each primary value's
+    window over the candidate's values in ascending order), without numpy."""
+    import bisect
+
     order = sorted(range(len(c)), key=c.__getitem__)
     keys = list(map(c.__getitem__, order))
     pairs: list[tuple[int, int]] = []
@@ -679,6 +814,28 @@ def _near_pairs_few(
         high = bisect.bisect_right(keys, value + reach, low)
         if high > low:
             pairs += ((i, j) for j in order[low:high])
+    return pairs
+
+
+def _equal_pairs(p: list[float], c: list[float], rtol: float,
+                 atol: float) -> list[tuple[int, int]] | None:
+    """`near_pairs` of finite floats when no two distinct values of both lists are within four
+    windows of each other (prices a tick apart, not a rounding apart): each window then holds the
+    equal values only, in index order. None when some are that close."""
+    values = sorted({*p, *c})
+    if len(values) > 1:
+        widest = max(abs(values[0]), abs(values[-1]))
+        reach = (atol + rtol * widest) / (1 - rtol) * (1 + 1e-9) + 1e-300
+        if min(map(operator.sub, values[1:], values[:-1])) <= 4 * reach:
+            return None
+    at: dict[float, list[int]] = {}
+    for j, value in enumerate(c):
+        at.setdefault(value, []).append(j)
+    pairs: list[tuple[int, int]] = []
+    for i, value in enumerate(p):
+        found = at.get(value)
+        if found is not None:
+            pairs += ((i, j) for j in found)
     return pairs
 
 

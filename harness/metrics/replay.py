@@ -54,7 +54,7 @@ class _ReplayCollector:
 def write_replay_metrics(path: str | os.PathLike[str],
                          results: Mapping[str, tuple[GateResult, Tally]],
                          finished: float | None = None) -> None:
-    """Write the per-group `results` (see `harness.commands.replay.group_results`) to `path`
+    """Write the per-group `results` (see `harness.judge.gate.gate_groups`) to `path`
     atomically. Raises OSError when it cannot be written."""
     from prometheus_client import CollectorRegistry, write_to_textfile
 

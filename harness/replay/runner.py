@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.config import Config
@@ -161,7 +161,9 @@ class Replayer:
         route = self.config.routes.match(recorded.request.method, recorded.request.path)
         exchange = Exchange(
             request=request,
-            primary=recorded.primary,
+            # The recorded answer was timed in another run, under other load: the latency gate
+            # pairs only sides timed side by side (a live primary's answer, below).
+            primary=replace(recorded.primary, latency_ms=None),
             id=recorded.id,
             ts=recorded.ts,
             route=route.name,

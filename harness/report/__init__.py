@@ -13,14 +13,15 @@ from typing import Any
 
 import orjson
 
+from harness.config import GateRules
 from harness.errors import UserError
 from harness.files import write_atomically
 from harness.model import Exchange
-from harness.report.aggregate import ReportBuilder, default_gates
+from harness.report.aggregate import ReportBuilder, gate_rules
 from harness.report.render import render_html
 from harness.report.sources import cutover_timeline, iter_sources, shadow_counters
 
-__all__ = ["ReportBuilder", "build_report", "default_gates", "render_html", "write_report"]
+__all__ = ["ReportBuilder", "build_report", "gate_rules", "render_html", "write_report"]
 
 
 def build_report(
@@ -28,7 +29,7 @@ def build_report(
     out_html: str | Path | None,
     *,
     json_out: str | Path | None = None,
-    gates: Mapping[str, Any] | None = None,
+    gates: GateRules | Mapping[str, Any] | None = None,
     title: str | None = None,
     config: Any = None,
     data_state: Mapping[str, Any] | None = None,
@@ -46,7 +47,7 @@ def build_report(
     if gates is None and loaded is not None:
         gates = loaded.gates
     spec: list[Any] = []
-    if isinstance(sources, list | tuple) and loaded is not False:
+    if isinstance(sources, list | tuple):
         from harness.routes_openapi import saved_routes
 
         spec = saved_routes(s for s in sources if isinstance(s, str | Path))
@@ -75,15 +76,12 @@ def build_report(
 
 
 def _config(config: Any) -> Any:
-    """A loaded `Config` from a path or a `Config`; None when none is given; False when
-    `harness.config` is not available."""
+    """A loaded `Config` from a path or a `Config`; None when none is given."""
     if config is None:
         return None
     if isinstance(config, str | Path):
-        try:
-            from harness.config import load_config
-        except ImportError:
-            return False
+        from harness.config import load_config
+
         return load_config(config)
     return config
 

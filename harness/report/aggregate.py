@@ -10,7 +10,8 @@ Feed raw recordings lines (`ReportBuilder.add_record`, the fast path) or `Exchan
   real differences and learned noise apart, each with its first example;
 - a few example exchanges: the first `FIRST_EXAMPLES` failing ones and a reservoir of the rest.
 
-Readiness uses the gate rule of :mod:`harness.judge.gate`, so the report and `parity replay` agree.
+Readiness is the one gate's (:func:`harness.judge.gate.judge_groups` over the routes' tallies),
+so the report, `parity replay`, `pytest -m parity` and `parity demo` agree.
 """
 
 from __future__ import annotations
@@ -18,21 +19,27 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness.config import GateRules, load_config
 from harness.diff.paths import generalize
-from harness.judge.gate import GateRule, Tally, evaluate
+from harness.judge.gate import (
+    FAILING,
+    GroupGate,
+    Tally,
+    group_order,
+    judge_groups,
+    route_key,
+)
 from harness.model import Exchange, Verdict
 from harness.report.causes import StateCauses
 from harness.report.examples import Keeper, Kept
 from harness.report.noise_seen import ObservedNoise
 from harness.report.pretty import ROOT_NAME, compact
+from harness.routes import GROUPS
 
 VERDICTS: tuple[str, ...] = tuple(str(v) for v in Verdict)
-FAILING = ("mismatch", "incomparable", "candidate-error")
-GROUPS = ("data", "backtest", "strategy", "auth", "trade", "mcp")
-UNROUTED = "(unrouted)"
 
 RESERVOIR = 4096  # latency samples kept per route and side
 FIRST_EXAMPLES = 3  # the first failing exchanges of a route, always kept
@@ -335,33 +342,19 @@ def _latency(response: Any) -> float | None:
 
 # --- gates -------------------------------------------------------------------------------------
 
-DEFAULT_RULE = GateRule(max_mismatch_rate=0.01, min_exchanges=1, allow_untestable=False)
-DEFAULT_GATES: dict[str, GateRule] = {
-    "data": DEFAULT_RULE,
-    "backtest": DEFAULT_RULE,
-    "strategy": DEFAULT_RULE,
-    "auth": GateRule(0.0, 1, False),
-    "trade": GateRule(0.0, 1, False),
-    "mcp": DEFAULT_RULE,
-}
 
-
-def default_gates() -> dict[str, Any]:
-    """The gates of the shipped configuration, or the built-in defaults while `harness.config`
-    is not available: trade and auth 0.0, the others 0.01, at least one compared exchange."""
-    try:
-        from harness.config import load_config
-    except ImportError:
-        return dict(DEFAULT_GATES)
-    return dict(load_config(None).gates)
+def gate_rules(gates: GateRules | Mapping[str, Any] | None = None) -> GateRules:
+    """The rules the report holds groups to: `gates` when they are `GateRules`, else the shipped
+    configuration's with the groups of a mapping overridden (`{"trade": {"max_mismatch_rate":
+    0.5}}`, or objects with those attributes)."""
+    if isinstance(gates, GateRules):
+        return gates
+    shipped = load_config(None).gates
+    return shipped.with_overrides(gates) if gates else shipped
 
 
 def default_routes() -> Any:
-    """The shipped route table, or None while `harness.config` is not available."""
-    try:
-        from harness.config import load_config
-    except ImportError:
-        return None
+    """The shipped route table."""
     return load_config(None).routes
 
 
@@ -371,24 +364,6 @@ def _unknown_routes(table: Any, spec_routes: Any) -> Any:
     from harness.routes_openapi import UnknownRoutes
 
     return UnknownRoutes(table, spec_routes)
-
-
-def as_rule(gate: Any) -> GateRule:
-    """A `GateRule` from a config `Gate`, a `GateRule`, a mapping or None (the default)."""
-    if gate is None:
-        return DEFAULT_RULE
-    if isinstance(gate, Mapping):
-        get = gate.get
-    else:
-
-        def get(name: str, default: Any = None) -> Any:
-            return getattr(gate, name, default)
-
-    return GateRule(
-        max_mismatch_rate=float(get("max_mismatch_rate", DEFAULT_RULE.max_mismatch_rate)),
-        min_exchanges=int(get("min_exchanges", DEFAULT_RULE.min_exchanges)),
-        allow_untestable=bool(get("allow_untestable", DEFAULT_RULE.allow_untestable)),
-    )
 
 
 # --- the builder -------------------------------------------------------------------------------
@@ -404,15 +379,12 @@ class ReportBuilder:
     """Streams judged exchanges into the report's counts. Memory stays bounded whatever the
     number of exchanges: counters, latency reservoirs and a few examples per route."""
 
-    def __init__(self, gates: Mapping[str, Any] | None = None, *, seed: int = 0,
+    def __init__(self, gates: GateRules | Mapping[str, Any] | None = None, *, seed: int = 0,
                  routes: Any = None, spec_routes: Any = ()) -> None:
         """`routes`: the route table the traffic is judged against (default: the shipped one),
         to name traffic on routes it does not know; `spec_routes`: the routes the running
         services declared (`harness.routes_openapi`), for those routes' real templates."""
-        self.gates: dict[str, GateRule] = {
-            group: as_rule(gate)
-            for group, gate in (default_gates() if gates is None else gates).items()
-        }
+        self.gates = gate_rules(gates)
         table = routes if routes is not None else default_routes()
         self.causes = StateCauses()
         self.observed = ObservedNoise(table)
@@ -435,7 +407,7 @@ class ReportBuilder:
             self.dropped += 1
             return
         verdict = record.get("verdict") or None
-        group = record.get("group") or ""
+        group = route_key(record)[0]
         route = record.get("route") or _unrouted_name(record)
         stats = self.routes.get((group, route))
         if stats is None:
@@ -470,21 +442,14 @@ class ReportBuilder:
 
     # --- results -------------------------------------------------------------------------------
 
-    def group_names(self) -> list[str]:
-        """The known migration groups in plan order, then the configured and seen ones."""
-        names = list(GROUPS)
-        for name in sorted({*self.gates, *(g for g, _ in self.routes)}):
-            if name not in names:
-                names.append(name)
-        return names
-
-    def rule(self, group: str) -> GateRule:
-        """The gate of `group` (the built-in default when it has none)."""
-        return self.gates.get(group) or DEFAULT_GATES.get(group) or DEFAULT_RULE
+    def group_gates(self) -> dict[str, GroupGate]:
+        """The one gate over the routes counted: every migration group, seen or not."""
+        return judge_groups({key: stats.tally for key, stats in self.routes.items()}, self.gates,
+                            include=GROUPS)
 
     def summary(self) -> dict[str, Any]:
         """The machine-readable report: totals, groups with readiness, routes, noise."""
-        routes = sorted(self.routes.values(), key=lambda s: (_group_order(s.group), s.route))
+        routes = sorted(self.routes.values(), key=lambda s: (group_order(s.group), s.route))
         route_rows = [s.summary() for s in routes]
         causes = self.causes.causes()
         redact = self.keeper.maker.redact  # what recordings say is redacted again where shown
@@ -493,10 +458,11 @@ class ReportBuilder:
         for row in route_rows:
             row["causes"] = [c["message"] for c in causes
                              if c["group"] == row["group"] and row["route"] in c["read_routes"]]
-        groups = {name: self._group_summary(name, causes) for name in self.group_names()}
+        gates = self.group_gates()
+        groups = {name: self._group_summary(gate, causes) for name, gate in gates.items()}
         totals = Tally()
-        for stats in routes:
-            totals.merge(stats.tally)
+        for gate in gates.values():
+            totals.merge(gate.tally)
         verdict, headline, blocking = _headline(groups)
         not_ready = [g for g in blocking if groups[g]["status"] == "not ready"]
         noise = [
@@ -528,13 +494,9 @@ class ReportBuilder:
                                (self.unknown.rows() if self.unknown is not None else [])],
         }
 
-    def _group_summary(self, group: str, causes: list[dict[str, Any]] = ()) -> dict[str, Any]:
-        tally = Tally()
+    def _group_summary(self, gate: GroupGate, causes: list[dict[str, Any]]) -> dict[str, Any]:
+        group, tally, rule, result = gate.group, gate.tally, gate.rule, gate.result
         members = [s for s in self.routes.values() if s.group == group]
-        for stats in members:
-            tally.merge(stats.tally)
-        rule = self.rule(group)
-        result = evaluate(tally, rule)
         latency = self.group_latency.get(group) or _GroupLatency()
         untestable_routes = sorted(s.route for s in members if s.tally.verdicts.get("untestable"))
         top = _top_paths(members, "differences")
@@ -551,11 +513,7 @@ class ReportBuilder:
         return {
             "status": result.status,
             "reasons": list(result.reasons),
-            "gate": {
-                "max_mismatch_rate": rule.max_mismatch_rate,
-                "min_exchanges": rule.min_exchanges,
-                "allow_untestable": rule.allow_untestable,
-            },
+            "gate": asdict(rule),
             "exchanges": sum(s.exchanges for s in members),
             "verdicts": {v: tally.verdicts.get(v, 0) for v in VERDICTS},
             "compared": tally.compared,
@@ -572,6 +530,7 @@ class ReportBuilder:
                 "primary": latency.primary.summary(),
                 "candidate": latency.candidate.summary(),
             },
+            "latency_gate": result.latency.to_dict() if result.latency else None,
         }
 
 
@@ -589,10 +548,6 @@ def _top_paths(members: list[RouteStats], table: str, limit: int = 5) -> list[di
 def _unrouted_name(record: dict[str, Any]) -> str:
     request = record["request"]
     return f"{request.get('method', '?')} {request.get('path', '?')}"
-
-
-def _group_order(group: str) -> tuple[int, str]:
-    return (GROUPS.index(group), "") if group in GROUPS else (len(GROUPS), group)
 
 
 def _headline(groups: dict[str, dict[str, Any]]) -> tuple[str, str, list[str]]:
@@ -627,8 +582,4 @@ def _headline(groups: dict[str, dict[str, Any]]) -> tuple[str, str, list[str]]:
 
 
 def _labels(groups: list[str]) -> str:
-    return ", ".join(_group_label(g) for g in groups)
-
-
-def _group_label(group: str) -> str:
-    return group or UNROUTED
+    return ", ".join(groups)

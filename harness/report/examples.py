@@ -30,10 +30,9 @@ VALUE_CHARS = 300  # a difference's values are cut at this length
 
 @cache
 def _redactor() -> Callable[[str], str]:
-    try:
-        from harness.store.redact import redact_text
-    except ImportError:
-        return lambda text: text
+    """The store's redaction of text (imported when first needed: its key is read then)."""
+    from harness.store.redact import redact_text
+
     return redact_text
 
 

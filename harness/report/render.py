@@ -19,7 +19,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from harness.report.aggregate import FAILING, VERDICTS, ReportBuilder
+from harness.judge.gate import FAILING, LATENCY_ALPHA, LATENCY_TEST, P99_MIN_PAIRS
+from harness.report.aggregate import VERDICTS, ReportBuilder
 from harness.report.examples import BODY_CAP, ExampleView
 from harness.report.pretty import compact
 from harness.report.sources import not_mirrored_rows
@@ -36,7 +37,6 @@ GROUP_TITLES = {
     "auth": "Auth",
     "trade": "Trade",
     "mcp": "MCP",
-    "": "(unrouted)",
 }
 
 
@@ -57,7 +57,9 @@ def _environment() -> jinja2.Environment:
         group_title=group_title,
         compact=compact,
     )
-    env.globals.update(verdict_class=verdict_class, latency_class=latency_class)
+    env.globals.update(verdict_class=verdict_class, latency_class=latency_class,
+                       latency_test_name=LATENCY_TEST, latency_alpha=LATENCY_ALPHA,
+                       p99_min_pairs=P99_MIN_PAIRS)
     return env
 
 

@@ -10,23 +10,23 @@ migration group: `parity::backtest[GET /api/backtest/results/{id}]`, `parity::ba
 A route whose exchanges were all skipped by the mirror policy (never mirrored) is reported as a
 pytest skip with the reason, not a failure. Replaying recordings whose requests carry credentials
 needs `--parity-login USER` (password from `--parity-password-file`, PARITY_PASSWORD or a prompt):
-without it the run stops at once with a usage error. Under pytest-xdist the controller hands the
-judged file to the workers, so `-n auto` gives the same items and verdicts as a serial run.
+without it the run stops at once with a usage error. The judged exchanges go through the store
+(redacted, in a temporary directory) like every recording, and the items are made from what it
+holds by the one gate (`harness.judge.gate.gate_groups`). Under pytest-xdist the controller hands
+that directory to the workers, so `-n auto` gives the same items and verdicts as a serial run.
 """
 
 from __future__ import annotations
 
-import os
 import re
+import shutil
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, NoReturn
 
-import orjson
 import pytest
 
-from harness.judge.gate import GateResult, GateRule, Tally, evaluate
+from harness.judge.gate import GateResult, Tally, evaluate, gate_groups
 
 JUDGED_KEY = "parity_judged"
 USAGE_ERROR = 2
@@ -108,28 +108,25 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the judged file (controller only)."""
+    """Remove the judged recordings (controller only)."""
     judged = config.stash.get(_judged_key, None)
     if judged and not hasattr(config, "workerinput"):
-        judged.unlink(missing_ok=True)
+        shutil.rmtree(judged, ignore_errors=True)
 
 
 def _judge(config: pytest.Config, recordings: list[str]) -> Path:
+    """Judge (or replay) the recordings once into a temporary store; its directory."""
     from harness.config import load_config
     from harness.errors import UserError
     from harness.store.reader import iter_records
+    from harness.store.writer import SegmentWriter
 
-    name = None
+    store = Path(tempfile.mkdtemp(prefix="parity-judged-"))
     try:
         parity_config = load_config(config.getoption("parity_config"))
         candidate = config.getoption("parity_candidate")
         account = _account(config, parity_config, recordings) if candidate else None
-        fd, name = tempfile.mkstemp(prefix="parity-judged-", suffix=".jsonl")
-        with os.fdopen(fd, "wb") as out:
-
-            def keep(exchange) -> None:
-                out.write(orjson.dumps(exchange.to_dict()) + b"\n")
-
+        with SegmentWriter(store, prefix="judged") as writer:
             if candidate:
                 from harness.mirror.policy import breakers_beside
                 from harness.replay.runner import ReplayTargets, replay_records
@@ -143,7 +140,7 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
                         config.getoption("parity_secondary"),
                     ),
                     account=account,
-                    on_exchange=keep,
+                    on_exchange=writer.write,
                     breakers=breakers_beside(recordings),
                 )
             else:
@@ -152,12 +149,11 @@ def _judge(config: pytest.Config, recordings: list[str]) -> Path:
 
                 engine = Engine(parity_config)
                 for record in iter_records(recordings):
-                    keep(engine.judge(Exchange.from_dict(record)))
+                    writer.write(engine.judge(Exchange.from_dict(record)))
     except UserError as exc:
-        if name:
-            Path(name).unlink(missing_ok=True)
+        shutil.rmtree(store, ignore_errors=True)
         _usage_error(str(exc))
-    return Path(name)
+    return store
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -208,27 +204,20 @@ def pytest_collection_modifyitems(
     if not judged:
         return
     from harness.config import load_config
+    from harness.store.reader import iter_records
 
-    gates = load_config(config.getoption("parity_config")).gates
-    routes: dict[tuple[str, str], Tally] = defaultdict(Tally)
-    with judged.open("rb") as lines:
-        for line in lines:
-            record = orjson.loads(line)
-            routes[(record.get("group") or "other", record.get("route") or "?")].add(record)
-    groups: dict[str, Tally] = defaultdict(Tally)
-    for (group, _), tally in sorted(routes.items()):
-        groups[group].merge(tally)
+    rules = load_config(config.getoption("parity_config")).gates
     parent = ParityGates.from_parent(session, name="parity")
-    for group in sorted(groups):
-        rule = _rule(gates, group)
-        for (route_group, route), tally in sorted(routes.items()):
-            if route_group == group:
-                items.append(ParityItem.from_parent(
-                    parent, name=f"{group}[{route}]", tally=tally, rule=rule, scope=route,
-                    whole_group=False,
-                ))
+    for group, gate in gate_groups(iter_records([judged]), rules).items():
+        # A route only has to hold the rates; the group item checks the minimum count.
+        for route, tally in gate.routes.items():
+            items.append(ParityItem.from_parent(
+                parent, name=f"{group}[{route}]", tally=tally, scope=route, whole_group=False,
+                result=evaluate(tally, gate.rule.for_route()),
+            ))
         items.append(ParityItem.from_parent(
-            parent, name=group, tally=groups[group], rule=rule, scope=group, whole_group=True,
+            parent, name=group, tally=gate.tally, scope=group, whole_group=True,
+            result=gate.result,
         ))
 
 
@@ -239,13 +228,6 @@ class ParityGates(pytest.Collector):
         return []  # items are made from the judged recordings in pytest_collection_modifyitems
 
 
-def _rule(gates: dict[str, Any], group: str) -> GateRule:
-    gate = gates.get(group)
-    if gate is None:
-        return GateRule()
-    return GateRule(gate.max_mismatch_rate, gate.min_exchanges, gate.allow_untestable)
-
-
 class ParityGateFailure(Exception):
     """Raised by a gate item; its message is the readable summary."""
 
@@ -253,17 +235,17 @@ class ParityGateFailure(Exception):
 class ParityItem(pytest.Item):
     """One gate: a route's exchanges against its group's thresholds, or a whole group's."""
 
-    def __init__(self, *, tally: Tally, rule: GateRule, scope: str, whole_group: bool, **kw):
+    def __init__(self, *, tally: Tally, result: GateResult, scope: str, whole_group: bool,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.tally = tally
-        self.rule = rule
+        self.result = result
         self.scope = scope
         self.whole_group = whole_group
         self.add_marker("parity")
 
     def runtest(self) -> None:
-        # A route only has to hold the rates; the group item checks the minimum count.
-        result = evaluate(self.tally, self.rule if self.whole_group else self.rule.for_route())
+        result = self.result
         if not result.passed:
             raise ParityGateFailure(self._summary(result))
         if not self.whole_group and self.tally.compared == 0:
