@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class NoiseModel:
 
     def learn(self, route: str, candidate_paths: set[str],
               secondary_paths: dict[str, tuple[Any, Any]] | None,
-              untestable: set[str] = frozenset()) -> None:
+              untestable: Iterable[str] = frozenset()) -> None:
         """Count one exchange: the generalized paths where the candidate differed, and (when it
         had a secondary answer) where the secondary differed, with an example pair each."""
         with self._lock:
