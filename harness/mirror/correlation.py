@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -69,7 +69,7 @@ def values_at(tree: Any, path: str) -> list[Any]:
     return nodes
 
 
-def _scalar(value: Any) -> bool:
+def _scalar(value: Any) -> TypeGuard[Scalar]:
     return isinstance(value, str | int) and not isinstance(value, bool) and value != ""
 
 
