@@ -39,7 +39,7 @@ LEGACY_PASSWORD_ENV = "PARITY_REPLAY_PASSWORD"
 MINTING_FIELDS = {"access_token": "access", "token": "access", "refresh_token": "refresh"}
 MAX_SESSIONS = 100_000
 
-Prompt = Callable[[str], str]
+Prompt = Callable[[str], str | None]  # None: no answer (no terminal)
 
 
 @dataclass(frozen=True, slots=True)

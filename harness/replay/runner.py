@@ -130,16 +130,23 @@ class Replayer:
             )
         return self.stats
 
+    def _running(self) -> tuple[Client, Mirror]:
+        """The client and the mirror of the run in progress."""
+        if self._client is None or self._mirror is None:
+            raise RuntimeError("a replay sends only inside run()")
+        return self._client, self._mirror
+
     async def _login_everywhere(self) -> None:
         if self.account is None:
             return
+        client, _ = self._running()
         envs = {"candidate": self.targets.candidate}
         if self.targets.primary:
             envs["primary"] = self.targets.primary
         if self.targets.secondary:
             envs["secondary"] = self.targets.secondary
         for name, url in envs.items():
-            self._tokens[name] = await login(self._client, url, self.account,
+            self._tokens[name] = await login(client, url, self.account,
                                              self.transport.timeout_s)
 
     def _for_env(self, env: str, request, minted_in: str):
@@ -149,6 +156,7 @@ class Replayer:
                                       lambda value: self._minted.kind(minted_in, value))
 
     async def _replay_one(self, record: dict[str, Any]) -> None:
+        client, mirror = self._running()
         recorded = Exchange.from_dict(record)
         # Recordings without sessions (imported HAR files) share one scope for minted tokens.
         minted_in = recorded.session or ""
@@ -184,12 +192,12 @@ class Replayer:
         # Only safe requests are asked again of the live primary: it is production.
         if (self.targets.primary and route.ages
                 and recorded.request.method.upper() in SAFE_METHODS):
-            exchange.primary = await send(self._client, self.targets.primary,
+            exchange.primary = await send(client, self.targets.primary,
                                           self._for_env("primary", recorded.request,
                                                         minted_in),
                                           timeout_s=self.transport.timeout_s)
         await self._limiter.wait()
-        await self._mirror.run(exchange, route, secondary_recorded=recorded.secondary)
+        await mirror.run(exchange, route, secondary_recorded=recorded.secondary)
         exchange.request = recorded.request  # record what the client sent, not the fresh token
         self._finish(exchange)
 
