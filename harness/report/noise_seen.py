@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -94,8 +94,8 @@ class ObservedNoise:
             return
         seen.analysed += 1
         seen.with_secondary += has_secondary
-        by_secondary = raw_differences(primary, secondary) if has_secondary else {}
-        by_candidate = raw_differences(primary, candidate) if has_candidate else {}
+        by_secondary = raw_differences(primary, secondary) if _usable(secondary) else {}
+        by_candidate = raw_differences(primary, candidate) if _usable(candidate) else {}
         reported = _reported(record.get("differences") or [])
         for path, values in by_secondary.items():
             stat = self._stat(seen, path, values)
@@ -199,7 +199,7 @@ class ObservedNoise:
                 "ignored_by_rule": ignored, "learned": len(rows) - ignored}
 
 
-def _usable(answer: Any) -> bool:
+def _usable(answer: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(answer, dict) and not answer.get("error") and bool(answer.get("status"))
 
 
