@@ -165,9 +165,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                           f"{len(stats.errors)} client errors; waiting for the mirrors to finish")
             data_state = run_data_state(apps["primary"].base_url, work / "primary", work,
                                         drifted=bool(options.drifts), console=console)
-            proxy.stop(drain + STOP_MARGIN_S)  # SIGTERM: the proxy drains its workers
-            if proxy.process.returncode not in (0, -15):
-                raise UserError(f"the shadow proxy failed (exit {proxy.process.returncode}):\n"
+            code = proxy.stop(drain + STOP_MARGIN_S)  # SIGTERM: the proxy drains its workers
+            if code not in (0, -15):
+                raise UserError(f"the shadow proxy failed (exit {code}):\n"
                                 f"{proxy.log_tail()}")
         groups = gate_recordings(recordings, config)
         from harness.report import build_report
