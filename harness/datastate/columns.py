@@ -82,15 +82,19 @@ def side_kind(sqltype: Any, dialect: str) -> str | None:
     return None
 
 
+def _kind(name: str, sqltype: Any, dialect: str, side: str) -> str:
+    kind = side_kind(sqltype, dialect)
+    if kind is None:
+        raise Unsupported(f"column {name}: type {sqltype} on the {side} cannot be normalised")
+    return kind
+
+
 def plan_column(name: str, primary: Any, candidate: Any, dialects: tuple[str, str], *,
                 time: bool, tolerance: tuple[float, float] | None) -> ColumnPlan:
     """The common normalisation of a column typed `primary` on one side and `candidate` on the
     other; Unsupported (with the reason) when there is none."""
-    kinds = (side_kind(primary, dialects[0]), side_kind(candidate, dialects[1]))
-    for kind, sqltype, side in zip(kinds, (primary, candidate), ("primary", "candidate"),
-                                   strict=True):
-        if kind is None:
-            raise Unsupported(f"column {name}: type {sqltype} on the {side} cannot be normalised")
+    kinds = (_kind(name, primary, dialects[0], "primary"),
+             _kind(name, candidate, dialects[1], "candidate"))
     found = set(kinds)
     if time or "ts" in found:
         if found <= {"ts", "text"}:

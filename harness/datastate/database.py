@@ -12,7 +12,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
@@ -147,7 +147,7 @@ class Database:
                                for u in inspector.get_unique_constraints(name, schema=schema)]
                     unique += [tuple(i["column_names"])
                                for i in inspector.get_indexes(name, schema=schema)
-                               if i.get("unique") and None not in i["column_names"]]
+                               if i.get("unique") and _columns_only(i["column_names"])]
                     return TableInfo(schema, name, columns, tuple(unique))
         except SQLAlchemyError as exc:
             raise self.error(f"cannot read table {name}: {self.scrub(exc)}") from None
@@ -168,3 +168,8 @@ class Database:
         """Count rows downloaded for row-wise comparison."""
         with self._lock:
             self.rows_fetched += count
+
+
+def _columns_only(names: list[str | None]) -> TypeGuard[list[str]]:
+    """Whether an index is on plain columns (None stands for an expression)."""
+    return None not in names
