@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from harness.model import SAFE_METHODS, Request, header
+from harness.routes import Route
 
 log = logging.getLogger("parity.policy")
 
@@ -173,7 +174,7 @@ class MirrorPolicy:
         self.duplicates = 0
         self.trips = 0
 
-    def decide(self, route: Any, request: Request) -> MirrorDecision:
+    def decide(self, route: Route, request: Request) -> MirrorDecision:
         """The request to mirror for `route` (a `harness.routes.Route`), or a skip with its
         reason as the label."""
         reason = self.breakers.reason(route.name)
@@ -197,7 +198,7 @@ class MirrorPolicy:
         return decision if self._first_time(route, request) else MirrorDecision(
             None, "skipped:duplicate order: already sent to the candidate once")
 
-    def _first_time(self, route: Any, request: Request) -> bool:
+    def _first_time(self, route: Route, request: Request) -> bool:
         key = idempotency_key(request)
         if key is None:
             return True
@@ -210,7 +211,7 @@ class MirrorPolicy:
             self._sent.popitem(last=False)
         return True
 
-    def forget(self, route: Any, request: Request) -> None:
+    def forget(self, route: Route, request: Request) -> None:
         """`request` was not sent after all (a side did not prove the route's precondition): a
         later retry of the same order may go."""
         key = idempotency_key(request)
