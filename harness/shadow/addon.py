@@ -30,7 +30,7 @@ import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 from mitmproxy import ctx, exceptions, http
@@ -50,6 +50,9 @@ from harness.shadow.capture import capture, client_address
 from harness.shadow.counters import Counters
 from harness.shadow.pool import WorkerPool
 from harness.shadow.settings import WorkerSettings
+
+if TYPE_CHECKING:  # imported only with parity_metrics (prometheus_client)
+    from harness.metrics.shadow import ShadowMetrics
 
 log = logging.getLogger("parity.shadow")
 
@@ -85,7 +88,7 @@ class ShadowAddon:
         self.counters_path: Path | None = None
         self._counters_written: dict[str, int] | None = None
         self._counters_failed = False
-        self.metrics: Any = None  # harness.metrics.shadow.ShadowMetrics with parity_metrics
+        self.metrics: ShadowMetrics | None = None  # with parity_metrics
         self._drain_s = SHADOW_DEFAULTS.drain_s
 
     def load(self, loader) -> None:
