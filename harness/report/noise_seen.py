@@ -27,6 +27,7 @@ import orjson
 
 from harness.diff.paths import generalize, index, is_inside, key
 from harness.report.pretty import ROOT_NAME, compact
+from harness.routes import RouteTable
 
 IGNORED = "ignored by rule"
 NOISE = "learned noise"
@@ -67,7 +68,7 @@ class ObservedNoise:
     `routes` (a `RouteTable`) gives the comparator and options of each route; without it, the
     recorded comparator with default options is used."""
 
-    def __init__(self, routes: Any = None) -> None:
+    def __init__(self, routes: RouteTable | None = None) -> None:
         self.routes_table = routes
         self.routes: dict[tuple[str, str], _RouteSeen] = {}
         self.with_secondary = 0
