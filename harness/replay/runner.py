@@ -18,7 +18,7 @@ from harness.loop import run_async
 from harness.mirror.policy import Breakers, MirrorPolicy
 from harness.mirror.step import Mirror
 from harness.mirror.transport import Client, TransportSettings, make_client, send
-from harness.model import SAFE_METHODS, Exchange, Verdict
+from harness.model import SAFE_METHODS, Exchange, Request, Verdict
 from harness.replay.credentials import (
     MintedTokens,
     ServiceAccount,
@@ -149,7 +149,7 @@ class Replayer:
             self._tokens[name] = await login(client, url, self.account,
                                              self.transport.timeout_s)
 
-    def _for_env(self, env: str, request, minted_in: str):
+    def _for_env(self, env: str, request: Request, minted_in: str) -> Request:
         if self.account is None or env not in self._tokens:
             return request
         return with_fresh_credentials(request, self._tokens[env], self.account,

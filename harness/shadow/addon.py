@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
 
 from harness.files import write_atomically
 from harness.mirror.policy import breaker_file
@@ -91,7 +92,7 @@ class ShadowAddon:
         self.metrics: ShadowMetrics | None = None  # with parity_metrics
         self._drain_s = SHADOW_DEFAULTS.drain_s
 
-    def load(self, loader) -> None:
+    def load(self, loader: Loader) -> None:
         # One option per declared setting that has one (harness.settings).
         for item in OPTIONS:
             loader.add_option(item.option, item.option_type, item.option_default, item.help)
