@@ -145,8 +145,3 @@ class Counters:
                 f"mirrored {t[MIRRORED]} ({verdicts})")
         extras = [f"{name} {t[name]}" for name in _EXTRAS if t[name]]
         return line + (", " + ", ".join(extras) if extras else "")
-
-
-def outcome_rows(totals: Mapping[str, int]) -> list[tuple[str, str, int]]:
-    """(key, label, count) of every outcome, in order."""
-    return [(key, label, int(totals.get(key, 0))) for key, label in OUTCOMES]
