@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -32,7 +32,7 @@ BodyCompare = Callable[[Lifted, Lifted, CompareOptions], list[Difference]]
 # --- numbers ---------------------------------------------------------------------------------
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """True for JSON numbers (bool is not a number here)."""
     kind = type(value)
     if kind is float or kind is int:
