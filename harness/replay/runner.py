@@ -27,7 +27,7 @@ from harness.replay.credentials import (
     login,
     with_fresh_credentials,
 )
-from harness.replay.lanes import run_lanes, session_key
+from harness.replay.lanes import record_is_safe, run_lanes, session_key
 
 UNRESTORABLE = ("credential not replayable: the primary accepted a secret the replay cannot "
                 "restore (minted before the recordings, or another user's)")
@@ -125,6 +125,8 @@ class Replayer:
             await run_lanes(
                 records,
                 self._replay_one,
+                key=session_key,
+                is_safe=record_is_safe,
                 concurrency=self.concurrency,
                 shard=self.shard,
             )
