@@ -40,6 +40,7 @@ from harness.diff.values import number_message, show, within
 from harness.model import Difference, Kind, Severity
 
 Bound = tuple[Any, ...] | None
+Rows = dict[tuple[Any, ...], tuple[Any, ...]]  # key → canonical values, raw values, update time
 P = ParamSpec("P")
 T = TypeVar("T")
 TIME_SAMPLE = 200
@@ -127,7 +128,7 @@ class Side:
             params)
         return [tuple(key_text(v) for v in row) for row in rows]
 
-    def fetch(self, where: str, params: dict[str, Any]) -> dict[tuple[Any, ...], tuple]:
+    def fetch(self, where: str, params: dict[str, Any]) -> Rows:
         names = [self.db.quote(p.name) for p in self.keys]
         raw = [self.db.quote(p.name) for p in self.columns]
         updated = [self.db.quote(self.updated)] if self.updated else ["NULL"]
@@ -137,10 +138,10 @@ class Side:
         k = len(self.keys)
         return {tuple(key_text(v) for v in row[:k]): row[k:] for row in rows}
 
-    def fetch_segment(self, segment: Segment) -> dict[tuple[Any, ...], tuple]:
+    def fetch_segment(self, segment: Segment) -> Rows:
         return self.fetch(*self.where(segment))
 
-    def fetch_keys(self, key: tuple[Any, ...]) -> dict[tuple[Any, ...], tuple]:
+    def fetch_keys(self, key: tuple[Any, ...]) -> Rows:
         clauses = " AND ".join(f"{sql} = :k{i}" for i, sql in enumerate(self.key_sql))
         return self.fetch(f" WHERE {clauses}", {f"k{i}": v for i, v in enumerate(key)})
 
@@ -239,7 +240,7 @@ class TableDiff:
         return [Segment(a, b) for a, b in itertools.pairwise(bounds)
                 if a is None or b is None or a != b]
 
-    def compare_rows(self, p_rows: dict, c_rows: dict, *, recheck: bool = False) -> None:
+    def compare_rows(self, p_rows: Rows, c_rows: Rows, *, recheck: bool = False) -> None:
         source, target = (c_rows, p_rows) if self.reverse else (p_rows, c_rows)
         width = len(self.primary.columns)
         keys = source.keys() | target.keys()
@@ -275,7 +276,8 @@ class TableDiff:
     def key_dict(self, key: tuple[Any, ...]) -> dict[str, Any]:
         return {plan.name: value for plan, value in zip(self.primary.keys, key, strict=True)}
 
-    def column_differences(self, p_row: tuple, c_row: tuple, width: int) -> list[Difference]:
+    def column_differences(self, p_row: tuple[Any, ...], c_row: tuple[Any, ...],
+                           width: int) -> list[Difference]:
         out = []
         for i, plan in enumerate(self.primary.columns):
             p_canon, c_canon = p_row[i], c_row[i]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,11 +119,16 @@ class Breakers:
             self._open.setdefault(entry["route"], entry["reason"])
 
 
-def breaker_file(recordings: str | os.PathLike[str] | list | tuple | None) -> Path | None:
+# A recordings directory or segment file, or a list of them.
+_Place = str | os.PathLike[str]
+Recordings = _Place | Sequence[_Place] | None
+
+
+def breaker_file(recordings: Recordings) -> Path | None:
     """Where the breakers of every tool working on `recordings` (a directory, a segment file, or
     a list of them: the first one's directory) live: shadow, replay and pytest stop each other's
     routes. None without recordings, or when their directory cannot be made."""
-    if isinstance(recordings, list | tuple):
+    if recordings is not None and not isinstance(recordings, str | os.PathLike):
         recordings = recordings[0] if recordings else None
     if not recordings:
         return None
@@ -135,7 +141,7 @@ def breaker_file(recordings: str | os.PathLike[str] | list | tuple | None) -> Pa
     return directory / BREAKER_FILE
 
 
-def breakers_beside(recordings: str | os.PathLike[str] | list | tuple | None) -> Breakers:
+def breakers_beside(recordings: Recordings) -> Breakers:
     """The breakers shared through `breaker_file(recordings)`; this process's own without one."""
     return Breakers(breaker_file(recordings))
 
