@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -229,7 +230,7 @@ def _covered(path: str, reported: dict[str, Any]) -> bool:
     return _covering(path, reported) is not None
 
 
-def _small(value: Any, redact: Any) -> Any:
+def _small(value: Any, redact: Callable[[str], str]) -> Any:
     """A shown example value: numbers as they are, text cut and redacted, a subtree as its
     compact JSON text."""
     if value is None or isinstance(value, bool | int | float):
