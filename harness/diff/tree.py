@@ -262,7 +262,7 @@ class _Differ:
     def finish(self) -> list[Difference]:
         """The differences, with their messages."""
         # A drift repeats the same pair of numbers item after item: each pair's words written once.
-        numbers: dict[tuple, str] = {}
+        numbers: dict[tuple[type, float, type, float], str] = {}  # (types and values of a pair)
         for diff in self.found:
             if not diff.message:
                 a, b = diff.primary, diff.candidate

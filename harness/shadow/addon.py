@@ -60,7 +60,7 @@ log = logging.getLogger("parity.shadow")
 LOG_EVERY_S = 10.0
 SUPERVISE_EVERY_S = 1.0
 COUNTERS_PREFIX = "shadow-counters-"  # <prefix><UTC yyyymmddTHHMMSS>-<pid>.json
-OPTIONS = tuple(item for item in all_declared() if item.option)
+OPTIONS = tuple((item.option, item) for item in all_declared() if item.option)
 
 
 def write_counters(path: Path, data: dict) -> None:
@@ -94,17 +94,17 @@ class ShadowAddon:
 
     def load(self, loader: Loader) -> None:
         # One option per declared setting that has one (harness.settings).
-        for item in OPTIONS:
-            loader.add_option(item.option, item.option_type, item.option_default, item.help)
+        for option, item in OPTIONS:
+            loader.add_option(option, item.option_type, item.option_default, item.help)
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
-        for item in OPTIONS:
-            if item.option in updated:
+        for option, item in OPTIONS:
+            if option in updated:
                 try:
-                    item.parse(getattr(opts, item.option))
+                    item.parse(getattr(opts, option))
                 except SettingError as exc:
-                    raise exceptions.OptionsError(f"{item.option}: {exc}") from None
+                    raise exceptions.OptionsError(f"{option}: {exc}") from None
         if "parity_sample" in updated:
             self.sample = float(opts.parity_sample)
         if "parity_config" in updated and opts.parity_config:
