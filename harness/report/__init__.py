@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from harness.config import GateRules
+from harness.config import Config, GateRules
 from harness.errors import UserError
 from harness.files import write_atomically
 from harness.model import Exchange
@@ -31,7 +31,7 @@ def build_report(
     json_out: str | Path | None = None,
     gates: GateRules | Mapping[str, Any] | None = None,
     title: str | None = None,
-    config: Any = None,
+    config: Config | str | Path | None = None,
     data_state: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Count every exchange of `sources` (recordings paths, record dicts or `Exchange`s), write
@@ -74,7 +74,7 @@ def build_report(
                         not_mirrored=shadow_counters(names), data_state=data_state)
 
 
-def _config(config: Any) -> Any:
+def _config(config: Config | str | Path | None) -> Config | None:
     """A loaded `Config` from a path or a `Config`; None when none is given."""
     if config is None:
         return None
