@@ -19,13 +19,13 @@ from harness.files import write_atomically
 from harness.model import Exchange
 from harness.report.aggregate import ReportBuilder, gate_rules
 from harness.report.render import render_html
-from harness.report.sources import iter_sources, shadow_counters
+from harness.report.sources import Source, iter_sources, shadow_counters
 
 __all__ = ["ReportBuilder", "build_report", "gate_rules", "render_html", "write_report"]
 
 
 def build_report(
-    sources: Iterable[Any] | str | Path,
+    sources: Iterable[Source] | Source,
     out_html: str | Path | None,
     *,
     json_out: str | Path | None = None,
@@ -54,7 +54,7 @@ def build_report(
     builder = ReportBuilder(gates, routes=loaded.routes if loaded else None, spec_routes=spec)
     names: list[str] = []
 
-    def noted(items: Iterable[Any]) -> Iterable[Any]:  # streams: a generator is never listed
+    def noted(items: Iterable[Source]) -> Iterable[Source]:  # streams: never listed
         for item in items:
             if isinstance(item, str | Path):
                 names.append(str(item))
