@@ -41,7 +41,7 @@ from functools import lru_cache
 from typing import Any
 
 from harness.diff import paths
-from harness.diff.base import CompareOptions, Lifted, register
+from harness.diff.base import CompareOptions, Incomparable, Lifted, register
 from harness.diff.values import (
     compare_answers,
     compare_scalar,
@@ -312,10 +312,9 @@ class _Context:
         path = paths.key(claims, "exp")
         if is_number(p.get("iat")) and is_number(c.get("iat")):
             return self.durations(path, exp_p - p["iat"], exp_c - c["iat"], f"{label} lifetime")
-        if None not in self.dates:
-            return self.durations(
-                path, exp_p - self.dates[0], exp_c - self.dates[1], f"{label} lifetime"
-            )
+        p_date, c_date = self.dates
+        if p_date is not None and c_date is not None:
+            return self.durations(path, exp_p - p_date, exp_c - c_date, f"{label} lifetime")
         if abs(exp_c - exp_p) <= self.tolerance:
             return []
         return [
@@ -377,6 +376,8 @@ def _verify(token: str, spec: Any) -> str | None:
         secret, alg = spec.get("secret") or spec.get("key"), spec.get("alg", "HS256")
     else:
         secret, alg = spec, "HS256"
+    if not isinstance(secret, str | bytes):  # PyJWT would raise TypeError
+        raise Incomparable("extra.keys: no 'secret' or 'key' (a string) to verify tokens with")
     algorithms = list(alg) if isinstance(alg, list | tuple) else [alg]
     try:
         jwt.decode(
@@ -540,16 +541,16 @@ def _cookies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> lis
             continue
         (p_value, p_attrs), (c_value, c_attrs) = p[name], c[name]
         for flag in FLAG_ATTRIBUTES:
-            a, b = flag in p_attrs, flag in c_attrs
-            if a != b:
+            p_has, c_has = flag in p_attrs, flag in c_attrs
+            if p_has != c_has:
                 difference = Difference(
                     paths.key(path, flag),
-                    Kind.MISSING if a else Kind.EXTRA,
-                    a,
-                    b,
-                    f"cookie {name} {'lost' if a else 'gained'} {_FLAG_NAMES[flag]}",
+                    Kind.MISSING if p_has else Kind.EXTRA,
+                    p_has,
+                    c_has,
+                    f"cookie {name} {'lost' if p_has else 'gained'} {_FLAG_NAMES[flag]}",
                 )
-                differences.append(critical(difference) if a else difference)
+                differences.append(critical(difference) if p_has else difference)
         for attribute in VALUE_ATTRIBUTES:
             a, b = p_attrs.get(attribute), c_attrs.get(attribute)
             if attribute == "samesite":

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import orjson
 
@@ -420,6 +420,8 @@ class TradeTable:
         # column once; the keys, the shift vote, the moved times and the comparison use those.
         p_table = columns_if_same_members(p) if p and c else None
         c_table = columns_if_same_members(c) if p_table is not None else None
+        p_cols: _RowColumns | Mapping[str, Sequence[Any]]
+        c_cols: _RowColumns | Mapping[str, Sequence[Any]]
         if p_table is None or c_table is None or p_table.keys() != c_table.keys():
             p_table = c_table = None
             p_cols, c_cols = _RowColumns(p), _RowColumns(c)
@@ -519,7 +521,7 @@ class TradeTable:
         return found[0] if found else None
 
     def _unmatched(
-        self, rows: list[dict], indices: list[int], time_field: str, keys: list[str], kind: Kind
+        self, rows: list[dict], indices: list[int], time_field: str, keys: Sequence[str], kind: Kind
     ) -> list[Difference]:
         """One difference naming the trades one side lacks."""
         if not indices:
@@ -594,7 +596,8 @@ def _moved_by(
     at = time_keys([p_column[i] for i, _ in pairs])
     if None in moved or None in at:
         return False
-    return all(b - a == shift for a, b in zip(at, moved, strict=True))
+    return all(b - a == shift for a, b in zip(cast(list[int], at), cast(list[int], moved),
+                                              strict=True))  # no None: checked above
 
 
 def _align(

@@ -73,7 +73,7 @@ class _StderrHandler(logging.StreamHandler):
     """Logs to whatever sys.stderr is at the time of each record (so redirections apply)."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter

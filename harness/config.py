@@ -435,11 +435,8 @@ def _cutover(check: _Checker, defaults: dict[str, Any], user: Any) -> CutoverPla
     return CutoverPlan(**values)
 
 
-def route_toml(route: Route, *, ignore: tuple[str, ...] = (), ignore_headers: tuple[str, ...] = (),
-               notes: dict[str, str] | None = None) -> str:
-    """`route` as a `[[routes]]` table of parity.toml (what `load_config` reads back), with
-    `ignore` and `ignore_headers` added; `notes` puts a comment after an ignore entry."""
-    notes = notes or {}
+def route_toml(route: Route) -> str:
+    """`route` as a `[[routes]]` table of parity.toml (what `load_config` reads back)."""
 
     def lit(value: Any) -> str:
         if isinstance(value, bool):
@@ -479,19 +476,17 @@ def route_toml(route: Route, *, ignore: tuple[str, ...] = (), ignore_headers: tu
             lines.append(f"{name} = {lit(getattr(options, name))}")
     if options.unordered:
         lines.append(f"unordered = {lit(options.unordered)}")
-    headers = tuple(dict.fromkeys((*options.ignore_headers, *ignore_headers)))
+    headers = tuple(dict.fromkeys(options.ignore_headers))
     if headers:
         lines.append(f"ignore_headers = {lit(headers)}")
     if not options.compare_headers:
         lines.append("compare_headers = false")
     if options.extra:
         lines.append(f"extra = {lit(dict(options.extra))}")
-    globs = tuple(dict.fromkeys((*options.ignore, *ignore)))
+    globs = tuple(dict.fromkeys(options.ignore))
     if globs:
         lines.append("ignore = [")
-        for glob in globs:
-            note = f"  # {notes[glob]}" if glob in notes else ""
-            lines.append(f"    {lit(glob)},{note}")
+        lines.extend(f"    {lit(glob)}," for glob in globs)
         lines.append("]")
     return "\n".join(lines) + "\n"
 

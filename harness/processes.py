@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -35,7 +36,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (another process may still take it first)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _group_alive(pgid: int) -> bool:
@@ -132,7 +134,7 @@ class ManagedProcess:
         """Whether the process was started and has not exited."""
         return self.process is not None and self.process.poll() is None
 
-    def start(self, *, wait: bool = True) -> ManagedProcess:
+    def start(self, *, wait: bool = True) -> Self:
         """Start the process; with `wait`, return once it is healthy."""
         if self.process is not None:
             raise ProcessError(f"{self.argv[0]} was already started")
@@ -208,7 +210,7 @@ class ManagedProcess:
         _REGISTRY.discard(self)
         return self.process.returncode
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self.start() if self.process is None else self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -5,6 +5,7 @@ to correlate, and whether answers age."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
@@ -125,7 +126,7 @@ class DryRunRewrite:
 
     def proven(self, answer: Lifted) -> bool:
         """Whether a side's answer says it was a dry run (`proof_path` == `proof_value`)."""
-        return _at(answer.body, self.proof_path) == self.proof_value
+        return bool(_at(answer.body, self.proof_path) == self.proof_value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +234,7 @@ class RouteTable:
         return next((r for r in self.routes if r.method == method and r.template == template),
                     None)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Route]:
         return iter(self.routes)
 
     def __len__(self) -> int:

@@ -227,7 +227,7 @@ class UnknownRoutes:
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per unknown route, most exchanges first."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, counts in self.counts.items():
             total = sum(counts.values())
             skipped = counts.get("skipped", 0)

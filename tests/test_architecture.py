@@ -1,5 +1,6 @@
 """The architecture is checked by the test command: the layers and plugin contracts of
-`.importlinter` (`lint-imports`) hold, so a back-edge between layers fails CI."""
+`.importlinter` (`lint-imports`) hold, so a back-edge between layers fails CI; and the types of
+`harness/` and `comparators/` check (`mypy`, configured in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,9 @@ def test_layers_point_one_way_and_comparators_are_plugins():
     result = run("lint-imports", "--no-cache")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "3 kept, 0 broken" in result.stdout
+
+
+def test_types_check():
+    result = run("mypy")
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    assert "Success: no issues found" in result.stdout

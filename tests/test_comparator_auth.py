@@ -6,11 +6,12 @@ import copy
 import itertools
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comparators.auth import enumeration_findings
-from harness.diff.base import CompareOptions, get
+from harness.diff.base import CompareOptions, Incomparable, get
 from harness.model import Kind, Severity
 from harness.testing.answers import SECRET, answer, encode, jwt_claims
 
@@ -177,6 +178,14 @@ def test_signature_verification_with_configured_keys():
     (found,) = diff(good, forged, extra=keys)
     assert found.path == "access_token.signature" and found.severity is Severity.CRITICAL
     assert forged["access_token"] not in found.message
+
+
+def test_keys_without_a_secret_make_the_answers_incomparable_with_the_reason():
+    good = {"access_token": encode({"sub": "alice", "exp": 1_704_069_000, "jti": "a"})}
+    one_side = {"primary": {"secret": SECRET}, "candidate": {}}
+    for keys in ({"alg": "HS256"}, {"secret": 42}, one_side):
+        with pytest.raises(Incomparable, match=r"extra\.keys: no 'secret' or 'key'"):
+            diff(good, good, extra={"keys": keys})
 
 
 def test_cookie_attributes_and_values():

@@ -17,6 +17,7 @@ from harness.judge.gate import GroupGate, gate_groups
 
 if TYPE_CHECKING:
     from harness.config import Config
+    from harness.model import Exchange
     from harness.replay.credentials import ServiceAccount
 
 
@@ -122,7 +123,7 @@ def _replay_into(args: argparse.Namespace, config: Config, account: ServiceAccou
     unknown = unknown_routes(config, args.recordings)
     with SegmentWriter(store, prefix="replay") as writer:
 
-        def on_exchange(exchange) -> None:
+        def on_exchange(exchange: Exchange) -> None:
             unknown.add_record(exchange.to_dict())
             writer.write(exchange)
             progress.advance(exchange)

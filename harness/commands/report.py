@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.errors import UserError
+
+if TYPE_CHECKING:
+    from harness.config import Config
 
 
 def add_parser(
@@ -40,7 +43,7 @@ def add_parser(
     return parser
 
 
-def _config(config: str | None) -> Any:
+def _config(config: str | None) -> Config | None:
     if config is None:
         return None
     if not Path(config).is_file():

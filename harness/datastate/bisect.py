@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import types as sat
 
@@ -40,6 +40,9 @@ from harness.diff.values import number_message, show, within
 from harness.model import Difference, Kind, Severity
 
 Bound = tuple[Any, ...] | None
+Rows = dict[tuple[Any, ...], tuple[Any, ...]]  # key → canonical values, raw values, update time
+P = ParamSpec("P")
+T = TypeVar("T")
 TIME_SAMPLE = 200
 MAX_FIRST_SPLIT = 256
 
@@ -93,7 +96,8 @@ class Side:
         return f"{quoted} COLLATE \"C\"" if text_key else quoted
 
     def where(self, segment: Segment) -> tuple[str, dict[str, Any]]:
-        clauses, params = [], {}
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
         keys = self.key_sql[0] if len(self.key_sql) == 1 else f"({', '.join(self.key_sql)})"
         for bound, op, prefix in ((segment.lo, ">=", "lo"), (segment.hi, "<", "hi")):
             if bound is None:
@@ -124,7 +128,7 @@ class Side:
             params)
         return [tuple(key_text(v) for v in row) for row in rows]
 
-    def fetch(self, where: str, params: dict[str, Any]) -> dict[tuple[Any, ...], tuple]:
+    def fetch(self, where: str, params: dict[str, Any]) -> Rows:
         names = [self.db.quote(p.name) for p in self.keys]
         raw = [self.db.quote(p.name) for p in self.columns]
         updated = [self.db.quote(self.updated)] if self.updated else ["NULL"]
@@ -134,10 +138,10 @@ class Side:
         k = len(self.keys)
         return {tuple(key_text(v) for v in row[:k]): row[k:] for row in rows}
 
-    def fetch_segment(self, segment: Segment) -> dict[tuple[Any, ...], tuple]:
+    def fetch_segment(self, segment: Segment) -> Rows:
         return self.fetch(*self.where(segment))
 
-    def fetch_keys(self, key: tuple[Any, ...]) -> dict[tuple[Any, ...], tuple]:
+    def fetch_keys(self, key: tuple[Any, ...]) -> Rows:
         clauses = " AND ".join(f"{sql} = :k{i}" for i, sql in enumerate(self.key_sql))
         return self.fetch(f" WHERE {clauses}", {f"k{i}": v for i, v in enumerate(key)})
 
@@ -175,18 +179,20 @@ class TableDiff:
         self.arithmetic = (len(primary.keys) == 1 and primary.keys[0].kind == "int")
         self.range = (Checksum(0, 0), Checksum(0, 0))  # whole table: min/max of an integer key
 
-    def both(self, call: Callable[[Side], Any]) -> tuple[Future, Future]:
-        return self.pool.submit(call, self.primary), self.pool.submit(call, self.candidate)
+    def both(self, call: Callable[Concatenate[Side, P], T], *args: P.args,
+             **kwargs: P.kwargs) -> tuple[Future[T], Future[T]]:
+        """`call(side, *args, **kwargs)` on each side, in the pool."""
+        return (self.pool.submit(call, self.primary, *args, **kwargs),
+                self.pool.submit(call, self.candidate, *args, **kwargs))
 
     def run(self) -> None:
         pending = [Segment(None, None)]
         first = True
         while pending:
             ranged = first and self.arithmetic  # min/max of an integer key, for splitting
-            futures = [self.both(lambda side, s=s, r=ranged: side.checksum(s, r))
-                       for s in pending]
+            futures = [self.both(Side.checksum, s, ranged) for s in pending]
             fetch: list[Segment] = []
-            splits: list[Future] = []
+            splits: list[Future[list[Segment]]] = []
             for segment, (fp, fc) in zip(pending, futures, strict=True):
                 p, c = fp.result(), fc.result()
                 if first:
@@ -206,10 +212,10 @@ class TableDiff:
             # A few segments at a time: memory stays within workers × fetch_below rows per side,
             # whatever the table's size or the number of differing segments.
             for start in range(0, len(fetch), self.settings.workers):
-                batch = [self.both(lambda side, s=s: side.fetch_segment(s))
+                batch = [self.both(Side.fetch_segment, s)
                          for s in fetch[start:start + self.settings.workers]]
-                for fp, fc in batch:
-                    self.compare_rows(fp.result(), fc.result())
+                for p_rows, c_rows in batch:
+                    self.compare_rows(p_rows.result(), c_rows.result())
 
     def split(self, segment: Segment, p: Checksum, c: Checksum) -> list[Segment]:
         parts = self.settings.segments
@@ -226,16 +232,15 @@ class TableDiff:
             if hi - lo <= 1:
                 return [segment]
             step = max(1, math.ceil((hi - lo) / parts))
-            cuts = list(range(lo + step, hi, step))
+            cuts = [(cut,) for cut in range(lo + step, hi, step)]
         else:
             side = self.primary if p.count >= c.count else self.candidate
-            cuts = [cut for cut in side.quantiles(segment, max(p.count, c.count), parts)]
-        bounds: list[Bound] = [segment.lo, *[(cut,) if self.arithmetic else cut for cut in cuts],
-                               segment.hi]
+            cuts = side.quantiles(segment, max(p.count, c.count), parts)
+        bounds: list[Bound] = [segment.lo, *cuts, segment.hi]
         return [Segment(a, b) for a, b in itertools.pairwise(bounds)
                 if a is None or b is None or a != b]
 
-    def compare_rows(self, p_rows: dict, c_rows: dict, *, recheck: bool = False) -> None:
+    def compare_rows(self, p_rows: Rows, c_rows: Rows, *, recheck: bool = False) -> None:
         source, target = (c_rows, p_rows) if self.reverse else (p_rows, c_rows)
         width = len(self.primary.columns)
         keys = source.keys() | target.keys()
@@ -262,14 +267,17 @@ class TableDiff:
                 continue
             self.state.add(finding)
 
-    def in_flight(self, row: tuple) -> bool:
+    def in_flight(self, row: tuple[Any, ...] | None) -> bool:
+        if row is None:  # a key is on one side at least
+            return False
         stamp = row[-1]
         return stamp is not None and as_utc_text(stamp, 6) >= self.since
 
     def key_dict(self, key: tuple[Any, ...]) -> dict[str, Any]:
         return {plan.name: value for plan, value in zip(self.primary.keys, key, strict=True)}
 
-    def column_differences(self, p_row: tuple, c_row: tuple, width: int) -> list[Difference]:
+    def column_differences(self, p_row: tuple[Any, ...], c_row: tuple[Any, ...],
+                           width: int) -> list[Difference]:
         out = []
         for i, plan in enumerate(self.primary.columns):
             p_canon, c_canon = p_row[i], c_row[i]
@@ -286,7 +294,7 @@ class TableDiff:
 
     def recheck(self) -> None:
         for key in self.suspects:
-            fp, fc = self.both(lambda side, k=key: side.fetch_keys(k))
+            fp, fc = self.both(Side.fetch_keys, key)
             self.compare_rows(fp.result(), fc.result(), recheck=True)
 
 
@@ -376,12 +384,12 @@ def _prepare(spec: TableSpec, state: TableState, primary: Database, candidate: D
             plans[i] = ColumnPlan(plan.name, "ts", precision=precision)
     sides = [Side(db, info, keys, plans, spec.updated)
              for db, info in ((primary, p_info), (candidate, c_info))]
-    for side, info in zip(sides, infos, strict=True):
+    for table_side, info in zip(sides, infos, strict=True):
         assert info is not None
         if not any(set(unique) <= set(spec.key) for unique in info.unique_keys) \
-                and side.duplicate_key():
+                and table_side.duplicate_key():
             state.problem("incomparable", f"{spec.name}: key ({', '.join(spec.key)}) is not "
-                                          f"unique on the {side.db.side}")
+                                          f"unique on the {table_side.db.side}")
             return None
     return sides[0], sides[1]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -34,6 +35,8 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import types as sat
+
+SqlType = sat.TypeEngine[Any]  # a column's type as SQLAlchemy reflects it
 
 NULL_MARK = "\\N"
 SEPARATOR = "\x1f"
@@ -67,7 +70,7 @@ class ColumnPlan:
         return self.kind
 
 
-def side_kind(sqltype: Any, dialect: str) -> str | None:
+def side_kind(sqltype: SqlType, dialect: str) -> str | None:
     """The kind one side's column type normalises as (None: cannot be normalised)."""
     checks: tuple[tuple[type, str], ...] = (
         (sat.Boolean, "bool"), (sat.Integer, "int"), (sat.Float, "float"),
@@ -82,15 +85,19 @@ def side_kind(sqltype: Any, dialect: str) -> str | None:
     return None
 
 
-def plan_column(name: str, primary: Any, candidate: Any, dialects: tuple[str, str], *,
+def _kind(name: str, sqltype: SqlType, dialect: str, side: str) -> str:
+    kind = side_kind(sqltype, dialect)
+    if kind is None:
+        raise Unsupported(f"column {name}: type {sqltype} on the {side} cannot be normalised")
+    return kind
+
+
+def plan_column(name: str, primary: SqlType, candidate: SqlType, dialects: tuple[str, str], *,
                 time: bool, tolerance: tuple[float, float] | None) -> ColumnPlan:
     """The common normalisation of a column typed `primary` on one side and `candidate` on the
     other; Unsupported (with the reason) when there is none."""
-    kinds = (side_kind(primary, dialects[0]), side_kind(candidate, dialects[1]))
-    for kind, sqltype, side in zip(kinds, (primary, candidate), ("primary", "candidate"),
-                                   strict=True):
-        if kind is None:
-            raise Unsupported(f"column {name}: type {sqltype} on the {side} cannot be normalised")
+    kinds = (_kind(name, primary, dialects[0], "primary"),
+             _kind(name, candidate, dialects[1], "candidate"))
     found = set(kinds)
     if time or "ts" in found:
         if found <= {"ts", "text"}:
@@ -232,16 +239,18 @@ def _codes(codes: str) -> tuple[tuple[str, float, float, int], ...]:
     return tuple(parse_code(code) for code in codes.split("|"))
 
 
-def register_sqlite_functions(connection: Any) -> None:
+def register_sqlite_functions(connection: sqlite3.Connection) -> None:
     """Make the normalisation available inside a sqlite connection."""
     connection.create_function("parity_canon", 2, sqlite_canonical, deterministic=True)
-    connection.create_aggregate("parity_checksum", -1, SqliteChecksum)
+    # typeshed allows only one-int-argument aggregates returning int; sqlite takes any arguments
+    # (-1: a variable number) and results.
+    connection.create_aggregate("parity_checksum", -1, SqliteChecksum)  # type: ignore[arg-type]
 
 
 # --- in PostgreSQL ----------------------------------------------------------------------------
 
 
-def pg_canonical(column_sql: str, plan: ColumnPlan, sqltype: Any) -> str:
+def pg_canonical(column_sql: str, plan: ColumnPlan, sqltype: SqlType) -> str:
     """SQL computing the canonical text of `column_sql` (of type `sqltype`) in PostgreSQL; the
     session runs in UTC, so a time text without a zone is read as UTC."""
     c = column_sql

@@ -8,17 +8,19 @@ runs, counted. Errors become one line naming the side and the URL without its pa
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SAWarning, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
 
-from harness.datastate.columns import register_sqlite_functions
+from harness.datastate.columns import SqlType, register_sqlite_functions
 from harness.errors import UserError
 
 SUPPORTED = ("sqlite", "postgresql")
@@ -38,7 +40,7 @@ class TableInfo:
 
     schema: str | None
     name: str
-    columns: dict[str, Any]  # name -> SQLAlchemy type, in table order
+    columns: dict[str, SqlType]  # in table order
     unique_keys: tuple[tuple[str, ...], ...]  # primary key and unique constraints/indexes
 
 
@@ -96,7 +98,8 @@ class Database:
             raise self.error("no such file")
         return parsed
 
-    def _on_sqlite_connect(self, connection: Any, _record: Any) -> None:
+    def _on_sqlite_connect(self, connection: sqlite3.Connection,
+                           _record: ConnectionPoolEntry) -> None:
         register_sqlite_functions(connection)
         for schema, path in self._attached.items():
             connection.execute(f"ATTACH DATABASE ? AS \"{schema}\"", (str(path),))
@@ -147,7 +150,7 @@ class Database:
                                for u in inspector.get_unique_constraints(name, schema=schema)]
                     unique += [tuple(i["column_names"])
                                for i in inspector.get_indexes(name, schema=schema)
-                               if i.get("unique") and None not in i["column_names"]]
+                               if i.get("unique") and _columns_only(i["column_names"])]
                     return TableInfo(schema, name, columns, tuple(unique))
         except SQLAlchemyError as exc:
             raise self.error(f"cannot read table {name}: {self.scrub(exc)}") from None
@@ -168,3 +171,8 @@ class Database:
         """Count rows downloaded for row-wise comparison."""
         with self._lock:
             self.rows_fetched += count
+
+
+def _columns_only(names: list[str | None]) -> TypeGuard[list[str]]:
+    """Whether an index is on plain columns (None stands for an expression)."""
+    return None not in names

@@ -27,6 +27,7 @@ from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.errors import UserError
 from harness.judge.gate import UNGROUPED, GateResult, Tally, gate_groups
 from harness.mirror.transport import request_headers
+from harness.model import Request
 from harness.processes import ManagedProcess, free_port, start_reference_app
 from harness.routes import GROUPS
 from harness.shadow import counters as c
@@ -73,7 +74,7 @@ class DemoResult:
         return [g for g, (result, _) in self.groups.items() if not result.passed]
 
 
-def edge_requests(count: int, seed: int):
+def edge_requests(count: int, seed: int) -> list[Request]:
     """Hypothesis-generated edge requests (orders with up to 8 decimals, odd candle ranges);
     derandomized, so the same seed and count give the same requests."""
     from hypothesis import HealthCheck, Phase, given, settings
@@ -81,12 +82,12 @@ def edge_requests(count: int, seed: int):
 
     from harness.testing.requests import ohlcv_requests, order_requests
 
-    collected = []
+    collected: list[Request] = []
 
     @settings(max_examples=count, derandomize=True, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck), deadline=None)
     @given(st.one_of(order_requests(), ohlcv_requests()))
-    def collect(request) -> None:
+    def collect(request: Request) -> None:
         collected.append(request)
 
     collect()
@@ -107,7 +108,7 @@ def _drive(base_url: str, options: DemoOptions, console: Console) -> TrafficStat
                 progress.advance(task)
             progress.update(task, description="edge requests")
             for request in edges:
-                stats.note(client.request(request.method, request.path, params=request.query,
+                stats.note(client.request(request.method, request.path, params=tuple(request.query),
                                           headers=request_headers(request),
                                           content=request.body.raw or None))
                 progress.advance(task)
@@ -165,9 +166,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                           f"{len(stats.errors)} client errors; waiting for the mirrors to finish")
             data_state = run_data_state(apps["primary"].base_url, work / "primary", work,
                                         drifted=bool(options.drifts), console=console)
-            proxy.stop(drain + STOP_MARGIN_S)  # SIGTERM: the proxy drains its workers
-            if proxy.process.returncode not in (0, -15):
-                raise UserError(f"the shadow proxy failed (exit {proxy.process.returncode}):\n"
+            code = proxy.stop(drain + STOP_MARGIN_S)  # SIGTERM: the proxy drains its workers
+            if code not in (0, -15):
+                raise UserError(f"the shadow proxy failed (exit {code}):\n"
                                 f"{proxy.log_tail()}")
         groups = gate_recordings(recordings, config)
         from harness.report import build_report

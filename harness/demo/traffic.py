@@ -1,5 +1,5 @@
 """Realistic Cryptobot user sessions, sent through the shadow proxy by `parity demo` (and usable by
-benchmarks): log in, query candles, run a backtest start → poll → results, optimise, manage
+benchmarks): log in, query candles, run a backtest start → poll → results, manage
 strategies, place orders (real on the primary, as a user would; the proxy mirrors them only to
 copies in dry-run mode) and paper trades. Deterministic for a given seed."""
 
@@ -85,19 +85,6 @@ class CryptobotSession:
             time.sleep(0.05)
         self._get(f"/api/backtest/results/{backtest_id}")
         self._get(f"/api/backtest/performance/{backtest_id}")
-
-    def optimise(self) -> None:
-        self._post("/api/backtest/optimize", json={
-            "strategy_name": "sma_crossover",
-            "parameter_ranges": [
-                {"name": "fast", "values": [5, 10]},
-                {"name": "slow", "values": [20, 40]},
-            ],
-            "symbol": "BTC/USDT",
-            "timeframe": "4h",
-            "start_date": "2024-01-01T00:00:00Z",
-            "end_date": "2024-06-01T00:00:00Z",
-        })
 
     def strategies(self) -> None:
         name = f"sma-{self.rng.randrange(10_000)}"

@@ -32,12 +32,13 @@ import difflib
 import hashlib
 import operator
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 from deepdiff import DeepDiff
+from deepdiff.model import DiffLevel
 from deepdiff.operator import BaseOperator
 
 from harness.diff import paths
@@ -171,7 +172,7 @@ def _item_key(value: Any) -> Any:
     return canonical if canonical is not None else repr(value)
 
 
-def _item_keys(items: list) -> list[Any]:
+def _item_keys(items: Sequence[Any]) -> list[Any]:
     """`_item_key` of every item (in one C-level pass when orjson can dump them all)."""
     try:
         return [orjson.dumps(item, option=orjson.OPT_SORT_KEYS) for item in items]
@@ -195,7 +196,7 @@ def same(a: Any, b: Any) -> bool:
     return True
 
 
-def _all_numbers(a: list, b: list) -> bool:
+def _all_numbers(a: Sequence[Any], b: Sequence[Any]) -> bool:
     """Both lists hold only numbers that floats represent exactly (no bools)."""
     types = set(map(type, a)) | set(map(type, b))
     if not types <= {int, float}:
@@ -222,7 +223,7 @@ def _mismatch_mask(pa: np.ndarray, pb: np.ndarray, rtol: float,
         return bad, delta / scale
 
 
-def _numeric_compare(a: list, b: list, rtol: float,
+def _numeric_compare(a: Sequence[Any], b: Sequence[Any], rtol: float,
                      atol: float) -> tuple[np.ndarray, np.ndarray] | None:
     """(indexes past the tolerance, their relative deviations), or None (not numeric lists)."""
     if not _all_numbers(a, b):
@@ -261,7 +262,7 @@ class _Differ:
     def finish(self) -> list[Difference]:
         """The differences, with their messages."""
         # A drift repeats the same pair of numbers item after item: each pair's words written once.
-        numbers: dict[tuple, str] = {}
+        numbers: dict[tuple[type, float, type, float], str] = {}  # (types and values of a pair)
         for diff in self.found:
             if not diff.message:
                 a, b = diff.primary, diff.candidate
@@ -308,7 +309,7 @@ class _Differ:
         else:
             self._leaf(a, b, where)
 
-    def _members(self, a: dict, b: dict, where: str) -> None:
+    def _members(self, a: dict[str, Any], b: dict[str, Any], where: str) -> None:
         for name, value in a.items():
             if name in b:
                 other = b[name]
@@ -340,6 +341,7 @@ class _Differ:
         except KeyError:
             return None
         table_a = list(map(getter, rows_a))
+        columns: list[tuple[Sequence[Any], Sequence[Any]]]
         if len(names) == 1:
             columns = [(table_a, table_b)]
         else:
@@ -387,7 +389,7 @@ class _Differ:
         elif a != b:
             self.add(where, Kind.CHANGED, a, b)
 
-    def _positional(self, a: list, b: list, where: str) -> None:
+    def _positional(self, a: Sequence[Any], b: Sequence[Any], where: str) -> None:
         """Same length: item by item (many differing records column by column). A mere
         reordering is one ORDER difference; a list whose items shifted (one inserted, one
         removed) is described by the alignment instead; the same member differing in many items
@@ -427,7 +429,7 @@ class _Differ:
         for diff in self.found[before:]:
             tails.setdefault(paths.generalize(diff.path[len(item):]), []).append((item, diff))
 
-    def _columns(self, a: list, b: list, rows: list[int], where: str,
+    def _columns(self, a: Sequence[Any], b: Sequence[Any], rows: list[int], where: str,
                  tails: dict[str, list[tuple[str, Difference]]]) -> bool:
         """Records (dicts with the same members) compared column by column over `rows`: numeric
         columns with numpy, same-typed scalar columns in one pass, the rest item by item.
@@ -443,6 +445,7 @@ class _Differ:
             return False
         if not names:
             return True  # empty records: nothing to compare
+        columns: list[tuple[Sequence[Any], Sequence[Any]]]
         try:  # same number of members and every name present: the same members
             if len(names) <= 4:  # a few long columns: read one by one, faster than a transpose
                 getters = list(map(operator.itemgetter, names))
@@ -488,8 +491,8 @@ class _Differ:
                 self._file(tails, item, before)
         return True
 
-    def _column_summary(self, column_a: list, column_b: list, bad: list[tuple[int, int]],
-                        name: str, where: str, total: int) -> None:
+    def _column_summary(self, column_a: Sequence[Any], column_b: Sequence[Any],
+                        bad: list[tuple[int, int]], name: str, where: str, total: int) -> None:
         """One difference for a column that differs in many items (the first one kept); `bad`
         holds (row in the column, index in the list) pairs."""
         def path(i: int) -> str:
@@ -531,7 +534,7 @@ class _Differ:
         if dropped:
             self.found[mark:] = [d for d in self.found[mark:] if id(d) not in dropped]
 
-    def _numeric(self, a: list, b: list, where: str) -> bool:
+    def _numeric(self, a: Sequence[Any], b: Sequence[Any], where: str) -> bool:
         """Compare two numeric lists with numpy; False when they are not both all numbers."""
         found = _numeric_compare(a, b, self.rtol, self.atol)
         if found is None:
@@ -559,11 +562,12 @@ class _Differ:
         self.add(path, Kind.CHANGED, a[first], b[first], message)
         return True
 
-    def _aligned(self, a: list, b: list, where: str) -> None:
+    def _aligned(self, a: Sequence[Any], b: Sequence[Any], where: str) -> None:
         alignment = _Alignment(_item_keys(a), _item_keys(b))
         self._report_alignment(a, b, where, alignment)
 
-    def _report_alignment(self, a: list, b: list, where: str, alignment: _Alignment) -> None:
+    def _report_alignment(self, a: Sequence[Any], b: Sequence[Any], where: str,
+                          alignment: _Alignment) -> None:
         if not alignment.in_order:
             self.add(where, Kind.ORDER, None, None,
                      f"{where or 'body'}: the {alignment.common} items both answers have are "
@@ -579,7 +583,7 @@ class _Differ:
         if self.summarise and len(items) > MAX_ITEM_FINDINGS:
             self.found[mark:] = _summarise_items(where, items, len(a), len(b))
 
-    def _multiset(self, a: list, b: list, where: str) -> None:
+    def _multiset(self, a: Sequence[Any], b: Sequence[Any], where: str) -> None:
         if Counter(_item_keys(a)) == Counter(_item_keys(b)):
             return
         self.found.extend(_deepdiff_unordered(a, b, where, self))
@@ -614,13 +618,15 @@ class _Alignment:
         self.unmatched = len(self.missing) + len(self.extra) + len(self.pairs)
 
 
-def _unequal_items(a: list, b: list) -> list[int]:
+def _unequal_items(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
     """Indexes of the items that may differ: unequal to C-level ``==``, or, when the equal rest
     does not serialize the same (``true`` vs ``1`` hides from ``==``), each checked exactly."""
     unequal = [i for i, (x, y) in enumerate(zip(a, b, strict=True))
                if x is not y and (type(x) is not type(y) or x != y)]
     if len(unequal) == len(a):
         return unequal
+    rest_a: Sequence[Any]
+    rest_b: Sequence[Any]
     if unequal:
         skip = set(unequal)
         rest_a = [x for i, x in enumerate(a) if i not in skip]
@@ -635,7 +641,7 @@ def _unequal_items(a: list, b: list) -> list[int]:
     return [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not same(x, y)]
 
 
-def _may_have_moved(a: list, b: list, unequal: list[int]) -> bool:
+def _may_have_moved(a: Sequence[Any], b: Sequence[Any], unequal: list[int]) -> bool:
     """Cheap probe before aligning: could items have been reordered or shifted? Then the first
     differing item of one side sits at another index of the other (probed both ways, so that
     swapping the sides decides the same)."""
@@ -643,7 +649,7 @@ def _may_have_moved(a: list, b: list, unequal: list[int]) -> bool:
     return a[first] in b or b[first] in a
 
 
-def _first_occurrences(keys: list[Any], shared: Counter) -> list[bool]:
+def _first_occurrences(keys: list[Any], shared: Counter[Any]) -> list[bool]:
     budget = dict(shared)
     marks = []
     for key in keys:
@@ -689,14 +695,15 @@ class _Tolerance(BaseOperator):
         super().__init__(types=[int, float])
         self.rtol, self.atol = rtol, atol
 
-    def match(self, level) -> bool:
+    def match(self, level: DiffLevel) -> bool:
         return isinstance(level.t1, int | float) and isinstance(level.t2, int | float)
 
-    def give_up_diffing(self, level, diff_instance) -> bool:
+    def give_up_diffing(self, level: DiffLevel, diff_instance: DeepDiff) -> bool:
         a, b = level.t1, level.t2
         if isinstance(a, bool) or isinstance(b, bool):
             if type(a) is not type(b):
-                diff_instance.custom_report_result("type_changes", level)
+                # deepdiff leaves this method unannotated
+                diff_instance.custom_report_result("type_changes", level)  # type: ignore[no-untyped-call]
                 return True
             return False
         return within(a, b, self.rtol, self.atol)
@@ -712,10 +719,11 @@ def _path_from_list(base: str, keys: list[Any]) -> str:
     return path
 
 
-def _deepdiff_unordered(a: list, b: list, where: str, differ: _Differ) -> list[Difference]:
+def _deepdiff_unordered(a: Sequence[Any], b: Sequence[Any], where: str,
+                        differ: _Differ) -> list[Difference]:
     unordered = differ.unordered
 
-    def order_free(level, *_: Any) -> bool:
+    def order_free(level: DiffLevel, *_: Any) -> bool:
         return unordered(_path_from_list(where, level.path(output_format="list")))
 
     diff = DeepDiff(

@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -32,7 +32,7 @@ BodyCompare = Callable[[Lifted, Lifted, CompareOptions], list[Difference]]
 # --- numbers ---------------------------------------------------------------------------------
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """True for JSON numbers (bool is not a number here)."""
     kind = type(value)
     if kind is float or kind is int:
@@ -361,6 +361,8 @@ def _numeric_mismatches(
         return np.fromiter(values, dtype=float, count=size * rows).reshape(rows, size)
 
     p, c = array(0), array(1)
+    rtol: float | np.ndarray
+    atol: float | np.ndarray
     if len(set(rtols)) == 1 and len(set(atols)) == 1:
         rtol, atol = float(rtols[0]), float(atols[0])
     else:
@@ -522,6 +524,12 @@ def _compare_aligned(
     from the rows."""
     found: dict[str, Difference | None] = {}
     numeric: list[tuple[str, Sequence[Any], Sequence[Any], float, float]] = []
+    p_column: Sequence[Any] | None
+    c_column: Sequence[Any] | None
+
+    def path_of(name: str) -> Callable[[int], str]:
+        return lambda k: field_path(positions[k], name)
+
     for k, name in enumerate(fields):
         if p_table is not None and c_table is not None:
             p_column, c_column = p_table[k], c_table[k]
@@ -541,7 +549,7 @@ def _compare_aligned(
             numeric.append((name, p_column, c_column, rtol, atol))
             continue
         found[name] = column_difference(
-            lambda k, name=name: field_path(positions[k], name), p_column, c_column, rtol,
+            path_of(name), p_column, c_column, rtol,
             atol, what=label(name), noun=noun, positions=positions)
     if numeric:
         mismatches = _numeric_mismatches([(p, c) for _, p, c, _, _ in numeric],
@@ -550,13 +558,13 @@ def _compare_aligned(
         for (name, p_column, c_column, rtol, atol), (count, first, stats) in zip(
                 numeric, mismatches, strict=True):
             found[name] = _column_finding(
-                lambda k, name=name: field_path(positions[k], name), p_column, c_column, count,
+                path_of(name), p_column, c_column, count,
                 first, stats, rtol, atol, what=label(name), noun=noun, positions=positions,
                 exact=False, numeric=True)
     return [d for d in found.values() if d is not None]
 
 
-def columns_if_same_members(items: list[dict]) -> dict[str, list] | None:
+def columns_if_same_members(items: list[dict[str, Any]]) -> dict[str, Sequence[Any]] | None:
     """The members' values column by column when every item has the same members, else None."""
     first = items[0]
     if set(map(len, items)) != {len(first)}:
@@ -580,7 +588,8 @@ def _rows_at(rows: Sequence[Mapping[str, Any]], at: tuple[int, ...]) -> Sequence
     return list(map(rows.__getitem__, at))
 
 
-def _columns_of(rows: Sequence[Mapping[str, Any]], fields: list[str]) -> list[tuple] | None:
+def _columns_of(rows: Sequence[Mapping[str, Any]],
+                fields: list[str]) -> list[tuple[Any, ...]] | None:
     """The rows' values field by field, or None when a row lacks a field (or is no mapping)."""
     if not fields or not rows:
         return None

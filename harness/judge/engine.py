@@ -46,7 +46,7 @@ class Engine:
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or load_config()
-        self.noise = NoiseModel(self.config.noise, self.config.routes)
+        self.noise = NoiseModel(self.config.noise)
         self._counted: OrderedDict[str, None] = OrderedDict()
         self._counted_lock = threading.Lock()
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import NoiseSettings, route_toml
-from harness.routes import RouteTable
+from harness.config import NoiseSettings
 
 
 @dataclass(slots=True)
@@ -34,16 +34,14 @@ class RouteNoise:
 class NoiseModel:
     """Learned noise of every route. Thread-safe; one lock acquisition per exchange."""
 
-    def __init__(self, settings: NoiseSettings | None = None,
-                 routes: RouteTable | None = None) -> None:
+    def __init__(self, settings: NoiseSettings | None = None) -> None:
         self.settings = settings or NoiseSettings()
-        self.routes_table = routes
         self.routes: dict[str, RouteNoise] = defaultdict(RouteNoise)
         self._lock = threading.Lock()
 
     def learn(self, route: str, candidate_paths: set[str],
               secondary_paths: dict[str, tuple[Any, Any]] | None,
-              untestable: set[str] = frozenset()) -> None:
+              untestable: Iterable[str] = frozenset()) -> None:
         """Count one exchange: the generalized paths where the candidate differed, and (when it
         had a secondary answer) where the secondary differed, with an example pair each."""
         with self._lock:
@@ -117,39 +115,3 @@ class NoiseModel:
                 for route, c in self.routes.items()
                 if c.untestable
             }
-
-    def export_ignore_rules(self, routes: RouteTable | None = None) -> str:
-        """A parity.toml snippet that ignores the learned noise, for a person to review.
-
-        Each route is written whole (a user route replaces the default one with the same method
-        and path), with the learned paths added to its `ignore` globs (headers to
-        `ignore_headers`) and the rate of each as a comment; untestable paths say so."""
-        routes = routes or self.routes_table
-        lines = ["# Learned noise: review before adopting. Each path differed between the two",
-                 "# Docker copies; the rate is the share of exchanges with a secondary answer.",
-                 ""]
-        for name, learned in sorted(self.summary().items()):
-            method, _, template = name.partition(" ")
-            route = routes.get(method, template) if routes is not None else None
-            if route is None and routes is not None:
-                route = routes.match(method, template)
-            if route is None:
-                continue
-            globs: list[str] = []
-            headers: list[str] = []
-            notes: dict[str, str] = {}
-            for path, stats in learned.items():
-                if path == "@status":
-                    continue  # a status code is never ignored
-                note = f"rate {stats['rate']:.0%}"
-                if stats["untestable"]:
-                    note += ", untestable: the Docker copies disagree on non-volatile content"
-                if path.startswith("@headers."):
-                    headers.append(path.removeprefix("@headers."))
-                else:
-                    globs.append(path or "**")
-                    notes[path or "**"] = note
-            if globs or headers:
-                lines.append(route_toml(route, ignore=tuple(globs), ignore_headers=tuple(headers),
-                                        notes=notes))
-        return "\n".join(lines)

@@ -8,10 +8,13 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness import metrics as m
 from harness.judge.gate import FAILING, GateResult, Tally
+
+if TYPE_CHECKING:  # prometheus_client is imported when metrics are asked for
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 
 def check_metrics_file(path: str) -> None:
@@ -30,10 +33,10 @@ class _ReplayCollector:
         self.results = results
         self.finished = finished
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
-        def family(spec: m.MetricSpec) -> Any:
+        def family(spec: m.MetricSpec) -> GaugeMetricFamily:
             return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
 
         exchanges, critical = family(m.REPLAY_EXCHANGES), family(m.REPLAY_CRITICAL)

@@ -22,12 +22,17 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness import metrics as m
 from harness.mirror.policy import Breakers
 from harness.model import Verdict
 from harness.shadow import counters as c
+
+if TYPE_CHECKING:  # prometheus_client is imported once the multiprocess directory is set
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client.core import CounterMetricFamily, Metric
 
 log = logging.getLogger("parity.shadow")
 
@@ -112,7 +117,7 @@ class ShadowMetrics:
         self._lock = threading.Lock()
         self._totals: Mapping[str, int] = {}
         self._open_breakers: Mapping[str, str] = {}
-        self._server: Any = None
+        self._server: WSGIServer | None = None
 
     def start(self) -> None:
         """Serve `/metrics` on host:port in a thread; MetricsError when it cannot listen."""
@@ -143,7 +148,7 @@ class ShadowMetrics:
                 except (OSError, ValueError) as exc:  # a torn file must not stop the proxy
                     log.warning("shadow: metrics of worker %d not folded: %s", pid, exc)
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         """The workers' metrics (multiprocess files) and the proxy's (its counters)."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -156,7 +161,7 @@ class ShadowMetrics:
         for name, value in self._totals.items():
             if name not in _PER_GROUP:
                 values[_PROXY_COUNTS.get(name, (m.OTHER_COUNTS, name))] = value
-        families: dict[str, Any] = {}
+        families: dict[str, CounterMetricFamily] = {}
         for (spec, reason), value in sorted(values.items(), key=lambda kv: (kv[0][0].name,
                                                                             kv[0][1] or "")):
             if spec.name not in families:

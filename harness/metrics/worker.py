@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import metrics as m
 from harness.model import Exchange, Severity
+
+if TYPE_CHECKING:  # prometheus_client is imported once the multiprocess directory is set
+    from prometheus_client import Counter
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"  # the route label of requests no route of the table names
@@ -30,7 +33,7 @@ class WorkerMetrics:
         os.environ[MULTIPROC_ENV] = directory
         from prometheus_client import Counter, Gauge, Histogram
 
-        def counter(spec: m.MetricSpec) -> Any:
+        def counter(spec: m.MetricSpec) -> Counter:
             return Counter(spec.base, spec.help, spec.labels, registry=None)
 
         self._routes = frozenset(routes)

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -30,7 +30,7 @@ import orjson
 from harness.diff import paths
 from harness.diff.lift import lift
 from harness.model import Body, Request, Response, header
-from harness.routes import guess_group
+from harness.routes import Route, guess_group
 
 MAX_PAIRS = 10_000
 TTL_S = 3600.0
@@ -69,7 +69,7 @@ def values_at(tree: Any, path: str) -> list[Any]:
     return nodes
 
 
-def _scalar(value: Any) -> bool:
+def _scalar(value: Any) -> TypeGuard[Scalar]:
     return isinstance(value, str | int) and not isinstance(value, bool) and value != ""
 
 
@@ -88,7 +88,7 @@ class Correlator:
 
     # --- learning ----------------------------------------------------------------------------
 
-    def learn(self, route: Any, primary: Response, other: Response | None) -> int:
+    def learn(self, route: Route, primary: Response, other: Response | None) -> int:
         """Pair the values at `route.correlate` paths (body paths, or ``@headers.<name>``) in
         the primary's and the other environment's answers; returns how many pairs were new or
         refreshed. Nothing is learned from a failed answer."""

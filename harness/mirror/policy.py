@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import orjson
 
 from harness.model import SAFE_METHODS, Request, header
+from harness.routes import Route
 
 log = logging.getLogger("parity.policy")
 
@@ -117,11 +119,16 @@ class Breakers:
             self._open.setdefault(entry["route"], entry["reason"])
 
 
-def breaker_file(recordings: str | os.PathLike[str] | list | tuple | None) -> Path | None:
+# A recordings directory or segment file, or a list of them.
+_Place = str | os.PathLike[str]
+Recordings = _Place | Sequence[_Place] | None
+
+
+def breaker_file(recordings: Recordings) -> Path | None:
     """Where the breakers of every tool working on `recordings` (a directory, a segment file, or
     a list of them: the first one's directory) live: shadow, replay and pytest stop each other's
     routes. None without recordings, or when their directory cannot be made."""
-    if isinstance(recordings, list | tuple):
+    if recordings is not None and not isinstance(recordings, str | os.PathLike):
         recordings = recordings[0] if recordings else None
     if not recordings:
         return None
@@ -134,7 +141,7 @@ def breaker_file(recordings: str | os.PathLike[str] | list | tuple | None) -> Pa
     return directory / BREAKER_FILE
 
 
-def breakers_beside(recordings: str | os.PathLike[str] | list | tuple | None) -> Breakers:
+def breakers_beside(recordings: Recordings) -> Breakers:
     """The breakers shared through `breaker_file(recordings)`; this process's own without one."""
     return Breakers(breaker_file(recordings))
 
@@ -173,7 +180,7 @@ class MirrorPolicy:
         self.duplicates = 0
         self.trips = 0
 
-    def decide(self, route: Any, request: Request) -> MirrorDecision:
+    def decide(self, route: Route, request: Request) -> MirrorDecision:
         """The request to mirror for `route` (a `harness.routes.Route`), or a skip with its
         reason as the label."""
         reason = self.breakers.reason(route.name)
@@ -197,7 +204,7 @@ class MirrorPolicy:
         return decision if self._first_time(route, request) else MirrorDecision(
             None, "skipped:duplicate order: already sent to the candidate once")
 
-    def _first_time(self, route: Any, request: Request) -> bool:
+    def _first_time(self, route: Route, request: Request) -> bool:
         key = idempotency_key(request)
         if key is None:
             return True
@@ -210,7 +217,7 @@ class MirrorPolicy:
             self._sent.popitem(last=False)
         return True
 
-    def forget(self, route: Any, request: Request) -> None:
+    def forget(self, route: Route, request: Request) -> None:
         """`request` was not sent after all (a side did not prove the route's precondition): a
         later retry of the same order may go."""
         key = idempotency_key(request)

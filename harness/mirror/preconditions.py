@@ -69,7 +69,7 @@ class Preconditions:
             self._proofs[key] = proof
         return proof.unmet
 
-    async def _ask(self, base_url: str, precondition: Precondition) -> str:
+    async def _ask(self, base_url: str, precondition: Precondition) -> str | None:
         answer = await send(self.client, base_url,
                             Request(precondition.method, precondition.path,
                                     headers=[("accept", "application/json")]),

@@ -17,6 +17,7 @@ import errno
 import re
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -155,7 +156,7 @@ def _short(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _causes(exc: BaseException):
+def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

@@ -39,7 +39,7 @@ LEGACY_PASSWORD_ENV = "PARITY_REPLAY_PASSWORD"
 MINTING_FIELDS = {"access_token": "access", "token": "access", "refresh_token": "refresh"}
 MAX_SESSIONS = 100_000
 
-Prompt = Callable[[str], str]
+Prompt = Callable[[str], str | None]  # None: no answer (no terminal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class ServiceAccount:
     def from_sources(
         cls,
         user: str | None,
-        config_table: dict | None = None,
+        config_table: dict[str, Any] | None = None,
         *,
         password_file: str | None = None,
         prompt: Prompt | None = None,
@@ -93,7 +93,7 @@ def _password_file_option(option: str) -> str:
     return "--parity-password-file" if option.startswith("--parity") else "--password-file"
 
 
-def _password(password_file: str | None, table: dict, option: str) -> str | None:
+def _password(password_file: str | None, table: dict[str, Any], option: str) -> str | None:
     if password_file:
         try:
             text = Path(password_file).read_text(encoding="utf-8")

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from harness.model import SAFE_METHODS
 
 ANONYMOUS = "anonymous"
 IDLE_LANE_S = 30.0
+
+T = TypeVar("T")  # an item: a recorded exchange (replay) or a captured one (shadow worker)
 
 
 def session_key(record: dict[str, Any]) -> str:
@@ -27,7 +29,7 @@ def session_key(record: dict[str, Any]) -> str:
         return str(record["session"])
     for name, value in record["request"].get("headers", []):
         if name.lower() in ("authorization", "cookie", "x-api-key"):
-            return value
+            return str(value)
     return ANONYMOUS
 
 
@@ -44,10 +46,10 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
     return zlib.crc32(key.encode()) % n == k - 1
 
 
-class _Lane:
-    def __init__(self, handler: Callable[[Any], Awaitable[None]], limit: asyncio.Semaphore,
-                 room: asyncio.Semaphore, depth: int, is_safe: Callable[[Any], bool]) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+class _Lane(Generic[T]):
+    def __init__(self, handler: Callable[[T], Awaitable[None]], limit: asyncio.Semaphore,
+                 room: asyncio.Semaphore, depth: int, is_safe: Callable[[T], bool]) -> None:
+        self.queue: asyncio.Queue[T | None] = asyncio.Queue(maxsize=depth)
         self.closed = False
         self._handler = handler
         self._limit = limit
@@ -55,7 +57,7 @@ class _Lane:
         self._is_safe = is_safe
         self.task = asyncio.create_task(self._run())
 
-    async def _next(self, pending: set[asyncio.Task[None]]) -> Any:
+    async def _next(self, pending: set[asyncio.Task[None]]) -> T | None:
         while True:
             try:
                 return await asyncio.wait_for(self.queue.get(), IDLE_LANE_S)
@@ -88,7 +90,7 @@ class _Lane:
             await asyncio.gather(*pending, return_exceptions=True)
             raise
 
-    async def _guarded(self, item: Any) -> None:
+    async def _guarded(self, item: T) -> None:
         try:
             await self._handler(item)
         finally:
@@ -96,7 +98,7 @@ class _Lane:
             self._room.release()
 
 
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]):
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item
@@ -108,22 +110,23 @@ async def _aiter(items: Iterable[Any] | AsyncIterable[Any]):
 
 
 async def run_lanes(
-    items: Iterable[Any] | AsyncIterable[Any],
-    handler: Callable[[Any], Awaitable[None]],
+    items: Iterable[T] | AsyncIterable[T],
+    handler: Callable[[T], Awaitable[None]],
     *,
-    key: Callable[[Any], str] = session_key,
-    is_safe: Callable[[Any], bool] = record_is_safe,
+    key: Callable[[T], str],
+    is_safe: Callable[[T], bool],
     concurrency: int = 32,
     depth: int = 256,
     shard: tuple[int, int] | None = None,
 ) -> int:
-    """Feed `items` to `handler` with per-session ordering; returns how many were scheduled.
-    The handler must not raise."""
+    """Feed `items` to `handler` with per-session ordering (`key(item)`: its session;
+    `is_safe(item)`: whether it may run beside the safe items next to it); returns how many were
+    scheduled. The handler must not raise."""
     limit = asyncio.Semaphore(concurrency)
     # Items read but not yet handled, across all lanes: what bounds memory, whatever the
     # number of sessions.
     room = asyncio.Semaphore(max(concurrency * 8, depth))
-    lanes: dict[str, _Lane] = {}
+    lanes: dict[str, _Lane[T]] = {}
     running: set[asyncio.Task[None]] = set()  # every lane task not finished, closed or not
     scheduled = 0
     try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -22,7 +24,7 @@ PLAIN_EVERY_S = 5.0
 class ReplayProgress:
     """Counts done / total, rate and mismatches so far; a context manager."""
 
-    def __init__(self, total: int, *, fancy: bool, stream=None) -> None:
+    def __init__(self, total: int, *, fancy: bool, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = 0
         self.mismatches = 0
@@ -31,7 +33,7 @@ class ReplayProgress:
         self._started = time.perf_counter()
         self._last_line = self._started
         self._progress: Progress | None = None
-        self._task = None
+        self._task = TaskID(0)  # the bar's one task, added with the bar in __enter__
 
     def __enter__(self) -> ReplayProgress:
         if self._fancy:

@@ -18,7 +18,7 @@ from harness.loop import run_async
 from harness.mirror.policy import Breakers, MirrorPolicy
 from harness.mirror.step import Mirror
 from harness.mirror.transport import Client, TransportSettings, make_client, send
-from harness.model import SAFE_METHODS, Exchange, Verdict
+from harness.model import SAFE_METHODS, Exchange, Request, Verdict
 from harness.replay.credentials import (
     MintedTokens,
     ServiceAccount,
@@ -27,7 +27,7 @@ from harness.replay.credentials import (
     login,
     with_fresh_credentials,
 )
-from harness.replay.lanes import run_lanes, session_key
+from harness.replay.lanes import record_is_safe, run_lanes, session_key
 
 UNRESTORABLE = ("credential not replayable: the primary accepted a secret the replay cannot "
                 "restore (minted before the recordings, or another user's)")
@@ -125,30 +125,40 @@ class Replayer:
             await run_lanes(
                 records,
                 self._replay_one,
+                key=session_key,
+                is_safe=record_is_safe,
                 concurrency=self.concurrency,
                 shard=self.shard,
             )
         return self.stats
 
+    def _running(self) -> tuple[Client, Mirror]:
+        """The client and the mirror of the run in progress."""
+        if self._client is None or self._mirror is None:
+            raise RuntimeError("a replay sends only inside run()")
+        return self._client, self._mirror
+
     async def _login_everywhere(self) -> None:
         if self.account is None:
             return
+        client, _ = self._running()
         envs = {"candidate": self.targets.candidate}
         if self.targets.primary:
             envs["primary"] = self.targets.primary
         if self.targets.secondary:
             envs["secondary"] = self.targets.secondary
         for name, url in envs.items():
-            self._tokens[name] = await login(self._client, url, self.account,
+            self._tokens[name] = await login(client, url, self.account,
                                              self.transport.timeout_s)
 
-    def _for_env(self, env: str, request, minted_in: str):
+    def _for_env(self, env: str, request: Request, minted_in: str) -> Request:
         if self.account is None or env not in self._tokens:
             return request
         return with_fresh_credentials(request, self._tokens[env], self.account,
                                       lambda value: self._minted.kind(minted_in, value))
 
     async def _replay_one(self, record: dict[str, Any]) -> None:
+        client, mirror = self._running()
         recorded = Exchange.from_dict(record)
         # Recordings without sessions (imported HAR files) share one scope for minted tokens.
         minted_in = recorded.session or ""
@@ -184,12 +194,12 @@ class Replayer:
         # Only safe requests are asked again of the live primary: it is production.
         if (self.targets.primary and route.ages
                 and recorded.request.method.upper() in SAFE_METHODS):
-            exchange.primary = await send(self._client, self.targets.primary,
+            exchange.primary = await send(client, self.targets.primary,
                                           self._for_env("primary", recorded.request,
                                                         minted_in),
                                           timeout_s=self.transport.timeout_s)
         await self._limiter.wait()
-        await self._mirror.run(exchange, route, secondary_recorded=recorded.secondary)
+        await mirror.run(exchange, route, secondary_recorded=recorded.secondary)
         exchange.request = recorded.request  # record what the client sent, not the fresh token
         self._finish(exchange)
 

@@ -13,25 +13,25 @@ from typing import Any
 
 import orjson
 
-from harness.config import GateRules
+from harness.config import Config, GateRules
 from harness.errors import UserError
 from harness.files import write_atomically
 from harness.model import Exchange
 from harness.report.aggregate import ReportBuilder, gate_rules
 from harness.report.render import render_html
-from harness.report.sources import cutover_timeline, iter_sources, shadow_counters
+from harness.report.sources import Source, cutover_timeline, iter_sources, shadow_counters
 
 __all__ = ["ReportBuilder", "build_report", "gate_rules", "render_html", "write_report"]
 
 
 def build_report(
-    sources: Iterable[Any] | str | Path,
+    sources: Iterable[Source] | Source,
     out_html: str | Path | None,
     *,
     json_out: str | Path | None = None,
     gates: GateRules | Mapping[str, Any] | None = None,
     title: str | None = None,
-    config: Any = None,
+    config: Config | str | Path | None = None,
     data_state: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Count every exchange of `sources` (recordings paths, record dicts or `Exchange`s), write
@@ -54,7 +54,7 @@ def build_report(
     builder = ReportBuilder(gates, routes=loaded.routes if loaded else None, spec_routes=spec)
     names: list[str] = []
 
-    def noted(items: Iterable[Any]) -> Iterable[Any]:  # streams: a generator is never listed
+    def noted(items: Iterable[Source]) -> Iterable[Source]:  # streams: never listed
         for item in items:
             if isinstance(item, str | Path):
                 names.append(str(item))
@@ -75,7 +75,7 @@ def build_report(
                         cutover=cutover_timeline(names))
 
 
-def _config(config: Any) -> Any:
+def _config(config: Config | str | Path | None) -> Config | None:
     """A loaded `Config` from a path or a `Config`; None when none is given."""
     if config is None:
         return None

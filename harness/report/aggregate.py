@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +37,8 @@ from harness.report.causes import StateCauses
 from harness.report.examples import Keeper, Kept
 from harness.report.noise_seen import ObservedNoise
 from harness.report.pretty import ROOT_NAME, compact
-from harness.routes import GROUPS
+from harness.routes import GROUPS, RouteTable
+from harness.routes_openapi import SpecRoute, UnknownRoutes
 
 VERDICTS: tuple[str, ...] = tuple(str(v) for v in Verdict)
 
@@ -353,17 +354,9 @@ def gate_rules(gates: GateRules | Mapping[str, Any] | None = None) -> GateRules:
     return shipped.with_overrides(gates) if gates else shipped
 
 
-def default_routes() -> Any:
+def default_routes() -> RouteTable:
     """The shipped route table."""
     return load_config(None).routes
-
-
-def _unknown_routes(table: Any, spec_routes: Any) -> Any:
-    if table is None:
-        return None
-    from harness.routes_openapi import UnknownRoutes
-
-    return UnknownRoutes(table, spec_routes)
 
 
 # --- the builder -------------------------------------------------------------------------------
@@ -380,7 +373,7 @@ class ReportBuilder:
     number of exchanges: counters, latency reservoirs and a few examples per route."""
 
     def __init__(self, gates: GateRules | Mapping[str, Any] | None = None, *, seed: int = 0,
-                 routes: Any = None, spec_routes: Any = ()) -> None:
+                 routes: RouteTable | None = None, spec_routes: Iterable[SpecRoute] = ()) -> None:
         """`routes`: the route table the traffic is judged against (default: the shipped one),
         to name traffic on routes it does not know; `spec_routes`: the routes the running
         services declared (`harness.routes_openapi`), for those routes' real templates."""
@@ -388,7 +381,7 @@ class ReportBuilder:
         table = routes if routes is not None else default_routes()
         self.causes = StateCauses()
         self.observed = ObservedNoise(table)
-        self.unknown = _unknown_routes(table, spec_routes)
+        self.unknown = UnknownRoutes(table, spec_routes)
         self.routes: dict[tuple[str, str], RouteStats] = {}
         self.group_latency: dict[str, _GroupLatency] = {}
         self.records = 0  # exchange records counted
@@ -424,8 +417,7 @@ class ReportBuilder:
         primary_ms, candidate_ms = stats.add(record, verdict)
         self.causes.add(record, verdict)
         self.observed.add(record, verdict)
-        if self.unknown is not None:
-            self.unknown.add_record(record)
+        self.unknown.add_record(record)
         latency = self.group_latency.get(group)
         if latency is None:
             latency = self.group_latency[group] = _GroupLatency()
@@ -491,7 +483,7 @@ class ReportBuilder:
             "noise_observed": self.observed.summary(),
             "causes": causes,
             "unknown_routes": [{**row, "route": redact(row["route"])} for row in
-                               (self.unknown.rows() if self.unknown is not None else [])],
+                               self.unknown.rows()],
         }
 
     def _group_summary(self, gate: GroupGate, causes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
 from harness.diff.paths import generalize, index, is_inside, key
 from harness.report.pretty import ROOT_NAME, compact
+from harness.routes import RouteTable
 
 IGNORED = "ignored by rule"
 NOISE = "learned noise"
@@ -67,7 +69,7 @@ class ObservedNoise:
     `routes` (a `RouteTable`) gives the comparator and options of each route; without it, the
     recorded comparator with default options is used."""
 
-    def __init__(self, routes: Any = None) -> None:
+    def __init__(self, routes: RouteTable | None = None) -> None:
         self.routes_table = routes
         self.routes: dict[tuple[str, str], _RouteSeen] = {}
         self.with_secondary = 0
@@ -94,8 +96,8 @@ class ObservedNoise:
             return
         seen.analysed += 1
         seen.with_secondary += has_secondary
-        by_secondary = raw_differences(primary, secondary) if has_secondary else {}
-        by_candidate = raw_differences(primary, candidate) if has_candidate else {}
+        by_secondary = raw_differences(primary, secondary) if _usable(secondary) else {}
+        by_candidate = raw_differences(primary, candidate) if _usable(candidate) else {}
         reported = _reported(record.get("differences") or [])
         for path, values in by_secondary.items():
             stat = self._stat(seen, path, values)
@@ -199,7 +201,7 @@ class ObservedNoise:
                 "ignored_by_rule": ignored, "learned": len(rows) - ignored}
 
 
-def _usable(answer: Any) -> bool:
+def _usable(answer: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(answer, dict) and not answer.get("error") and bool(answer.get("status"))
 
 
@@ -228,7 +230,7 @@ def _covered(path: str, reported: dict[str, Any]) -> bool:
     return _covering(path, reported) is not None
 
 
-def _small(value: Any, redact: Any) -> Any:
+def _small(value: Any, redact: Callable[[str], str]) -> Any:
     """A shown example value: numbers as they are, text cut and redacted, a subtree as its
     compact JSON text."""
     if value is None or isinstance(value, bool | int | float):

@@ -10,6 +10,7 @@ differing ones are printed; the rest become "⋯ 393 items ⋯" gap lines.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -120,7 +121,7 @@ class _Printer:
             wanted = _indices(path, inside)
         count = len(value)
         if count <= FOLD_ITEMS:
-            show = range(count)
+            show: Iterable[int] = range(count)
         elif mark:  # the whole container differs: its first items say enough
             show = range(FOLD_ITEMS)
         else:

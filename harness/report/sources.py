@@ -21,6 +21,9 @@ from harness.store.reader import files_beside, iter_records, segment_files
 
 log = logging.getLogger("parity.report")
 
+# What a report reads: recordings (files or directories), record dicts or exchanges.
+Source = str | Path | dict[str, Any] | Exchange
+
 COUNTERS_GLOB = "shadow-counters-*.json"  # written by the shadow addon, one per proxy run
 CUTOVER_GLOB = "parity-cutover.json"  # the cutover's state, beside the recordings by default
 # The shadow proxy's accounting, as shown in the report's "Not mirrored" section: key, label.
@@ -48,7 +51,7 @@ def not_mirrored_rows(counts: dict[str, int]) -> list[tuple[str, str, int, bool]
     return rows
 
 
-def iter_sources(sources: Iterable[Any]) -> Iterator[dict[str, Any] | Exchange]:
+def iter_sources(sources: Iterable[Source]) -> Iterator[dict[str, Any] | Exchange]:
     """Records and exchanges from a mix of paths, dicts and `Exchange` objects, in order."""
     for source in sources:
         if isinstance(source, dict | Exchange):
@@ -60,7 +63,7 @@ def iter_sources(sources: Iterable[Any]) -> Iterator[dict[str, Any] | Exchange]:
         yield from _guarded(iter_records([path]), path)
 
 
-def _guarded(records: Iterator[Any], path: Path) -> Iterator[Any]:
+def _guarded(records: Iterator[dict[str, Any]], path: Path) -> Iterator[dict[str, Any]]:
     """Reading errors become one-line `UserError`s naming the path."""
     try:
         yield from records

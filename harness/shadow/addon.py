@@ -31,10 +31,11 @@ import zlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
 
 from harness.files import write_atomically
 from harness.mirror.policy import breaker_file
@@ -52,13 +53,16 @@ from harness.shadow.counters import Counters
 from harness.shadow.pool import WorkerPool
 from harness.shadow.settings import WorkerSettings
 
+if TYPE_CHECKING:  # imported only with parity_metrics (prometheus_client)
+    from harness.metrics.shadow import ShadowMetrics
+
 log = logging.getLogger("parity.shadow")
 
 LOG_EVERY_S = 10.0
 SERVED_HEADER = "X-Parity-Served-By"  # --mark-served
 SUPERVISE_EVERY_S = 1.0
 COUNTERS_PREFIX = "shadow-counters-"  # <prefix><UTC yyyymmddTHHMMSS>-<pid>.json
-OPTIONS = tuple(item for item in all_declared() if item.option)
+OPTIONS = tuple((item.option, item) for item in all_declared() if item.option)
 
 
 def write_counters(path: Path, data: dict) -> None:
@@ -87,24 +91,24 @@ class ShadowAddon:
         self.counters_path: Path | None = None
         self._counters_written: dict[str, int] | None = None
         self._counters_failed = False
-        self.metrics: Any = None  # harness.metrics.shadow.ShadowMetrics with parity_metrics
+        self.metrics: ShadowMetrics | None = None  # with parity_metrics
         self._drain_s = SHADOW_DEFAULTS.drain_s
         self.cutover: Any = None  # harness.cutover.control.CutoverControl with parity_admin
         self._admin_token = ""
 
-    def load(self, loader) -> None:
+    def load(self, loader: Loader) -> None:
         # One option per declared setting that has one (harness.settings).
-        for item in OPTIONS:
-            loader.add_option(item.option, item.option_type, item.option_default, item.help)
+        for option, item in OPTIONS:
+            loader.add_option(option, item.option_type, item.option_default, item.help)
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
-        for item in OPTIONS:
-            if item.option in updated:
+        for option, item in OPTIONS:
+            if option in updated:
                 try:
-                    item.parse(getattr(opts, item.option))
+                    item.parse(getattr(opts, option))
                 except SettingError as exc:
-                    raise exceptions.OptionsError(f"{item.option}: {exc}") from None
+                    raise exceptions.OptionsError(f"{option}: {exc}") from None
         if "parity_sample" in updated:
             self.sample = float(opts.parity_sample)
         if "parity_config" in updated and opts.parity_config:

@@ -9,11 +9,14 @@ worker's job. Both sides of the format live here, so they cannot drift apart.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from harness.model import Exchange, Request, Response, header
 from harness.store.bodies import body_from_wire
+
+if TYPE_CHECKING:  # workers read captured tuples without loading mitmproxy
+    from mitmproxy import http
 
 # The captured tuple, in order.
 FIELDS = (
@@ -33,9 +36,11 @@ FIELDS = (
 Captured = tuple[Any, ...]
 
 
-def capture(flow: Any) -> Captured:
-    """The tuple handed to a worker for `flow` (a finished `mitmproxy.http.HTTPFlow`)."""
+def capture(flow: http.HTTPFlow) -> Captured:
+    """The tuple handed to a worker for `flow`, a finished flow (with its response)."""
     request, response = flow.request, flow.response
+    if response is None:
+        raise ValueError("capture() needs a flow with its response")
     peer = flow.client_conn.peername
     return (
         request.data.method,

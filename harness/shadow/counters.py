@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.model import Exchange
 
 # Counted by the proxy.
 ANSWERED = "answered"  # every response the proxy passed on to a client
@@ -90,7 +93,7 @@ class WorkerTally:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
 
-    def finished(self, exchange: Any, *, recorded: bool) -> None:
+    def finished(self, exchange: Exchange, *, recorded: bool) -> None:
         """`exchange` was judged; `recorded`: whether it was written to the recordings."""
         counts = self.counts
         mirrored = exchange.mirror in SENT_LABELS
@@ -147,8 +150,3 @@ class Counters:
                 f"mirrored {t[MIRRORED]} ({verdicts})")
         extras = [f"{name} {t[name]}" for name in _EXTRAS if t[name]]
         return line + (", " + ", ".join(extras) if extras else "")
-
-
-def outcome_rows(totals: Mapping[str, int]) -> list[tuple[str, str, int]]:
-    """(key, label, count) of every outcome, in order."""
-    return [(key, label, int(totals.get(key, 0))) for key, label in OUTCOMES]

@@ -152,7 +152,7 @@ class WorkerPool:
             for line in lines:
                 self._take_report(line)
 
-    def _take_report(self, line: bytes) -> None:
+    def _take_report(self, line: bytes | bytearray) -> None:
         try:
             report = orjson.loads(line)
             if "judged" in report:

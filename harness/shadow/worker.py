@@ -29,7 +29,7 @@ import signal
 import sys
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -41,6 +41,14 @@ from harness.shadow import counters as c
 from harness.shadow.capture import Captured, to_exchange
 from harness.shadow.channel import FrameReader
 from harness.shadow.settings import WorkerSettings
+
+if TYPE_CHECKING:  # imported where used: a worker process loads only what its settings need
+    from harness.judge.engine import Engine
+    from harness.metrics.worker import WorkerMetrics
+    from harness.mirror.step import Mirror
+    from harness.mirror.transport import Client
+    from harness.routes import Route
+    from harness.store.writer import SegmentWriter
 
 log = logging.getLogger("parity.shadow")
 
@@ -185,8 +193,8 @@ class Intake:
 class MirrorWorker:
     """Mirrors, judges and records exchanges; counts what happened to them."""
 
-    def __init__(self, settings: WorkerSettings, *, engine: Any = None, writer: Any = None,
-                 policy: MirrorPolicy | None = None) -> None:
+    def __init__(self, settings: WorkerSettings, *, engine: Engine | None = None,
+                 writer: SegmentWriter | None = None, policy: MirrorPolicy | None = None) -> None:
         if engine is None:
             from harness.config import load_config
             from harness.judge.engine import Engine
@@ -206,9 +214,9 @@ class MirrorWorker:
         self._settling: set[asyncio.Task[None]] = set()
         self._settle_slots = asyncio.Semaphore(settings.max_inflight)
         self.recording_failed: str | None = None
-        self._mirror: Any = None
+        self._mirror: Mirror  # set by attach()
         self._release: Callable[[int], None] = lambda size: None
-        self.metrics: Any = None  # harness.metrics.worker.WorkerMetrics with --metrics
+        self.metrics: WorkerMetrics | None = None  # with --metrics
         if settings.metrics_dir:
             from harness.metrics.worker import WorkerMetrics
 
@@ -220,11 +228,11 @@ class MirrorWorker:
         self.send_judged: Callable[[list[list[Any]]], None] | None = None
 
     async def run(self, items: AsyncIterable[tuple[Captured, int]],
-                  release: Callable[[int], None] | None = None, *, client: Any = None,
+                  release: Callable[[int], None] | None = None, *, client: Client | None = None,
                   poll: Callable[[], None] | None = None) -> None:
         """Mirror every captured item until `items` ends; `release(size)` is called as each one
-        is finished, `poll()` between the CPU-heavy steps (to read the pipe). `client` (a
-        `harness.mirror.transport.Client`) is made from the settings when None."""
+        is finished, `poll()` between the CPU-heavy steps (to read the pipe). `client` is made
+        from the settings when None."""
         from harness.replay.lanes import run_lanes
 
         self._release = release or self._release
@@ -248,8 +256,8 @@ class MirrorWorker:
                 await asyncio.gather(*self._settling, return_exceptions=True)
                 raise
 
-    def attach(self, client: Any) -> None:
-        """Send the mirrors with `client` (a `harness.mirror.transport.Client`)."""
+    def attach(self, client: Client) -> None:
+        """Send the mirrors with `client`."""
         from harness.mirror.step import Mirror
 
         s = self.settings
@@ -261,7 +269,7 @@ class MirrorWorker:
             self._reverse = reverse_mirror(client, self.engine, self.policy.breakers, s.primary,
                                            s.secondary, s.timeout_s)
 
-    def _client(self) -> Any:
+    def _client(self) -> Client:
         from harness.mirror.transport import TransportSettings, make_client
 
         s = self.settings
@@ -319,7 +327,7 @@ class MirrorWorker:
             if not held:
                 self._release(size)
 
-    async def _settle_beside(self, exchange: Exchange, route: Any, size: int) -> None:
+    async def _settle_beside(self, exchange: Exchange, route: Route, size: int) -> None:
         """Ask an unfinished answer again, off the lane; then judge, record and count it."""
         cancelled = False
         try:
@@ -337,7 +345,7 @@ class MirrorWorker:
             if not cancelled:
                 self._release(size)
 
-    async def _mirror_first(self, exchange: Exchange) -> Any:
+    async def _mirror_first(self, exchange: Exchange) -> Route:
         """Send `exchange` once and judge it (within the whole mirror's deadline); returns its
         route."""
         route = self.engine.route_of(exchange)
@@ -352,7 +360,7 @@ class MirrorWorker:
         route = self.engine.route_of(exchange)
         await mirror_moved(self._reverse, self.engine, exchange, route, self._deadline())
 
-    async def _settle(self, exchange: Exchange, route: Any) -> None:
+    async def _settle(self, exchange: Exchange, route: Route) -> None:
         # A request cut off by the bound keeps the last answer judged.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(route.settle_s + self._deadline()):

@@ -11,13 +11,9 @@ import zlib
 from collections.abc import Callable
 
 import brotli
+import zstandard  # mitmproxy requires it
 
 from harness.model import Body
-
-try:  # zstandard ships with mitmproxy; without it, zstd bodies are kept raw with a decode_error.
-    import zstandard
-except ImportError:  # pragma: no cover - mitmproxy always brings it
-    zstandard = None
 
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 
@@ -81,8 +77,6 @@ def _unbrotli(raw: bytes) -> bytes:
 
 
 def _unzstd(raw: bytes) -> bytes:
-    if zstandard is None:  # pragma: no cover
-        raise ValueError("zstandard is not installed")
     out = bytearray()
     data = raw
     while data:  # one frame per round; a body may hold several

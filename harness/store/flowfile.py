@@ -7,19 +7,23 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from harness.errors import UserError
 from harness.model import Exchange, Request, Response
 from harness.store.bodies import body_from_wire
 
+if TYPE_CHECKING:  # mitmproxy is imported only to read a flow file
+    from mitmproxy import http
+
 log = logging.getLogger("parity.store")
 
 
-def _headers(headers) -> list[tuple[str, str]]:
+def _headers(headers: http.Headers) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.fields]
 
 
-def _exchange(flow) -> Exchange:
+def _exchange(flow: http.HTTPFlow) -> Exchange:
     req = flow.request
     request = Request(
         method=req.method,

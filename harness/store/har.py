@@ -245,7 +245,7 @@ def _exchange(entry: dict[str, Any]) -> Exchange | None:
         secondary=_response(entry.get("_secondary"), ours),
         ts=_timestamp(entry.get("startedDateTime")),
     )
-    if ours:
+    if isinstance(meta, dict):  # ours
         verdict = meta.get("verdict")
         exchange.id = meta.get("id") or exchange.id
         exchange.ts = float(meta.get("ts", exchange.ts))

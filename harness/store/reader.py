@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -90,7 +90,7 @@ def files_beside(paths: Iterable[PathLike], pattern: str) -> Iterator[Path]:
             yield from sorted(path.rglob(pattern))
 
 
-def _open(path: Path):
+def _open(path: Path) -> BinaryIO:
     try:
         return path.open("rb")
     except OSError as exc:
@@ -99,7 +99,7 @@ def _open(path: Path):
 
 def _is_gzip(path: Path) -> bool:
     with _open(path) as handle:
-        return handle.read(2) == _GZIP_MAGIC
+        return bool(handle.read(2) == _GZIP_MAGIC)
 
 
 def _plain_lines(path: Path) -> Iterator[bytes | None]:
@@ -149,7 +149,7 @@ def _gzip_lines(path: Path) -> Iterator[bytes | None]:
             yield None  # a member cut before it gave a byte of its line
 
 
-def _resync(handle, data: bytes, *, skip_first: bool) -> bytes:
+def _resync(handle: BinaryIO, data: bytes, *, skip_first: bool) -> bytes:
     """`data` (and what follows in `handle`) from the next gzip member header on, or b"" at EOF."""
     index = data.find(_MEMBER_MAGIC, 1 if skip_first else 0)
     while index < 0:

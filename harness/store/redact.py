@@ -312,7 +312,7 @@ def redact_header(name: str, value: str) -> str:
         first, sep, attributes = value.partition(";")
         return _redact_cookie_pair(first) + sep + attributes
     if is_secret_header(name):
-        return _redact_value(value, name)
+        return str(_redact_value(value, name))
     return redact_text(value)
 
 
@@ -339,7 +339,7 @@ def _redact_form(text: str) -> str:
 def _multipart_field(match: re.Match[str], names: list[str]) -> str:
     if not match.group(3) or not is_secret_key(match.group(2)):
         return match.group(0)
-    return match.group(1) + _redact_value(match.group(3), match.group(2), names)
+    return match.group(1) + str(_redact_value(match.group(3), match.group(2), names))
 
 
 def _content_type(headers: list[tuple[str, str]]) -> str:

@@ -130,7 +130,7 @@ def candles(
 @st.composite
 def performance_metrics(draw: st.DrawFn) -> dict[str, Any]:
     """A ``PerformanceMetrics`` object: the required metrics, and optional ones that may be null."""
-    metrics = {
+    metrics: dict[str, Any] = {
         "profit": draw(ratios(-1e5, 1e5)),
         "max_drawdown": draw(ratios(0, 1)),
         "sharpe_ratio": draw(ratios()),

@@ -22,11 +22,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+from harness.config import Config
 from harness.judge.gate import GateResult, Tally, evaluate, gate_groups
+
+if TYPE_CHECKING:  # imported when the gate runs: a plain pytest run loads none of it
+    from harness.replay.credentials import ServiceAccount
 
 JUDGED_KEY = "parity_judged"
 USAGE_ERROR = 2
@@ -162,7 +166,8 @@ def _usage_error(message: str) -> NoReturn:
     pytest.exit(f"parity: {message}", returncode=USAGE_ERROR)
 
 
-def _account(config: pytest.Config, parity_config: Any, recordings: list[str]) -> Any:
+def _account(config: pytest.Config, parity_config: Config,
+             recordings: list[str]) -> ServiceAccount | None:
     """The replay's service account; UserError when the recordings need one and none is given."""
     from harness.replay.credentials import ServiceAccount, require_login
     from harness.store.reader import iter_records

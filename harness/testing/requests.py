@@ -70,7 +70,7 @@ def json_values(max_leaves: int = 30) -> st.SearchStrategy[object]:
     )
 
 
-def json_documents(max_leaves: int = 30) -> st.SearchStrategy[dict]:
+def json_documents(max_leaves: int = 30) -> st.SearchStrategy[dict[str, object]]:
     """A JSON object at the top, as API answers are."""
     return st.dictionaries(st.text(min_size=1, max_size=8), json_values(max_leaves), max_size=6)
 
@@ -92,27 +92,27 @@ def json_variants(draw: st.DrawFn, value: object, depth: int = 0) -> object:
             out[name] = draw(json_variants(out[name], depth + 1))
         return out
     if isinstance(value, list) and value and choice < 6:
-        out = list(value)
-        at = draw(st.integers(0, len(out) - 1))
+        items = list(value)
+        at = draw(st.integers(0, len(items) - 1))
         if choice == 0:
-            del out[at]
+            del items[at]
         elif choice == 1:
-            out.insert(at, draw(json_scalars()))
+            items.insert(at, draw(json_scalars()))
         elif choice == 2:
-            other = draw(st.integers(0, len(out) - 1))
-            out[at], out[other] = out[other], out[at]
+            other = draw(st.integers(0, len(items) - 1))
+            items[at], items[other] = items[other], items[at]
         else:
-            out[at] = draw(json_variants(out[at], depth + 1))
-        return out
+            items[at] = draw(json_variants(items[at], depth + 1))
+        return items
     if depth == 0 and choice == 7:
         return value
     return draw(json_scalars())
 
 
 @st.composite
-def json_pairs(draw: st.DrawFn, max_leaves: int = 20) -> tuple[dict, dict]:
+def json_pairs(draw: st.DrawFn, max_leaves: int = 20) -> tuple[dict[str, object], object]:
     """(document, a variant of it): pairs that share most of their content, for properties of
-    comparators (symmetry, ignore globs, tolerance)."""
+    comparators (symmetry, ignore globs, tolerance). The variant may be a scalar."""
     document = draw(json_documents(max_leaves))
     return document, draw(json_variants(document))
 
