@@ -21,6 +21,7 @@ import logging
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,7 @@ class CutoverControl:
         groups = {}
         for name in GROUPS:
             state = self.state.groups.get(name) or GroupState()
-            seen = self.seen.get(name, {})
+            seen: Mapping[str, None] = self.seen.get(name, {})
             groups[name] = {
                 "share": state.share, "adopters": state.adopters,
                 "moved_identities": sum(1 for i in seen if self.state.moves(name, i)),
@@ -297,7 +298,10 @@ class CutoverControl:
             before = self.state.to_dict()
             was_active = self.state.group(group).active
             if kind == "advance":
-                line = self.state.advance(group, body.get("percent"), time.time())
+                percent = body.get("percent")
+                if not isinstance(percent, int | float | str) or isinstance(percent, bool):
+                    raise CutoverError(f"advance {group}: expected a percent, got {percent!r}")
+                line = self.state.advance(group, percent, time.time())
             else:
                 line = self.state.resume(group, time.time())
             if self.state.group(group).active and not was_active \

@@ -186,7 +186,7 @@ class RollbackJudge:
             primary = [j.primary_ms for _, j in window.items if j.primary_ms is not None]
         if len(primary) < LATENCY_SAMPLES:
             return None
-        slow, fast = p99(candidate), p99(primary)  # type: ignore[arg-type]
+        slow, fast = p99(candidate), p99(primary)
         if slow > self.plan.p99_multiple * max(fast, 1.0):
             return (f"candidate p99 latency {slow:.0f} ms over {self.plan.p99_multiple:g}x "
                     f"the primary's {fast:.0f} ms")

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.judge.engine import Engine
 from harness.mirror.policy import MirrorDecision, MirrorPolicy
 from harness.model import SAFE_METHODS, Exchange, Request, Response
+from harness.routes import Route
 
 NOT_TO_PRODUCTION = ("served by the candidate; an unsafe request reaches the primary "
                      "(production) only as a dry run it honours (a dry-run path or header), and "
@@ -36,18 +38,17 @@ class ReversePolicy(MirrorPolicy):
         return super().decide(route, request)
 
 
-class _Unjudged:
+class _Unjudged(Engine):
     """Stands in for the engine while the mirror runs reversed: the exchange is judged once,
     after its answers are put the right way round (judging it reversed would teach noise). What
     the mirror step would have told the judge (a dry run the primary did not prove) is kept for
     that judgement."""
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine) -> None:  # not Engine.__init__: it learns nothing
         self.config = engine.config
         self.unproven: dict[int, str] = {}
 
-    def judge(self, exchange: Exchange, route: Any = None, *,
+    def judge(self, exchange: Exchange, route: Route | None = None, *,
               unproven: str | None = None) -> Exchange:
         if unproven is not None:
             self.unproven[id(exchange)] = unproven

@@ -53,7 +53,10 @@ from harness.shadow.counters import Counters
 from harness.shadow.pool import WorkerPool
 from harness.shadow.settings import WorkerSettings
 
-if TYPE_CHECKING:  # imported only with parity_metrics (prometheus_client)
+if TYPE_CHECKING:  # imported only with parity_metrics (prometheus_client), parity_admin
+    import ssl
+
+    from harness.cutover.control import CutoverControl
     from harness.metrics.shadow import ShadowMetrics
 
 log = logging.getLogger("parity.shadow")
@@ -93,7 +96,7 @@ class ShadowAddon:
         self._counters_failed = False
         self.metrics: ShadowMetrics | None = None  # with parity_metrics
         self._drain_s = SHADOW_DEFAULTS.drain_s
-        self.cutover: Any = None  # harness.cutover.control.CutoverControl with parity_admin
+        self.cutover: CutoverControl | None = None  # with parity_admin
         self._admin_token = ""
 
     def load(self, loader: Loader) -> None:
@@ -197,7 +200,7 @@ class ShadowAddon:
             return False
         state_path = Path(opts.parity_cutover_state or
                           Path(opts.parity_recordings) / STATE_NAME)
-        verify: Any = not opts.parity_insecure
+        verify: bool | ssl.SSLContext = not opts.parity_insecure
         if settings.ca_bundle and not opts.parity_insecure:
             import ssl
 
@@ -260,7 +263,7 @@ class ShadowAddon:
         if response is None:
             return
         if self.cutover is not None:
-            self._response_in_cutover(flow, pool, response)
+            self._response_in_cutover(flow, pool, response, self.cutover)
             return
         pool.counts[c.ANSWERED] += 1  # and exactly one outcome below (or in a worker)
         if response.data.content is None or flow.request.data.content is None \
@@ -278,7 +281,7 @@ class ShadowAddon:
         pool.submit(capture(flow), client)
 
     def _response_in_cutover(self, flow: http.HTTPFlow, pool: WorkerPool,
-                             response: http.Response) -> None:
+                             response: http.Response, cutover: CutoverControl) -> None:
         """`response` with a cutover: a moved exchange is captured with who served it (the
         worker mirrors it to the primary), and --mark-served marks the answer."""
         served = flow.metadata.get("parity_served", "primary")
@@ -293,7 +296,7 @@ class ShadowAddon:
             else:
                 captured = capture(flow)
                 pool.submit((*captured, served) if served == "candidate" else captured, client)
-        if self.cutover.mark_served:  # after the capture: the recorded answer is as sent
+        if cutover.mark_served:  # after the capture: the recorded answer is as sent
             response.headers[SERVED_HEADER] = served
 
     # --- counts, supervision, exit -----------------------------------------------------------
