@@ -6,14 +6,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from support import Shadow
+from support import LoopbackListener, Shadow
 
 from harness.processes import ReferenceApp, free_port, reference_argv
 
@@ -99,29 +98,15 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0, every_s: flo
         time.sleep(every_s)
 
 
-class HangingServer:
+class HangingServer(LoopbackListener):
     """A candidate that accepts connections and reads requests but never answers; `requests`
     counts the request heads it received."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests = 0
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections.append(conn)
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         while True:
             try:
                 data = conn.recv(65536)
@@ -130,8 +115,3 @@ class HangingServer:
             if not data:
                 return
             self.requests += data.count(b"\r\n\r\n")
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.connections:
-            conn.close()

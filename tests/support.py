@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import signal
+import socket
 import sys
 import threading
 import time
@@ -126,3 +127,38 @@ class SlowCopy:
         """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
+
+
+class LoopbackListener:
+    """A raw TCP server on a free loopback port, for candidates that misbehave below HTTP: each
+    accepted connection is handed to `handle` (a subclass's) in a thread of its own; `close`
+    closes the listener and every connection."""
+
+    def __init__(self, backlog: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._conns.append(conn)
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.close()

@@ -15,13 +15,12 @@ import contextlib
 import re
 import socket
 import struct
-import threading
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from support import Shadow
+from support import LoopbackListener, Shadow
 
 PATHS = ("/api/v1/data/ohlcv/binance/BTC-USDT/1h?limit=24", "/health")
 REQUESTS = 50
@@ -29,7 +28,7 @@ REQUESTS = 50
 Answer = tuple[int, bytes, bytes]  # status, content-type, body
 
 
-class FaultyCandidate:
+class FaultyCandidate(LoopbackListener):
     """A candidate that answers like the primary (canned answers by request target) but fails
     one way, chosen by `mode`:
 
@@ -46,23 +45,7 @@ class FaultyCandidate:
         self.mode = mode
         self.answers = answers
         self.requests = 0
-        self._lock = threading.Lock()
-        self._conns: list[socket.socket] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__(backlog=512)
 
     @staticmethod
     def _read_request(conn: socket.socket, buffer: bytes) -> tuple[bytes | None, bytes]:
@@ -85,7 +68,7 @@ class FaultyCandidate:
             rest += data
         return head, rest[length:]
 
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         buffer, answered = b"", 0
         try:
             while True:
@@ -123,12 +106,6 @@ class FaultyCandidate:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def close(self) -> None:
-        self.sock.close()
-        with self._lock:
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.close()
 
 
 def _answer(status: int, content_type: bytes, body: bytes, connection: bytes, *,
