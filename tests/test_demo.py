@@ -5,9 +5,10 @@ outcomes in the summary line and the report add up to the requests answered."""
 
 from __future__ import annotations
 
+import orjson
 from rich.console import Console
 
-from harness.demo.run import DemoOptions, print_summary, run_demo
+from harness.demo.run import DemoOptions, edge_requests, print_summary, run_demo
 from harness.shadow import counters as c
 
 
@@ -51,3 +52,12 @@ def test_no_drift_means_every_group_ready(tmp_path):
     result = run_demo(DemoOptions(out=tmp_path / "demo.html", drifts=(), sessions=2,
                                   edge_requests=10), Console(quiet=True))
     assert set(statuses(result).values()) == {"ready"}, statuses(result)
+
+
+def test_the_demos_edge_orders_are_distinct_orders():
+    """hypothesis draws `prop-000000000000` again and again; the proxy takes a repeated
+    client_order_id for a retry and never sends it twice, so the demo gives each edge order its
+    own id (else a dozen of them were 'skipped by policy' instead of compared)."""
+    ids = [orjson.loads(r.body.text)["client_order_id"] for r in edge_requests(80, seed=7)
+           if r.method == "POST" and r.body.text and "client_order_id" in r.body.text]
+    assert len(ids) > 10 and len(set(ids)) == len(ids)

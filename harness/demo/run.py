@@ -12,10 +12,11 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
+import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -27,7 +28,7 @@ from harness.demo.traffic import CryptobotSession, TrafficStats
 from harness.errors import UserError
 from harness.judge.gate import UNGROUPED, GateResult, Tally, gate_groups
 from harness.mirror.transport import request_headers
-from harness.model import Request
+from harness.model import Body, Request
 from harness.processes import ManagedProcess, free_port, start_reference_app
 from harness.routes import GROUPS
 from harness.shadow import counters as c
@@ -92,7 +93,20 @@ def edge_requests(count: int, seed: int) -> list[Request]:
 
     collect()
     random.Random(seed).shuffle(collected)
-    return collected[:count]
+    return [_own_order_id(request, i) for i, request in enumerate(collected[:count])]
+
+
+def _own_order_id(request: Request, index: int) -> Request:
+    """`request` with a client_order_id of its own when it is an order: hypothesis draws the
+    simplest id (`prop-000000000000`) again and again, and to the proxy a repeated id is a
+    client's retry, rightly never sent twice; the demo's edge orders are distinct orders."""
+    if request.method != "POST" or not request.body.text:
+        return request
+    order = orjson.loads(request.body.text)
+    if not isinstance(order, dict) or "client_order_id" not in order:
+        return request
+    order["client_order_id"] = f"{order['client_order_id']}-{index}"
+    return replace(request, body=Body.from_bytes(orjson.dumps(order)))
 
 
 def _drive(base_url: str, options: DemoOptions, console: Console) -> TrafficStats:
