@@ -41,6 +41,7 @@ from harness.files import write_atomically
 from harness.mirror.policy import breaker_file
 from harness.settings import (
     SHADOW_DEFAULTS,
+    CutoverTargets,
     SettingError,
     ShadowSettings,
     ShadowTargets,
@@ -54,8 +55,6 @@ from harness.shadow.pool import WorkerPool
 from harness.shadow.settings import WorkerSettings
 
 if TYPE_CHECKING:  # imported only with parity_metrics (prometheus_client), parity_admin
-    import ssl
-
     from harness.cutover.control import CutoverControl
     from harness.metrics.shadow import ShadowMetrics
 
@@ -191,31 +190,29 @@ class ShadowAddon:
         from harness.cutover.state import STATE_NAME, CutoverError
         from harness.errors import ConfigError
         from harness.metrics.shadow import parse_listen
+        from harness.mirror.transport import TransportSettings
 
         opts = ctx.options
-        primary = opts.parity_primary or next(
+        cut = from_options(CutoverTargets, lambda option: getattr(opts, option))
+        primary = cut.primary or next(
             (m.partition(":")[2] for m in opts.mode if m.startswith("reverse:")), "")
         if not primary:
             log.error("shadow: the cutover needs the primary's URL (parity_primary)")
             return False
-        state_path = Path(opts.parity_cutover_state or
-                          Path(opts.parity_recordings) / STATE_NAME)
-        verify: bool | ssl.SSLContext = not opts.parity_insecure
-        if settings.ca_bundle and not opts.parity_insecure:
-            import ssl
-
-            verify = ssl.create_default_context(cafile=settings.ca_bundle)
+        state_path = Path(cut.cutover_state or Path(settings.recordings) / STATE_NAME)
+        verify = TransportSettings(verify=settings.verify,
+                                   ca_bundle=settings.ca_bundle).ssl_context()
         try:
-            host, port = parse_listen(opts.parity_admin, "parity_admin")
-            config = load_config(opts.parity_config or None)
-            if opts.parity_cutover_plan:
-                config = replace(config, cutover=load_cutover_plan(opts.parity_cutover_plan,
+            host, port = parse_listen(cut.admin, "parity_admin")
+            config = load_config(settings.config_path)
+            if cut.cutover_plan:
+                config = replace(config, cutover=load_cutover_plan(cut.cutover_plan,
                                                                    config.cutover))
             control = CutoverControl(
                 config=config, primary=primary,
                 candidate=settings.candidate, state_path=state_path,
                 admin_token=self._admin_token, timeout_s=settings.timeout_s, verify=verify,
-                mark_served=opts.parity_mark_served, counters=self.counters)
+                mark_served=cut.mark_served, counters=self.counters)
             sock = bind(host, port)
         except (CutoverError, ConfigError, OSError) as exc:
             log.error("shadow: cutover: %s", exc)
@@ -262,9 +259,16 @@ class ShadowAddon:
         response = flow.response
         if response is None:
             return
-        if self.cutover is not None:
-            self._response_in_cutover(flow, pool, response, self.cutover)
-            return
+        # With a cutover, a moved exchange is captured with who served it (the worker then
+        # mirrors it to the primary).
+        served = flow.metadata.get("parity_served", "primary")
+        self._hand_off(flow, pool, response, served)
+        if self.cutover is not None and self.cutover.mark_served:
+            response.headers[SERVED_HEADER] = served  # after the capture: recorded as sent
+
+    def _hand_off(self, flow: http.HTTPFlow, pool: WorkerPool, response: http.Response,
+                  served: str) -> None:
+        """Count the answered request and hand its exchange to a worker, or count why not."""
         pool.counts[c.ANSWERED] += 1  # and exactly one outcome below (or in a worker)
         if response.data.content is None or flow.request.data.content is None \
                 or flow.websocket is not None or response.status_code == 101:
@@ -278,26 +282,8 @@ class ShadowAddon:
             if zlib.crc32(client.encode()) >= self.sample * 2**32:
                 pool.counts[c.NOT_SAMPLED] += 1
                 return
-        pool.submit(capture(flow), client)
-
-    def _response_in_cutover(self, flow: http.HTTPFlow, pool: WorkerPool,
-                             response: http.Response, cutover: CutoverControl) -> None:
-        """`response` with a cutover: a moved exchange is captured with who served it (the
-        worker mirrors it to the primary), and --mark-served marks the answer."""
-        served = flow.metadata.get("parity_served", "primary")
-        pool.counts[c.ANSWERED] += 1
-        if response.data.content is None or flow.request.data.content is None \
-                or flow.websocket is not None or response.status_code == 101:
-            pool.counts[c.STREAMS] += 1
-        else:
-            client = client_of(flow)
-            if self.sample < 1.0 and zlib.crc32(client.encode()) >= self.sample * 2**32:
-                pool.counts[c.NOT_SAMPLED] += 1
-            else:
-                captured = capture(flow)
-                pool.submit((*captured, served) if served == "candidate" else captured, client)
-        if cutover.mark_served:  # after the capture: the recorded answer is as sent
-            response.headers[SERVED_HEADER] = served
+        captured = capture(flow)
+        pool.submit((*captured, served) if served == "candidate" else captured, client)
 
     # --- counts, supervision, exit -----------------------------------------------------------
 
