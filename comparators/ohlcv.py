@@ -149,7 +149,8 @@ class Candles:
 
 
 def _row_names(length: int) -> tuple[str, ...]:
-    return ROW_FIELDS + tuple(f"col{i}" for i in range(len(ROW_FIELDS), length))
+    """The field names of a ccxt row of `length` values (a row without volume has five)."""
+    return ROW_FIELDS[:length] + tuple(f"col{i}" for i in range(len(ROW_FIELDS), length))
 
 
 def compare_candles(

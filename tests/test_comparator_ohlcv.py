@@ -160,6 +160,22 @@ def test_ccxt_rows_and_notation():
     assert "same instants in another notation" in notation.message
 
 
+def test_ccxt_rows_without_volume_and_unreadable_times():
+    """Five-value ccxt rows (no volume) are candles like six-value ones; a NaN or infinite
+    timestamp is no time (the candles are then compared as plain JSON), never a comparator
+    failure."""
+    rows = [[1_704_067_200_000 + i * 60_000, 1.0 + i, 2.0 + i, 0.5 + i, 1.5 + i] for i in range(5)]
+    other = copy.deepcopy(rows)
+    other[3][2] = 7.0
+    (found,) = diff(rows, other)
+    assert found.path == "[3][2]" and found.message.endswith("5.0 vs 7.0 (rel 2.9e-01 > 1e-09)")
+    for bad in (float("nan"), float("inf")):
+        broken = copy.deepcopy(rows)
+        broken[1][0] = bad
+        assert to_epoch(bad) is None
+        assert [d.path for d in diff(rows, broken)] == ["[1][0]"]
+
+
 def test_reference_cryptobot_timezone_drift():
     """The reference data service with its tz-offset drift: one difference, +1h."""
     from reference_cryptobot.market import candles as reference_candles

@@ -631,11 +631,12 @@ def _field_presence(
 
 def to_epoch(value: Any) -> float | None:
     """Seconds since the epoch for the timestamp shapes Cryptobot answers with: epoch seconds or
-    milliseconds (numbers or numeric strings) and ISO 8601 strings (naive ones read as UTC)."""
+    milliseconds (numbers or numeric strings) and ISO 8601 strings (naive ones read as UTC); None
+    for anything else (NaN and infinities included)."""
     if isinstance(value, str):
         return _text_epoch(value)
     number = as_number(value)
-    return None if number is None else _epoch_seconds(number)
+    return None if number is None or not math.isfinite(number) else _epoch_seconds(number)
 
 
 def _epoch_seconds(number: float) -> float:
