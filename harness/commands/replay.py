@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from harness.errors import UserError
 from harness.judge.gate import GroupGate, gate_groups
+from harness.settings import ShadowSettings
 
 if TYPE_CHECKING:
     from harness.config import Config
@@ -46,8 +47,8 @@ def add_parser(
                         help="requests in flight at once (default 32)")
     parser.add_argument("--rate", type=float, metavar="R", help="at most R requests per second")
     parser.add_argument("--shard", metavar="K/N", help="replay only shard K of N (by session)")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                        help="per-request timeout in seconds (default 5)")
+    parser.add_argument("--timeout", type=float, default=ShadowSettings().timeout_s,
+                        metavar="S", help="per-request timeout in seconds (default %(default)g)")
     parser.add_argument("--report", metavar="OUT.html", help="write the HTML diff report")
     parser.add_argument("--json", metavar="OUT.json", help="write the machine-readable summary")
     parser.add_argument("--save", metavar="DIR", help="also record the replayed exchanges in DIR")

@@ -24,6 +24,7 @@ import aiohttp
 from yarl import URL
 
 from harness.model import Request, Response
+from harness.settings import ShadowSettings
 from harness.store.bodies import MAX_DECODED_BYTES, body_from_wire
 
 # Hop-by-hop and framing headers: aiohttp sets its own, and the recorded body is already decoded.
@@ -55,7 +56,7 @@ class _TooLarge(Exception):
 class TransportSettings:
     """How to reach an environment: timeout per request, pool size and TLS verification."""
 
-    timeout_s: float = 5.0
+    timeout_s: float = ShadowSettings().timeout_s  # one timeout default, declared with the proxy's
     max_connections: int = 64
     verify: bool = True
     ca_bundle: str | None = None
