@@ -322,9 +322,9 @@ def test_unsafe_requests_reach_the_primary_only_as_a_dry_run_it_honours() -> Non
     # Paper trading honours its dry-run header: sent as a dry run (its precondition is still
     # proven on the primary before it goes, by harness.mirror).
     assert decide("POST", "/mcp/paper-trading/orders", b'{"client_order_id": "b"}') == "dry-run"
-    # The same order again is not sent twice.
-    assert decide("POST", "/mcp/paper-trading/orders", b'{"client_order_id": "b"}').startswith(
-        "skipped:duplicate order")
+    # The same order again is not sent twice (and the reason names the side it was sent to).
+    assert decide("POST", "/mcp/paper-trading/orders", b'{"client_order_id": "b"}') == (
+        "skipped:duplicate order: already sent to the primary once")
 
 
 # --- the command line without a proxy ---------------------------------------------------------

@@ -412,11 +412,13 @@ def test_a_slow_candidate_is_a_candidate_error_after_the_timeout():
     assert "timeout" in written[0].reason
 
 
-def test_past_the_whole_mirrors_deadline_an_unfinished_second_check_fails_safe():
+@pytest.mark.parametrize("side", ["candidate", "primary"])
+def test_past_the_whole_mirrors_deadline_an_unfinished_second_check_fails_safe(side):
     """The deadline bounds the whole mirror (the switch proved, the order sent, the switch asked
-    again): cut off in the second check, the order did reach the candidate and its dry run was
-    never confirmed, so it counts as a failed check: the breaker trips, and the one judgement is
-    a critical mismatch naming the unfinished check."""
+    again): cut off in the second check, the order did reach the mirrored side (`side`: the
+    candidate, or the primary in a moved request's reverse mirror) and its dry run was never
+    confirmed, so it counts as a failed check: the breaker trips naming that side, and the one
+    judgement is a critical mismatch naming the unfinished check."""
     switch = "/api/v1/settings/dry_run"
 
     async def scenario() -> tuple[Exchange, list, dict]:
@@ -436,7 +438,7 @@ def test_past_the_whole_mirrors_deadline_an_unfinished_second_check_fails_safe()
             from harness.mirror.step import Mirror
 
             mirror = Mirror(client, Engine(CONFIG), MirrorPolicy(),
-                            str(server.make_url("")).rstrip("/"), timeout_s=60.0)
+                            str(server.make_url("")).rstrip("/"), timeout_s=60.0, side=side)
             exchange = make_exchange("POST", "/api/trades/orders", ORDER, {"status": "open"})
             route = mirror.engine.route_of(exchange)
             try:
@@ -452,7 +454,7 @@ def test_past_the_whole_mirrors_deadline_an_unfinished_second_check_fails_safe()
     critical = [d for d in exchange.differences if d.severity is Severity.CRITICAL]
     assert len(critical) == 1 and "not confirmed after the answer" in critical[0].message
     assert list(tripped.values()) == [
-        "the candidate's dry run not confirmed after the answer (no check answer within the "
+        f"the {side}'s dry run not confirmed after the answer (no check answer within the "
         "whole mirror's 1s)"]
 
 

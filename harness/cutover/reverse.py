@@ -30,6 +30,8 @@ NOT_TO_PRODUCTION = ("served by the candidate; an unsafe request reaches the pri
 class ReversePolicy(MirrorPolicy):
     """The mirror policy towards the primary (see the module)."""
 
+    side = "primary"
+
     def decide(self, route: Any, request: Request) -> MirrorDecision:
         if request.method.upper() not in SAFE_METHODS:
             rewrite = route.dry_run
@@ -62,7 +64,7 @@ def reverse_mirror(client: Any, engine: Any, breakers: Any, primary: str, second
     from harness.mirror.step import Mirror
 
     return Mirror(client, _Unjudged(engine), ReversePolicy(breakers), primary, secondary,
-                  timeout_s)
+                  timeout_s, side="primary")
 
 
 async def mirror_moved(mirror: Any, engine: Any, exchange: Exchange, route: Any,
@@ -76,8 +78,6 @@ async def mirror_moved(mirror: Any, engine: Any, exchange: Exchange, route: Any,
     finally:
         unproven = mirror.engine.unproven.pop(id(exchange), None)
     if exchange.mirror.startswith("skipped"):
-        reason = exchange.mirror.partition(":")[2]
-        exchange.mirror = "skipped:" + reason.replace("candidate not proven", "primary not proven")
         exchange.primary = Response(error=f"not asked: {exchange.mirror[8:]}")
     else:
         exchange.primary = exchange.candidate or Response(error="no answer")

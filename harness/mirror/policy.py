@@ -172,6 +172,8 @@ def idempotency_key(request: Request) -> str | None:
 class MirrorPolicy:
     """Decides per request; keeps the breakers and the orders already sent."""
 
+    side = "candidate"  # the mirrored side, as its skip reasons name it
+
     def __init__(self, breakers: Breakers | None = None,
                  remembered: int = REMEMBERED_ORDERS) -> None:
         self.breakers = breakers or Breakers()
@@ -202,7 +204,7 @@ class MirrorPolicy:
         else:
             return MirrorDecision(None, f"skipped:unsafe method {method}")
         return decision if self._first_time(route, request) else MirrorDecision(
-            None, "skipped:duplicate order: already sent to the candidate once")
+            None, f"skipped:duplicate order: already sent to the {self.side} once")
 
     def _first_time(self, route: Route, request: Request) -> bool:
         key = idempotency_key(request)

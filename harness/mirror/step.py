@@ -37,6 +37,9 @@ class Mirror:
         default_factory=lambda: {"candidate": Correlator(), "secondary": Correlator()}
     )
     preconditions: Preconditions | None = None  # made on first use, from the engine's config
+    # The mirrored side as findings and breaker reasons name it ("primary" for a moved
+    # request's reverse mirror, see harness.cutover.reverse).
+    side: str = "candidate"
 
     async def _answers(self, request: Request,
                        with_secondary: bool = True) -> tuple[Response, Response | None]:
@@ -71,7 +74,7 @@ class Mirror:
                 # safe, as if the check had failed (breaker, critical finding).
                 unproven = (f"dry run not confirmed after the answer (no check answer within "
                             f"the whole mirror's {deadline_s:g}s)")
-                self.policy.trip(route.name, f"the candidate's {unproven}")
+                self.policy.trip(route.name, f"the {self.side}'s {unproven}")
             else:
                 exchange.candidate = Response(
                     error=f"timeout after {deadline_s:g}s (whole mirror)")
@@ -143,7 +146,7 @@ class Mirror:
         if self.preconditions is None:
             self.preconditions = Preconditions(
                 self.client, self.engine.config.safety.precondition_recheck_s, self.timeout_s)
-        sides = [("candidate", self.candidate_url)]
+        sides = [(self.side, self.candidate_url)]
         if self.secondary_url:
             sides.append(("secondary", self.secondary_url))
         unmet = await asyncio.gather(*(self.preconditions.unmet(side, url, precondition)
@@ -184,7 +187,7 @@ class Mirror:
         if secondary_breach:
             self.policy.trip(route.name, f"the secondary's {secondary_breach}")
         if candidate_breach:
-            self.policy.trip(route.name, f"the candidate's {candidate_breach}")
+            self.policy.trip(route.name, f"the {self.side}'s {candidate_breach}")
         return candidate_breach
 
     async def _still_proven(self, route: Route, primary: Response, answer: Response | None,
