@@ -790,6 +790,36 @@ def near_pairs(
     return pairs
 
 
+def near_count(
+    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
+) -> int | None:
+    """At most how many of `primary`'s values `near_pairs` pairs with some value of `candidate`:
+    an upper bound found at C speed (each value's cell of four times the widest window; a pair
+    lies in one cell or two neighbours). None where it cannot tell (a value that is not a finite
+    number, no useful window)."""
+    if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:
+        return None
+    if not primary or not candidate:
+        return 0
+    if not set(map(type, primary)) | set(map(type, candidate)) <= {int, float}:
+        return None
+    try:
+        widest = max(max(primary), -min(primary), max(candidate), -min(candidate))
+        cell = 4 * ((atol + rtol * widest) / (1 - rtol) * (1 + 1e-9) + 1e-300)
+        per_cell = 1 / cell
+        # products this small are within a thousandth of a cell of the exact quotient
+        if not widest * per_cell < 2.0**40:
+            return None
+        scale = itertools.repeat(per_cell)
+        p_cells = list(map(math.floor, map(operator.mul, primary, scale)))
+        c_cells = set(map(math.floor, map(operator.mul, candidate, scale)))
+    except (OverflowError, ValueError):  # NaN, an infinity, an integer past float range
+        return None
+    c_cells |= {*map(operator.add, c_cells, itertools.repeat(1)),
+                *map(operator.sub, c_cells, itertools.repeat(1))}
+    return sum(map(c_cells.__contains__, p_cells))
+
+
 _FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
 
 
