@@ -210,19 +210,19 @@ class Candles:
         column = self.columns.get(name) if self.columns is not None else None
         if column is None:
             return [self.rows[i].get(name) for i in indices]
-        return _take(column, indices)
+        return _take(indices)(column)
 
 
-def _take(column: Sequence[Any], indices: Sequence[int]) -> Sequence[Any]:
-    """`column` at `indices` (a slice where they are consecutive and ascending)."""
+def _take(indices: Sequence[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """Reads a column at `indices`: a slice where they are consecutive and ascending."""
     if isinstance(indices, range):  # of step 1
-        return column[indices.start:indices.stop]
+        return operator.itemgetter(slice(indices.start, indices.stop))
     if not indices:
-        return []
+        return lambda column: []
     start, stop = indices[0], indices[-1] + 1
     if stop - start == len(indices) and indices == list(range(start, stop)):
-        return column[start:stop]
-    return list(map(column.__getitem__, indices))
+        return operator.itemgetter(slice(start, stop))
+    return lambda column: list(map(column.__getitem__, indices))
 
 
 def _row_names(length: int) -> tuple[str, ...]:
@@ -298,13 +298,17 @@ def _compare_lists(
             shared = list(map(c_at.__contains__, p_at))
             p_pos = list(itertools.compress(p_at.values(), shared))
             c_pos = list(map(c_at.__getitem__, itertools.compress(p_at, shared)))
-            missing = list(map(p_at.__getitem__, p_at.keys() - c_at.keys()))
-            extra = list(map(c_at.__getitem__, c_at.keys() - p_at.keys()))
+            missing = ([] if len(p_pos) == len(p_at) else
+                       list(itertools.compress(p_at.values(), map(operator.not_, shared))))
+            extra = ([] if len(c_pos) == len(c_at) else list(itertools.compress(
+                c_at.values(), map(operator.not_, map(p_at.__contains__, c_at)))))
     differences += _missing(path, p, missing, Kind.MISSING)
     differences += _missing(path, c, extra, Kind.EXTRA)
     differences += _order(path, c_pos, p, c)
+    p_take, c_take = _take(p_pos), _take(c_pos)
     if not shift:
-        differences += _notation(p_pos, c_pos, p, c, field_path)
+        differences += _notation(p_pos, p_take(p.raw_times), c_take(c.raw_times), p,
+                                 field_path)
     fields = sorted(({*p.rows[0]} if p.rows else set()) | ({*c.rows[0]} if c.rows else set()))
     fields = [f for f in fields if f not in (p.time_field, c.time_field)]
     if p.time_field != c.time_field and p_pos:
@@ -322,8 +326,8 @@ def _compare_lists(
             and all(f in p.columns and f in c.columns for f in fields)):
         # Every candle has every field: the columns already read, aligned.
         differences += compare_column_table(
-            field_path, p_pos, fields, [_take(p.columns[f], p_pos) for f in fields],
-            [_take(c.columns[f], c_pos) for f in fields], options, noun="candles")
+            field_path, p_pos, fields, [p_take(p.columns[f]) for f in fields],
+            [c_take(c.columns[f]) for f in fields], options, noun="candles")
     else:
         differences += compare_columns(field_path, list(zip(p_pos, c_pos, strict=True)),
                                        p.rows, c.rows, fields, options, noun="candles")
@@ -441,20 +445,18 @@ def _direction(keys: list[int]) -> str:
 
 def _notation(
     p_pos: Sequence[int],
-    c_pos: Sequence[int],
+    p_times: Sequence[Any],
+    c_times: Sequence[Any],
     p: Candles,
-    c: Candles,
     field_path: Callable[[int, str], str],
 ) -> list[Difference]:
-    """The same instants written another way (``Z`` vs ``+00:00``, s vs ms): one difference."""
-    if p_pos:
-        p_times, c_times = _take(p.raw_times, p_pos), _take(c.raw_times, c_pos)
-        if type(p_times) is not type(c_times):
-            p_times, c_times = list(p_times), list(c_times)
-        if p_times == c_times and list(map(type, p_times)) == list(map(type, c_times)):
-            return []
-    for i, j in zip(p_pos, c_pos, strict=True):
-        a, b = p.raw_times[i], c.raw_times[j]
+    """The same instants written another way (``Z`` vs ``+00:00``, s vs ms): one difference.
+    `p_times`, `c_times`: the aligned candles' times (the primary's at `p_pos`)."""
+    if type(p_times) is not type(c_times):
+        p_times, c_times = list(p_times), list(c_times)
+    if p_times == c_times and list(map(type, p_times)) == list(map(type, c_times)):
+        return []
+    for i, a, b in zip(p_pos, p_times, c_times, strict=True):
         if a != b:
             kind = Kind.TYPE if type(a) is not type(b) else Kind.CHANGED
             return [

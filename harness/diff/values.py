@@ -815,9 +815,9 @@ def near_count(
         c_cells = set(map(math.floor, map(operator.mul, candidate, scale)))
     except (OverflowError, ValueError):  # NaN, an infinity, an integer past float range
         return None
-    c_cells |= {*map(operator.add, c_cells, itertools.repeat(1)),
-                *map(operator.sub, c_cells, itertools.repeat(1))}
-    return sum(map(c_cells.__contains__, p_cells))
+    near = c_cells.union(map(operator.add, c_cells, itertools.repeat(1)),
+                         map(operator.sub, c_cells, itertools.repeat(1)))
+    return sum(map(near.__contains__, p_cells))
 
 
 _FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
