@@ -21,7 +21,7 @@ import itertools
 import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.diff import paths
@@ -161,8 +161,8 @@ class Candles:
     as_rows: bool  # ccxt rows (fields are positions) rather than objects
     # every row's fields, column by column, when every row has the first row's fields
     columns: Columns | None = None
-    at: dict[int, int] = field(default_factory=dict)  # timestamp -> index of its first candle
-    unique: bool = True  # no timestamp repeated
+    ascending: bool = True  # the timestamps strictly ascending (so none repeated)
+    _at: dict[int, int] | None = None
 
     @classmethod
     def read(cls, items: Sequence[Any], columns: Columns | None = None) -> Candles | None:
@@ -189,12 +189,26 @@ class Candles:
         keys = time_keys(raw)
         if None in keys:
             return None
-        at = dict(zip(keys, range(len(keys)), strict=True))
-        unique = len(at) == len(keys)
-        if not unique:
-            at = _first_at(keys)  # type: ignore[arg-type]
+        ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
         return cls(rows, raw, keys, time_field, as_rows,  # type: ignore[arg-type]
-                   columns, at, unique)
+                   columns, ascending)
+
+    @property
+    def at(self) -> dict[int, int]:
+        """Timestamp -> index of its first candle, in the order of those indexes."""
+        if self._at is None:
+            self._at = _first_at(self.keys)
+        return self._at
+
+    @property
+    def unique(self) -> bool:
+        """No timestamp repeated."""
+        return self.ascending or len(self.at) == len(self.keys)
+
+    @property
+    def times(self) -> int:
+        """How many distinct timestamps."""
+        return len(self.keys) if self.ascending else len(self.at)
 
     def field_segment(self, name: str) -> str | int:
         return (
@@ -270,15 +284,17 @@ def _compare_lists(
         extra: list[int] = []
     else:
         differences = _duplicates(path, p, c)
-        p_at, c_at = p.at, c.at
-        if p_at.keys() != c_at.keys():
+        overlap = _overlap(p, c)
+        # (ascending timestamps that are not the same: not the same set)
+        if overlap is not None or p.at.keys() != c.at.keys():
             votes = _shift_votes(p, c, options, field_path)
             # No shift wins without votes from at least half the candles: skip the search then.
-            needed = max(votes.get(0, 0) + 1, (min(len(p_at), len(c_at)) + 1) // 2)
-            found = (best_shift(p_at, c_at, lambda s: votes.get(s, 0), scoring=votes)
+            needed = max(votes.get(0, 0) + 1, (min(p.times, c.times) + 1) // 2)
+            found = (best_shift(p.at, c.at, lambda s: votes.get(s, 0), scoring=votes)
                      if max(votes.values(), default=0) >= needed else None)
             if found is not None:
                 shift = found[0]
+                p_at, c_at = p.at, c.at
                 first = min(p_at[k] for k in p_at if k + shift in c_at)
                 differences.append(
                     shift_difference(
@@ -294,7 +310,12 @@ def _compare_lists(
             c_pos = [c_at[p.keys[i] + shift] for i in p_pos]
             missing = [i for k, i in p_at.items() if k + shift not in c_at]
             extra = [j for k, j in c_at.items() if k - shift not in p_at]
+        elif overlap is not None:
+            p_pos, c_pos = overlap
+            missing = [*range(p_pos.start), *range(p_pos.stop, len(p.keys))]
+            extra = [*range(c_pos.start), *range(c_pos.stop, len(c.keys))]
         else:
+            p_at, c_at = p.at, c.at
             shared = list(map(c_at.__contains__, p_at))
             p_pos = list(itertools.compress(p_at.values(), shared))
             c_pos = list(map(c_at.__getitem__, itertools.compress(p_at, shared)))
@@ -332,6 +353,26 @@ def _compare_lists(
         differences += compare_columns(field_path, list(zip(p_pos, c_pos, strict=True)),
                                        p.rows, c.rows, fields, options, noun="candles")
     return differences
+
+
+def _overlap(p: Candles, c: Candles) -> tuple[range, range] | None:
+    """The candles both sides have, when both sides' timestamps ascend and the shared ones are
+    one run (two windows of the same series: latest candles asked a little apart), as
+    (primary's, candidate's) index ranges; None otherwise."""
+    if not (p.ascending and c.ascending and p.keys and c.keys):
+        return None
+    later, earlier = (c, p) if c.keys[0] >= p.keys[0] else (p, c)
+    try:
+        start = earlier.keys.index(later.keys[0])
+    except ValueError:  # the later side starts between two of the earlier side's candles
+        return None
+    count = min(len(earlier.keys) - start, len(later.keys))
+    # Before the run the earlier side's times are earlier than all the later side's; after it
+    # one side has no candles left and the other's are later than all of its.
+    if earlier.keys[start:start + count] != later.keys[:count]:
+        return None
+    runs = range(start, start + count), range(count)
+    return runs if earlier is p else (runs[1], runs[0])
 
 
 def _first_at(keys: list[int]) -> dict[int, int]:
@@ -454,7 +495,9 @@ def _notation(
     `p_times`, `c_times`: the aligned candles' times (the primary's at `p_pos`)."""
     if type(p_times) is not type(c_times):
         p_times, c_times = list(p_times), list(c_times)
-    if p_times == c_times and list(map(type, p_times)) == list(map(type, c_times)):
+    if p_times == c_times and (
+            set(map(type, p_times)) <= {str}  # equal to text: text too
+            or list(map(type, p_times)) == list(map(type, c_times))):
         return []
     for i, a, b in zip(p_pos, p_times, c_times, strict=True):
         if a != b:
