@@ -22,7 +22,7 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from harness.diff import paths
 from harness.diff.base import CompareOptions, Lifted, register
@@ -186,12 +186,12 @@ class Candles:
                 raw = list(map(operator.itemgetter(time_field), rows))
             except (KeyError, TypeError):  # a row without the field (or not an object)
                 raw = [row.get(time_field) for row in rows]
-        keys = time_keys(raw)
-        if None in keys:
+        read = time_keys(raw)
+        if None in read:
             return None
+        keys = cast("list[int]", read)
         ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
-        return cls(rows, raw, keys, time_field, as_rows,  # type: ignore[arg-type]
-                   columns, ascending)
+        return cls(rows, raw, keys, time_field, as_rows, columns, ascending)
 
     @property
     def at(self) -> dict[int, int]:
