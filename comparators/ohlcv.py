@@ -175,7 +175,8 @@ class Candles:
             columns = _columns(rows)
         else:
             rows = list(items)  # read, never changed
-            time_field = next((f for f in TIME_FIELDS if rows and f in rows[0]), "timestamp")
+            first = rows[0] if rows else {}
+            time_field = next((f for f in TIME_FIELDS if f in first), "timestamp")
             if columns is None:
                 columns = _columns(rows)
         raw: Sequence[Any]
@@ -186,11 +187,13 @@ class Candles:
                 raw = list(map(operator.itemgetter(time_field), rows))
             except (KeyError, TypeError):  # a row without the field (or not an object)
                 raw = [row.get(time_field) for row in rows]
-        read = time_keys(raw)
-        if None in read:
+        keys = cast("list[int]", time_keys(raw))
+        try:
+            ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
+        except TypeError:  # a time that could not be read (None) among them
             return None
-        keys = cast("list[int]", read)
-        ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
+        if (not ascending or len(keys) == 1) and None in keys:
+            return None
         return cls(rows, raw, keys, time_field, as_rows, columns, ascending)
 
     @property

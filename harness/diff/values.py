@@ -772,7 +772,7 @@ def near_pairs(
     else:  # the usual: every candidate value is a finite number
         at = np.argsort(c, kind="stable")
         keys = c[at]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # a window past float range: infinite
         # within(a, b) implies |a - b| <= (atol + rtol·|a|) / (1 - rtol); widened for rounding.
         reach = (atol + rtol * np.abs(p)) / (1 - rtol) * (1 + 1e-9) + 1e-300
         low = np.searchsorted(keys, p - reach, "left")
@@ -794,20 +794,21 @@ def near_count(
     primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
 ) -> int | None:
     """At most how many of `primary`'s values `near_pairs` pairs with some value of `candidate`:
-    an upper bound found at C speed (each value's cell of four times the widest window; a pair
-    lies in one cell or two neighbours). None where it cannot tell (a value that is not a finite
-    number, no useful window)."""
+    an upper bound found at C speed (each value's cell of four times the widest window, the
+    window of the primary's largest value; a pair lies in one cell or two neighbours). None where
+    it cannot tell (a value that is not a finite number, no useful window)."""
     if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:
         return None
     if not primary or not candidate:
         return 0
-    if not set(map(type, primary)) | set(map(type, candidate)) <= {int, float}:
+    if not {*map(type, primary), *map(type, candidate)} <= {int, float}:
         return None
     try:
-        widest = max(max(primary), -min(primary), max(candidate), -min(candidate))
+        widest = max(max(primary), -min(primary))
         cell = 4 * ((atol + rtol * widest) / (1 - rtol) * (1 + 1e-9) + 1e-300)
         per_cell = 1 / cell
-        # products this small are within a thousandth of a cell of the exact quotient
+        # products this small are within a thousandth of a cell of the exact quotient (a
+        # candidate's value far past them is near no primary value: its cell only adds)
         if not widest * per_cell < 2.0**40:
             return None
         scale = itertools.repeat(per_cell)
