@@ -298,7 +298,9 @@ def _compare_lists(
             if found is not None:
                 shift = found[0]
                 p_at, c_at = p.at, c.at
-                first = min(p_at[k] for k in p_at if k + shift in c_at)
+                overlap = _overlap(p, c, shift)
+                first = (overlap[0].start if overlap is not None
+                         else min(p_at[k] for k in p_at if k + shift in c_at))
                 differences.append(
                     shift_difference(
                         field_path(first, p.time_field),
@@ -308,15 +310,15 @@ def _compare_lists(
                         "candles",
                     )
                 )
-        if shift:
+        if overlap is not None:
+            p_pos, c_pos = overlap
+            missing = [*range(p_pos.start), *range(p_pos.stop, len(p.keys))]
+            extra = [*range(c_pos.start), *range(c_pos.stop, len(c.keys))]
+        elif shift:
             p_pos = [i for k, i in p_at.items() if k + shift in c_at]
             c_pos = [c_at[p.keys[i] + shift] for i in p_pos]
             missing = [i for k, i in p_at.items() if k + shift not in c_at]
             extra = [j for k, j in c_at.items() if k - shift not in p_at]
-        elif overlap is not None:
-            p_pos, c_pos = overlap
-            missing = [*range(p_pos.start), *range(p_pos.stop, len(p.keys))]
-            extra = [*range(c_pos.start), *range(c_pos.stop, len(c.keys))]
         else:
             p_at, c_at = p.at, c.at
             shared = list(map(c_at.__contains__, p_at))
@@ -358,24 +360,26 @@ def _compare_lists(
     return differences
 
 
-def _overlap(p: Candles, c: Candles) -> tuple[range, range] | None:
-    """The candles both sides have, when both sides' timestamps ascend and the shared ones are
-    one run (two windows of the same series: latest candles asked a little apart), as
-    (primary's, candidate's) index ranges; None otherwise."""
+def _overlap(p: Candles, c: Candles, shift: int = 0) -> tuple[range, range] | None:
+    """The candles both sides have (the primary's moved by `shift`), when both sides' timestamps
+    ascend and the shared ones are one run (two windows of the same series: latest candles asked
+    a little apart), as (primary's, candidate's) index ranges; None otherwise."""
     if not (p.ascending and c.ascending and p.keys and c.keys):
         return None
-    later, earlier = (c, p) if c.keys[0] >= p.keys[0] else (p, c)
+    p_keys = list(map(operator.add, p.keys, itertools.repeat(shift))) if shift else p.keys
+    p_first = p_keys[0] >= c.keys[0]
+    earlier, later = (c.keys, p_keys) if p_first else (p_keys, c.keys)
     try:
-        start = earlier.keys.index(later.keys[0])
+        start = earlier.index(later[0])
     except ValueError:  # the later side starts between two of the earlier side's candles
         return None
-    count = min(len(earlier.keys) - start, len(later.keys))
+    count = min(len(earlier) - start, len(later))
     # Before the run the earlier side's times are earlier than all the later side's; after it
     # one side has no candles left and the other's are later than all of its.
-    if earlier.keys[start:start + count] != later.keys[:count]:
+    if earlier[start:start + count] != later[:count]:
         return None
     runs = range(start, start + count), range(count)
-    return runs if earlier is p else (runs[1], runs[0])
+    return (runs[1], runs[0]) if p_first else runs
 
 
 def _first_at(keys: list[int]) -> dict[int, int]:
@@ -406,11 +410,34 @@ def _shift_votes(
     if most is not None and most < max(1, (min(len(firsts_p), len(firsts_c)) + 1) // 2):
         return votes
     matches = _value_matcher(p, c, options, field_path)
-    for a, b in near_pairs(p_close, c_close, rtol, atol):
-        i, j = firsts_p[a], firsts_c[b]
-        if matches(i, j):
-            votes[c.keys[j] - p.keys[i]] += 1
+    pairs = near_pairs(p_close, c_close, rtol, atol)
+    p_values, c_values = _value_rows(p, firsts_p), _value_rows(c, firsts_c)
+    if not pairs or p_values is None or c_values is None:
+        for a, b in pairs:
+            i, j = firsts_p[a], firsts_c[b]
+            if matches(i, j):
+                votes[c.keys[j] - p.keys[i]] += 1
+        return votes
+    # Candles whose values are all equal match (the usual vote, decided at C speed); the others
+    # are checked within tolerance one by one.
+    p_at, c_at = zip(*pairs, strict=True)
+    same = list(map(operator.eq, map(p_values.__getitem__, p_at), map(c_values.__getitem__, c_at)))
+    p_index, c_index = list(map(firsts_p.__getitem__, p_at)), list(map(firsts_c.__getitem__, c_at))
+    for k in itertools.compress(range(len(same)), map(operator.not_, same)):
+        same[k] = matches(p_index[k], c_index[k])
+    votes.update(itertools.compress(
+        map(operator.sub, map(c.keys.__getitem__, c_index), map(p.keys.__getitem__, p_index)),
+        same))
     return votes
+
+
+def _value_rows(side: Candles, indices: Sequence[int]) -> list[tuple[Any, ...]] | None:
+    """The OHLCV values of the candles at `indices`, one tuple each; None unless every candle has
+    every one of them."""
+    if side.columns is None or not all(name in side.columns for name in VALUE_FIELDS):
+        return None
+    take = _take(indices)
+    return list(zip(*(take(side.columns[name]) for name in VALUE_FIELDS), strict=True))
 
 
 def _value_matcher(

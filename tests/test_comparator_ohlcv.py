@@ -219,3 +219,14 @@ def test_two_windows_of_one_series_pair_the_candles_they_share():
             (Kind.EXTRA, "[0]"),
             (Kind.CHANGED, f"[{10 - k}].close"),
         ]
+        shifted = copy.deepcopy(candidate)
+        for row in shifted:
+            row["timestamp"] = iso(to_epoch(row["timestamp"]) + 3600)
+        found = diff(primary, shifted)
+        assert [(d.kind, d.path) for d in found] == [
+            (Kind.CHANGED, f"[{k}].timestamp"),
+            (Kind.MISSING, "[0]"),
+            (Kind.EXTRA, f"[{30 - 2 * k}]"),
+            (Kind.CHANGED, "[10].close"),
+        ], [d.message for d in found]
+        assert found[0].message.startswith("candles shifted by +1h")

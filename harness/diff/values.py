@@ -869,14 +869,16 @@ def _equal_pairs(p: list[float], c: list[float], rtol: float,
         reach = (atol + rtol * widest) / (1 - rtol) * (1 + 1e-9) + 1e-300
         if min(map(operator.sub, values[1:], values[:-1])) <= 4 * reach:
             return None
+    first = dict(zip(c, range(len(c)), strict=True))
+    if len(first) == len(c):  # the usual: no value repeated, one pair at most per value
+        return [(i, j) for i, j in enumerate(map(first.get, p)) if j is not None]
     at: dict[float, list[int]] = {}
     for j, value in enumerate(c):
         at.setdefault(value, []).append(j)
     pairs: list[tuple[int, int]] = []
-    for i, value in enumerate(p):
-        found = at.get(value)
+    for i, found in enumerate(map(at.get, p)):
         if found is not None:
-            pairs += ((i, j) for j in found)
+            pairs += zip(itertools.repeat(i), found)
     return pairs
 
 
