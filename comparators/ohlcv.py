@@ -22,17 +22,19 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from harness.diff import paths
 from harness.diff.base import CompareOptions, Lifted, register
 from harness.diff.values import (
     best_shift,
     compare_answers,
+    compare_column_table,
     compare_columns,
     field_tolerance,
     generic_bodies,
     is_number,
+    near_count,
     near_pairs,
     shift_difference,
     show,
@@ -48,6 +50,7 @@ ROW_FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
 VALUE_FIELDS = ("open", "high", "low", "close", "volume")
 SHOWN = 3  # timestamps named in a missing/extra difference
 _TIME_NAMES, _VALUE_NAMES = frozenset(TIME_FIELDS), frozenset(VALUE_FIELDS)
+Columns = dict[str, Sequence[Any]]  # field name -> its value in every candle, in order
 
 
 @register("ohlcv")
@@ -62,32 +65,66 @@ compare_ohlcv.identical_is_match = True  # type: ignore[attr-defined]
 def _compare_bodies(
     primary: Lifted, candidate: Lifted, options: CompareOptions
 ) -> list[Difference]:
-    p_where, c_where = find_candles(primary.body), find_candles(candidate.body)
-    if p_where is None or p_where != c_where:
+    p_found, c_found = _locate(primary.body), _locate(candidate.body)
+    if p_found is None or c_found is None or p_found[0] != c_found[0]:
         return generic_bodies(primary.body, candidate.body, options)
+    (where, p_columns), (_, c_columns) = p_found, c_found
     differences = []
-    if p_where:  # candles under a key: the rest of the envelope is plain JSON
-        rest_p = {k: v for k, v in primary.body.items() if k != p_where}
-        rest_c = {k: v for k, v in candidate.body.items() if k != p_where}
+    if where:  # candles under a key: the rest of the envelope is plain JSON
+        rest_p = {k: v for k, v in primary.body.items() if k != where}
+        rest_c = {k: v for k, v in candidate.body.items() if k != where}
         differences += generic_bodies(rest_p, rest_c, options)
-        p_list, c_list = primary.body[p_where], candidate.body[p_where]
+        p_list, c_list = primary.body[where], candidate.body[where]
     else:
         p_list, c_list = primary.body, candidate.body
-    return differences + compare_candles(
-        paths.key("", p_where) if p_where else "", p_list, c_list, options
+    return differences + _compare_lists(
+        paths.key("", where) if where else "", p_list, c_list, options, p_columns, c_columns
     )
 
 
 def find_candles(body: Any) -> str | None:
     """Where the candle list is: ``""`` for the body itself, a key, or None (not candles)."""
+    found = _locate(body)
+    return None if found is None else found[0]
+
+
+def _locate(body: Any) -> tuple[str, Columns | None] | None:
+    """`find_candles`, with the candles' columns when every candle is an object with the first
+    one's members (read once, for every later step)."""
     if isinstance(body, list):
-        return "" if _all_candles(body) else None
+        return _candle_list("", body)
     if isinstance(body, dict):
         for name in LIST_KEYS:
             value = body.get(name)
-            if isinstance(value, list) and value and _all_candles(value):
-                return name
+            if isinstance(value, list) and value:
+                found = _candle_list(name, value)
+                if found is not None:
+                    return found
     return None
+
+
+def _candle_list(where: str, items: list) -> tuple[str, Columns | None] | None:
+    columns = _columns(items)
+    if columns is not None:
+        # Every item an object with the first one's members: candles when those name a time and
+        # a value (what `_all_candles` decides of such a list).
+        if _TIME_NAMES.isdisjoint(columns) or _VALUE_NAMES.isdisjoint(columns):
+            return None
+        return where, columns
+    return (where, None) if _all_candles(items) else None
+
+
+def _columns(items: Sequence[Any]) -> Columns | None:
+    """Every member of the first item, column by column, when every item is an object with (at
+    least) those members and there are two or more of them; else None."""
+    if not items or type(items[0]) is not dict or len(items[0]) < 2:
+        return None
+    names = tuple(items[0])
+    try:
+        table = list(map(operator.itemgetter(*names), items))
+    except (KeyError, TypeError):  # a member missing, or an item that is no object
+        return None
+    return dict(zip(names, zip(*table, strict=True), strict=True))
 
 
 def _all_candles(items: list) -> bool:
@@ -118,34 +155,91 @@ class Candles:
     """One side's candles as rows of named fields, with their timestamps read."""
 
     rows: list[dict[str, Any]]
-    raw_times: list[Any]
+    raw_times: Sequence[Any]
     keys: list[int]  # epoch milliseconds
     time_field: str
     as_rows: bool  # ccxt rows (fields are positions) rather than objects
+    # every row's fields, column by column, when every row has the first row's fields
+    columns: Columns | None = None
+    ascending: bool = True  # the timestamps strictly ascending (so none repeated)
+    _at: dict[int, int] | None = None
 
     @classmethod
-    def read(cls, items: Sequence[Any]) -> Candles | None:
-        """The candles, or None when a timestamp cannot be read."""
+    def read(cls, items: Sequence[Any], columns: Columns | None = None) -> Candles | None:
+        """The candles, or None when a timestamp cannot be read. `columns`: `_columns(items)`
+        when already read."""
         as_rows = bool(items) and isinstance(items[0], list)
         if as_rows:
             rows = [dict(zip(_row_names(len(item)), item, strict=True)) for item in items]
             time_field = "timestamp"
+            columns = _columns(rows)
         else:
             rows = list(items)  # read, never changed
-            time_field = next((f for f in TIME_FIELDS if rows and f in rows[0]), "timestamp")
+            first = rows[0] if rows else {}
+            time_field = next((f for f in TIME_FIELDS if f in first), "timestamp")
+            if columns is None:
+                columns = _columns(rows)
+        raw: Sequence[Any]
+        if columns is not None and time_field in columns:
+            raw = columns[time_field]
+        else:
+            try:
+                raw = list(map(operator.itemgetter(time_field), rows))
+            except (KeyError, TypeError):  # a row without the field (or not an object)
+                raw = [row.get(time_field) for row in rows]
+        keys = cast("list[int]", time_keys(raw))
         try:
-            raw = list(map(operator.itemgetter(time_field), rows))
-        except (KeyError, TypeError):  # a row without the field (or not an object)
-            raw = [row.get(time_field) for row in rows]
-        keys = time_keys(raw)
-        if None in keys:
+            ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
+        except TypeError:  # a time that could not be read (None) among them
             return None
-        return cls(rows, raw, keys, time_field, as_rows)  # type: ignore[arg-type]
+        if (not ascending or len(keys) == 1) and None in keys:
+            return None
+        return cls(rows, raw, keys, time_field, as_rows, columns, ascending)
+
+    @property
+    def at(self) -> dict[int, int]:
+        """Timestamp -> index of its first candle, in the order of those indexes."""
+        if self._at is None:
+            self._at = _first_at(self.keys)
+        return self._at
+
+    @property
+    def unique(self) -> bool:
+        """No timestamp repeated."""
+        return self.ascending or len(self.at) == len(self.keys)
+
+    @property
+    def times(self) -> int:
+        """How many distinct timestamps."""
+        return len(self.keys) if self.ascending else len(self.at)
 
     def field_segment(self, name: str) -> str | int:
         return (
             _row_names(len(self.rows[0]) if self.rows else 6).index(name) if self.as_rows else name
         )
+
+    def firsts(self) -> Sequence[int]:
+        """The index of the first candle of each timestamp, ascending."""
+        return range(len(self.keys)) if self.unique else sorted(self.at.values())
+
+    def values_at(self, name: str, indices: Sequence[int]) -> Sequence[Any]:
+        """Field `name` of the candles at `indices` (None where a candle lacks it)."""
+        column = self.columns.get(name) if self.columns is not None else None
+        if column is None:
+            return [self.rows[i].get(name) for i in indices]
+        return _take(indices)(column)
+
+
+def _take(indices: Sequence[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """Reads a column at `indices`: a slice where they are consecutive and ascending."""
+    if isinstance(indices, range):  # of step 1
+        return operator.itemgetter(slice(indices.start, indices.stop))
+    if not indices:
+        return lambda column: []
+    start, stop = indices[0], indices[-1] + 1
+    if stop - start == len(indices) and indices == list(range(start, stop)):
+        return operator.itemgetter(slice(start, stop))
+    return lambda column: list(map(column.__getitem__, indices))
 
 
 def _row_names(length: int) -> tuple[str, ...]:
@@ -157,7 +251,18 @@ def compare_candles(
     path: str, primary: Sequence[Any], candidate: Sequence[Any], options: CompareOptions
 ) -> list[Difference]:
     """The differences between two candle lists at `path` (see the module docstring)."""
-    p, c = Candles.read(primary), Candles.read(candidate)
+    return _compare_lists(path, primary, candidate, options, None, None)
+
+
+def _compare_lists(
+    path: str,
+    primary: Sequence[Any],
+    candidate: Sequence[Any],
+    options: CompareOptions,
+    p_columns: Columns | None,
+    c_columns: Columns | None,
+) -> list[Difference]:
+    p, c = Candles.read(primary, p_columns), Candles.read(candidate, c_columns)
     if p is None or c is None or (primary and candidate and p.as_rows != c.as_rows):
         return generic_bodies(list(primary), list(candidate), options, path=path)
 
@@ -171,25 +276,31 @@ def compare_candles(
         )
 
     shift = 0
-    if p.keys == c.keys and len(set(p.keys)) == len(p.keys):
+    p_pos: Sequence[int]
+    c_pos: Sequence[int]
+    if p.unique and p.keys == c.keys:
         # The usual answer: the same timestamps in the same order, none repeated. The candles
         # pair by position; none is repeated, missing, extra, shifted or out of order.
         differences: list[Difference] = []
-        pairs = [(i, i) for i in range(len(p.keys))]
+        p_pos = c_pos = range(len(p.keys))
         missing: list[int] = []
         extra: list[int] = []
     else:
         differences = _duplicates(path, p, c)
-        p_at, c_at = _first_at(p.keys), _first_at(c.keys)
-        if p_at.keys() != c_at.keys():
-            votes = _shift_votes(p, c, p_at, c_at, options, field_path)
+        overlap = _overlap(p, c)
+        # (ascending timestamps that are not the same: not the same set)
+        if overlap is not None or p.at.keys() != c.at.keys():
+            votes = _shift_votes(p, c, options, field_path)
             # No shift wins without votes from at least half the candles: skip the search then.
-            needed = max(votes.get(0, 0) + 1, (min(len(p_at), len(c_at)) + 1) // 2)
-            found = (best_shift(p_at, c_at, lambda s: votes.get(s, 0), scoring=votes)
+            needed = max(votes.get(0, 0) + 1, (min(p.times, c.times) + 1) // 2)
+            found = (best_shift(p.at, c.at, lambda s: votes.get(s, 0), scoring=votes)
                      if max(votes.values(), default=0) >= needed else None)
             if found is not None:
                 shift = found[0]
-                first = min(p_at[k] for k in p_at if k + shift in c_at)
+                p_at, c_at = p.at, c.at
+                overlap = _overlap(p, c, shift)
+                first = (overlap[0].start if overlap is not None
+                         else min(p_at[k] for k in p_at if k + shift in c_at))
                 differences.append(
                     shift_difference(
                         field_path(first, p.time_field),
@@ -199,22 +310,35 @@ def compare_candles(
                         "candles",
                     )
                 )
-        pairs = [(i, c_at[k + shift]) for k, i in p_at.items() if k + shift in c_at]
-        if shift:
+        if overlap is not None:
+            p_pos, c_pos = overlap
+            missing = [*range(p_pos.start), *range(p_pos.stop, len(p.keys))]
+            extra = [*range(c_pos.start), *range(c_pos.stop, len(c.keys))]
+        elif shift:
+            p_pos = [i for k, i in p_at.items() if k + shift in c_at]
+            c_pos = [c_at[p.keys[i] + shift] for i in p_pos]
             missing = [i for k, i in p_at.items() if k + shift not in c_at]
             extra = [j for k, j in c_at.items() if k - shift not in p_at]
         else:
-            missing = list(map(p_at.__getitem__, p_at.keys() - c_at.keys()))
-            extra = list(map(c_at.__getitem__, c_at.keys() - p_at.keys()))
+            p_at, c_at = p.at, c.at
+            shared = list(map(c_at.__contains__, p_at))
+            p_pos = list(itertools.compress(p_at.values(), shared))
+            c_pos = list(map(c_at.__getitem__, itertools.compress(p_at, shared)))
+            missing = ([] if len(p_pos) == len(p_at) else
+                       list(itertools.compress(p_at.values(), map(operator.not_, shared))))
+            extra = ([] if len(c_pos) == len(c_at) else list(itertools.compress(
+                c_at.values(), map(operator.not_, map(p_at.__contains__, c_at)))))
     differences += _missing(path, p, missing, Kind.MISSING)
     differences += _missing(path, c, extra, Kind.EXTRA)
-    differences += _order(path, pairs, p, c)
+    differences += _order(path, c_pos, p, c)
+    p_take, c_take = _take(p_pos), _take(c_pos)
     if not shift:
-        differences += _notation(pairs, p, c, field_path)
+        differences += _notation(p_pos, p_take(p.raw_times), c_take(c.raw_times), p,
+                                 field_path)
     fields = sorted(({*p.rows[0]} if p.rows else set()) | ({*c.rows[0]} if c.rows else set()))
     fields = [f for f in fields if f not in (p.time_field, c.time_field)]
-    if p.time_field != c.time_field and pairs:
-        i, j = pairs[0]
+    if p.time_field != c.time_field and p_pos:
+        i, j = p_pos[0], c_pos[0]
         differences.append(
             Difference(
                 field_path(i, p.time_field),
@@ -224,10 +348,38 @@ def compare_candles(
                 f"candle time field {p.time_field!r} vs {c.time_field!r}",
             )
         )
-    differences += compare_columns(
-        field_path, pairs, p.rows, c.rows, fields, options, noun="candles"
-    )
+    if (p_pos and fields and p.columns is not None and c.columns is not None
+            and all(f in p.columns and f in c.columns for f in fields)):
+        # Every candle has every field: the columns already read, aligned.
+        differences += compare_column_table(
+            field_path, p_pos, fields, [p_take(p.columns[f]) for f in fields],
+            [c_take(c.columns[f]) for f in fields], options, noun="candles")
+    else:
+        differences += compare_columns(field_path, list(zip(p_pos, c_pos, strict=True)),
+                                       p.rows, c.rows, fields, options, noun="candles")
     return differences
+
+
+def _overlap(p: Candles, c: Candles, shift: int = 0) -> tuple[range, range] | None:
+    """The candles both sides have (the primary's moved by `shift`), when both sides' timestamps
+    ascend and the shared ones are one run (two windows of the same series: latest candles asked
+    a little apart), as (primary's, candidate's) index ranges; None otherwise."""
+    if not (p.ascending and c.ascending and p.keys and c.keys):
+        return None
+    p_keys = list(map(operator.add, p.keys, itertools.repeat(shift))) if shift else p.keys
+    p_first = p_keys[0] >= c.keys[0]
+    earlier, later = (c.keys, p_keys) if p_first else (p_keys, c.keys)
+    try:
+        start = earlier.index(later[0])
+    except ValueError:  # the later side starts between two of the earlier side's candles
+        return None
+    count = min(len(earlier) - start, len(later))
+    # Before the run the earlier side's times are earlier than all the later side's; after it
+    # one side has no candles left and the other's are later than all of its.
+    if earlier[start:start + count] != later[:count]:
+        return None
+    runs = range(start, start + count), range(count)
+    return (runs[1], runs[0]) if p_first else runs
 
 
 def _first_at(keys: list[int]) -> dict[int, int]:
@@ -243,28 +395,49 @@ def _first_at(keys: list[int]) -> dict[int, int]:
 def _shift_votes(
     p: Candles,
     c: Candles,
-    p_at: dict[int, int],
-    c_at: dict[int, int],
     options: CompareOptions,
     field_path: Callable[[int, str], str],
 ) -> Counter[int]:
     """For every shift, how many of the primary's candles (the first of each timestamp) carry
     the same values as the candidate's candle (the first of its timestamp) that much later: the
-    score of `best_shift`, counted once for all shifts from the pairs whose closes agree."""
-    matches = _value_matcher(p, c, options, field_path)
-    firsts_p, firsts_c = sorted(p_at.values()), sorted(c_at.values())
+    score of `best_shift`, counted once for all shifts from the pairs whose closes agree. Empty
+    when no shift can have the votes of half the candles (too few closes agree at all)."""
+    firsts_p, firsts_c = p.firsts(), c.firsts()
+    p_close, c_close = p.values_at("close", firsts_p), c.values_at("close", firsts_c)
     rtol, atol = field_tolerance(options, field_path(0, "close"), "close")
     votes: Counter[int] = Counter()
-    for a, b in near_pairs(
-        [p.rows[i].get("close") for i in firsts_p],
-        [c.rows[j].get("close") for j in firsts_c],
-        rtol,
-        atol,
-    ):
-        i, j = firsts_p[a], firsts_c[b]
-        if matches(i, j):
-            votes[c.keys[j] - p.keys[i]] += 1
+    most = near_count(p_close, c_close, rtol, atol)
+    if most is not None and most < max(1, (min(len(firsts_p), len(firsts_c)) + 1) // 2):
+        return votes
+    matches = _value_matcher(p, c, options, field_path)
+    pairs = near_pairs(p_close, c_close, rtol, atol)
+    p_values, c_values = _value_rows(p, firsts_p), _value_rows(c, firsts_c)
+    if not pairs or p_values is None or c_values is None:
+        for a, b in pairs:
+            i, j = firsts_p[a], firsts_c[b]
+            if matches(i, j):
+                votes[c.keys[j] - p.keys[i]] += 1
+        return votes
+    # Candles whose values are all equal match (the usual vote, decided at C speed); the others
+    # are checked within tolerance one by one.
+    p_at, c_at = zip(*pairs, strict=True)
+    same = list(map(operator.eq, map(p_values.__getitem__, p_at), map(c_values.__getitem__, c_at)))
+    p_index, c_index = list(map(firsts_p.__getitem__, p_at)), list(map(firsts_c.__getitem__, c_at))
+    for k in itertools.compress(range(len(same)), map(operator.not_, same)):
+        same[k] = matches(p_index[k], c_index[k])
+    votes.update(itertools.compress(
+        map(operator.sub, map(c.keys.__getitem__, c_index), map(p.keys.__getitem__, p_index)),
+        same))
     return votes
+
+
+def _value_rows(side: Candles, indices: Sequence[int]) -> list[tuple[Any, ...]] | None:
+    """The OHLCV values of the candles at `indices`, one tuple each; None unless every candle has
+    every one of them."""
+    if side.columns is None or not all(name in side.columns for name in VALUE_FIELDS):
+        return None
+    take = _take(indices)
+    return list(zip(*(take(side.columns[name]) for name in VALUE_FIELDS), strict=True))
 
 
 def _value_matcher(
@@ -274,8 +447,14 @@ def _value_matcher(
     tolerances = {
         name: field_tolerance(options, field_path(0, name), name) for name in VALUE_FIELDS
     }
+    values = operator.itemgetter(*VALUE_FIELDS)
 
     def matches(i: int, j: int) -> bool:
+        try:  # equal values (the usual pair) always match: one comparison
+            if values(p.rows[i]) == values(c.rows[j]):
+                return True
+        except KeyError:
+            pass
         for name, (rtol, atol) in tolerances.items():
             a, b = p.rows[i].get(name), c.rows[j].get(name)
             if is_number(a) and is_number(b):
@@ -310,10 +489,11 @@ def _missing(path: str, side: Candles, indices: list[int], kind: Kind) -> list[D
     ]
 
 
-def _order(path: str, pairs: list[tuple[int, int]], p: Candles, c: Candles) -> list[Difference]:
-    """One difference when the aligned candles come in another order."""
-    order = [j for _, j in pairs]
-    if order == sorted(order):  # the indexes are distinct: sorted is strictly increasing
+def _order(path: str, order: Sequence[int], p: Candles, c: Candles) -> list[Difference]:
+    """One difference when the aligned candles (the candidate's `order`, by the primary's) come
+    in another order."""
+    # the indexes are distinct: sorted is strictly increasing
+    if isinstance(order, range) or order == sorted(order):
         return []
     return [
         Difference(
@@ -335,17 +515,21 @@ def _direction(keys: list[int]) -> str:
 
 
 def _notation(
-    pairs: list[tuple[int, int]], p: Candles, c: Candles, field_path: Callable[[int, str], str]
+    p_pos: Sequence[int],
+    p_times: Sequence[Any],
+    c_times: Sequence[Any],
+    p: Candles,
+    field_path: Callable[[int, str], str],
 ) -> list[Difference]:
-    """The same instants written another way (``Z`` vs ``+00:00``, s vs ms): one difference."""
-    if pairs:
-        p_index, c_index = zip(*pairs, strict=True)
-        p_times = list(map(p.raw_times.__getitem__, p_index))
-        c_times = list(map(c.raw_times.__getitem__, c_index))
-        if p_times == c_times and list(map(type, p_times)) == list(map(type, c_times)):
-            return []
-    for i, j in pairs:
-        a, b = p.raw_times[i], c.raw_times[j]
+    """The same instants written another way (``Z`` vs ``+00:00``, s vs ms): one difference.
+    `p_times`, `c_times`: the aligned candles' times (the primary's at `p_pos`)."""
+    if type(p_times) is not type(c_times):
+        p_times, c_times = list(p_times), list(c_times)
+    if p_times == c_times and (
+            set(map(type, p_times)) <= {str}  # equal to text: text too
+            or list(map(type, p_times)) == list(map(type, c_times))):
+        return []
+    for i, a, b in zip(p_pos, p_times, c_times, strict=True):
         if a != b:
             kind = Kind.TYPE if type(a) is not type(b) else Kind.CHANGED
             return [
@@ -364,6 +548,8 @@ def _notation(
 def _duplicates(path: str, p: Candles, c: Candles) -> list[Difference]:
     """Candles repeating a timestamp in one answer only: said once per side, since alignment keeps
     the first candle of each timestamp."""
+    if p.unique and c.unique:
+        return []
     p_repeats, c_repeats = _repeats(p.keys), _repeats(c.keys)
     differences = []
     for side, mine, theirs, kind, who in (

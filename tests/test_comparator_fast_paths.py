@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from harness.diff import base as registry
 from harness.diff.base import CompareOptions, Lifted, get
 from harness.diff.lift import lift
-from harness.diff.values import near_pairs, within
+from harness.diff.values import near_count, near_pairs, within
 from harness.judge.engine import Engine
 from harness.model import (
     Body,
@@ -191,3 +191,31 @@ def test_trades_shifted_within_tolerance_are_aligned_by_the_shift():
                      CompareOptions(rtol=1e-6))
     assert [d.message for d in found] == [
         'trades entry times shifted by +2h ("2024-01-01T00:00:00Z" vs "2024-01-01T02:00:00Z")']
+
+
+# --- near_count: the bound that lets the OHLCV shift vote be skipped --------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(VALUES, max_size=12), st.lists(VALUES, max_size=12),
+       st.sampled_from([0.0, 1e-12, 1e-9, 1e-3, 0.4, 0.7]),
+       st.sampled_from([0.0, 1e-12, 1e-3, 1.0, math.inf]))
+def test_near_count_is_never_under_the_values_near_pairs_pairs(p, c, rtol, atol):
+    bound = near_count(p, c, rtol, atol)
+    if bound is not None:
+        assert len({i for i, _ in near_pairs(p, c, rtol, atol)}) <= bound
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=30),
+       st.sampled_from([1e-12, 1e-9, 1e-6]), st.floats(-0.999, 0.999))
+def test_near_count_counts_values_on_the_edge_of_the_window(p, rtol, where):
+    c = [v * (1 + where * rtol) for v in p]  # every value within tolerance, some on the edge
+    assert near_count(p, c, rtol, 1e-12) == len(p)
+
+
+def test_near_count_is_small_when_few_values_agree():
+    p = [round(60_000 * (1 + 0.001 * ((i * 7919) % 13 - 6)), 2) for i in range(120)]
+    assert near_count(p, [round(v * 1.000001, 2) for v in p], 1e-9, 1e-12) < 60
+    assert near_count(p, p, 1e-9, 1e-12) == 120
+    assert near_count(p, [1.0, None], 1e-9, 1e-12) is None  # not every value a number

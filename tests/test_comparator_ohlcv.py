@@ -188,3 +188,45 @@ def test_reference_cryptobot_timezone_drift():
     (found,) = diff(docker, native)
     assert found.message.startswith("candles shifted by +1h")
     assert diff(docker, copy.deepcopy(docker)) == []
+
+
+def test_two_windows_of_one_series_pair_the_candles_they_share():
+    """The latest candles asked a little apart: the candles before and after the shared run are
+    one missing and one extra difference, and a change inside the run is found at the primary's
+    path, whichever side starts first."""
+    series = [
+        {
+            "timestamp": iso(1_714_521_600 + 3600 * i),
+            "open": 100.0 + i,
+            "high": 102.0 + i,
+            "low": 99.0 + 0.5 * i,
+            "close": 101.0 + 0.25 * i,
+            "volume": 5.0 + i,
+        }
+        for i in range(30)
+    ]
+    for k in (1, 3):
+        primary, candidate = series[: 30 - k], copy.deepcopy(series[k:])
+        candidate[10 - k]["close"] = 1.5  # the candle at the primary's index 10
+        found = diff(primary, candidate)
+        assert [(d.kind, d.path) for d in found] == [
+            (Kind.MISSING, "[0]"), (Kind.EXTRA, f"[{30 - 2 * k}]"), (Kind.CHANGED, "[10].close")
+        ], [d.message for d in found]
+        assert found[0].message.startswith(f"{k} candle")
+        backward = diff(candidate, primary)
+        assert [(d.kind, d.path) for d in backward] == [
+            (Kind.MISSING, f"[{30 - 2 * k}]"),
+            (Kind.EXTRA, "[0]"),
+            (Kind.CHANGED, f"[{10 - k}].close"),
+        ]
+        shifted = copy.deepcopy(candidate)
+        for row in shifted:
+            row["timestamp"] = iso(to_epoch(row["timestamp"]) + 3600)
+        found = diff(primary, shifted)
+        assert [(d.kind, d.path) for d in found] == [
+            (Kind.CHANGED, f"[{k}].timestamp"),
+            (Kind.MISSING, "[0]"),
+            (Kind.EXTRA, f"[{30 - 2 * k}]"),
+            (Kind.CHANGED, "[10].close"),
+        ], [d.message for d in found]
+        assert found[0].message.startswith("candles shifted by +1h")

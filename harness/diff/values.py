@@ -772,7 +772,7 @@ def near_pairs(
     else:  # the usual: every candidate value is a finite number
         at = np.argsort(c, kind="stable")
         keys = c[at]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # a window past float range: infinite
         # within(a, b) implies |a - b| <= (atol + rtol·|a|) / (1 - rtol); widened for rounding.
         reach = (atol + rtol * np.abs(p)) / (1 - rtol) * (1 + 1e-9) + 1e-300
         low = np.searchsorted(keys, p - reach, "left")
@@ -788,6 +788,37 @@ def near_pairs(
         pairs += ((i, j) for i in np.flatnonzero(~p_odd).tolist() for j in odd_c)
     pairs += ((i, j) for i in odd_p for j in range(len(candidate)))
     return pairs
+
+
+def near_count(
+    primary: Sequence[Any], candidate: Sequence[Any], rtol: float, atol: float
+) -> int | None:
+    """At most how many of `primary`'s values `near_pairs` pairs with some value of `candidate`:
+    an upper bound found at C speed (each value's cell of four times the widest window, the
+    window of the primary's largest value; a pair lies in one cell or two neighbours). None where
+    it cannot tell (a value that is not a finite number, no useful window)."""
+    if not 0 <= rtol < 0.5 or not 0 <= atol < math.inf:
+        return None
+    if not primary or not candidate:
+        return 0
+    if not {*map(type, primary), *map(type, candidate)} <= {int, float}:
+        return None
+    try:
+        widest = max(max(primary), -min(primary))
+        cell = 4 * ((atol + rtol * widest) / (1 - rtol) * (1 + 1e-9) + 1e-300)
+        per_cell = 1 / cell
+        # products this small are within a thousandth of a cell of the exact quotient (a
+        # candidate's value far past them is near no primary value: its cell only adds)
+        if not widest * per_cell < 2.0**40:
+            return None
+        scale = itertools.repeat(per_cell)
+        p_cells = list(map(math.floor, map(operator.mul, primary, scale)))
+        c_cells = set(map(math.floor, map(operator.mul, candidate, scale)))
+    except (OverflowError, ValueError):  # NaN, an infinity, an integer past float range
+        return None
+    near = c_cells.union(map(operator.add, c_cells, itertools.repeat(1)),
+                         map(operator.sub, c_cells, itertools.repeat(1)))
+    return sum(map(near.__contains__, p_cells))
 
 
 _FEW = 64  # lists up to this long are searched without numpy (its per-call cost dominates)
@@ -838,14 +869,16 @@ def _equal_pairs(p: list[float], c: list[float], rtol: float,
         reach = (atol + rtol * widest) / (1 - rtol) * (1 + 1e-9) + 1e-300
         if min(map(operator.sub, values[1:], values[:-1])) <= 4 * reach:
             return None
+    first = dict(zip(c, range(len(c)), strict=True))
+    if len(first) == len(c):  # the usual: no value repeated, one pair at most per value
+        return [(i, j) for i, j in enumerate(map(first.get, p)) if j is not None]
     at: dict[float, list[int]] = {}
     for j, value in enumerate(c):
         at.setdefault(value, []).append(j)
     pairs: list[tuple[int, int]] = []
-    for i, value in enumerate(p):
-        found = at.get(value)
+    for i, found in enumerate(map(at.get, p)):
         if found is not None:
-            pairs += ((i, j) for j in found)
+            pairs += zip(itertools.repeat(i), found)
     return pairs
 
 
