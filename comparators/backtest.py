@@ -133,7 +133,7 @@ class BacktestDiff:
         """The differences below `path`; `name` is the member name that led there."""
         if path and self.ignored(path):
             return []
-        if path and type(p) in _CONTAINERS and _plainly_same(p, c) and not _bad_trades(name, p, c):
+        if path and type(p) in _CONTAINERS and _plainly_same(p, c):
             return []
         if isinstance(p, dict) and isinstance(c, dict):
             return self._members(path, p, c)
@@ -320,11 +320,6 @@ def _plainly_same(p: Any, c: Any) -> bool:
         return False
 
 
-def _bad_trades(name: str, p: Any, c: Any) -> bool:
-    """A trade list without a time field all trades have (the trade table refuses it)."""
-    return type(p) is list and _is_trades(name, p, c) and _trade_time_field(p + c) is None
-
-
 def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
     """Whether `p` and `c` are a series, numbers (and nulls) only ("numbers") or points with a
     timestamp and numbers only ("points"; their columns over ``p + c`` when they all have the
@@ -377,12 +372,15 @@ def _all_dicts(items: list) -> bool:
 
 
 def _is_trades(name: str, p: list, c: list) -> bool:
+    """Trades: under a trade list's name, or each with an entry price or time; and a time field
+    every trade has (a list of open positions, entry prices without times, is no trade table)."""
     items = p + c
     if not items or not _all_dicts(items):
         return False
-    if name in TRADE_LISTS:
-        return _trade_time_field(items) is not None
-    return all("entry_price" in v or "entry_time" in v for v in items)
+    if name not in TRADE_LISTS and not all("entry_price" in v or "entry_time" in v
+                                           for v in items):
+        return False
+    return _trade_time_field(items) is not None
 
 
 def _trade_time_field(items: Sequence[dict]) -> str | None:

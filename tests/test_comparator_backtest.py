@@ -230,3 +230,16 @@ def test_reference_cryptobot_drifts():
     assert {"trades[*].fee", "trades[*].pnl", "equity_curve[*].equity"} <= found_paths
     assert "metrics.profit" in found_paths
     assert len(found) == len(found_paths)
+
+
+def test_entry_prices_without_times_are_compared_item_by_item():
+    """A list of open positions (entry prices, no entry time) is no trade table: compared by
+    position, it never fails the comparator."""
+    positions = [{"symbol": "BTC/USDT", "entry_price": 60_000.0, "amount": 0.1},
+                 {"symbol": "ETH/USDT", "entry_price": 3_000.0, "amount": 2.0}]
+    moved = copy.deepcopy(positions)
+    moved[1]["entry_price"] = 3_001.0
+    (found,) = diff({"positions": positions}, {"positions": moved})
+    assert found.path == "positions[1].entry_price"
+    assert found.kind is Kind.CHANGED
+    assert diff({"positions": positions}, {"positions": copy.deepcopy(positions), "x": 1}) != []
