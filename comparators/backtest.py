@@ -205,12 +205,16 @@ class BacktestDiff:
         if self.unordered(path):
             return generic_bodies(p, c, self.options, path=path)
         items = p + c
-        dicts = bool(items) and _all_dicts(items)
+        # A curve's points (objects with a time member, not a trade list) read column by column
+        # first: when they have the same members, that also tells they are all objects.
+        columns = (_point_table(items) if name not in TRADE_LISTS and items
+                   and type(items[0]) is dict else None)
+        dicts = columns is not None or (bool(items) and _all_dicts(items))
         if dicts:
             trades = _trade_columns(name, p, c, items)
             if trades is not None:
                 return TradeTable(self, path).compare(p, c, trades)
-        shape = _curve_shape(p, c, items, dicts)
+        shape = _curve_shape(p, c, items, dicts, columns)
         if shape is not None:
             return self._curve(path, p, c, name, shape)
         if not dicts and _is_time_list(p, c):
@@ -373,12 +377,12 @@ def _plainly_same(p: Any, c: Any) -> bool:
         return False
 
 
-def _curve_shape(p: list, c: list, items: list,
-                 dicts: bool) -> str | dict[str, Sequence[Any]] | None:
+def _curve_shape(p: list, c: list, items: list, dicts: bool,
+                 columns: dict[str, Sequence[Any]] | None) -> str | dict[str, Sequence[Any]] | None:
     """Whether `p` and `c` are a series, numbers (and nulls) only ("numbers") or points with a
     timestamp and numbers only ("points"; their columns over ``p + c`` when they all have the
     same members); None when they are not. `items` is ``p + c``, `dicts` whether all of them
-    are objects (and there are some)."""
+    are objects (and there are some), `columns` their `_point_table` when it was read."""
     if not items:
         return None
     if type(items[0]) is not dict and numbers_or_nulls(items):  # (a dict is no number)
@@ -388,13 +392,25 @@ def _curve_shape(p: list, c: list, items: list,
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
     if time_field is None:
         return None
-    same_members = columns_if_same_members(items)
+    same_members = columns if columns is not None else columns_if_same_members(items)
     if same_members is None:
         return "points" if all(_is_point(v, time_field) for v in items) else None
     if all(numbers_or_nulls(column) for name, column in same_members.items()
            if name != time_field):
         return same_members
     return None
+
+
+def _point_table(items: list) -> dict[str, Sequence[Any]] | None:
+    """`columns_if_same_members` of `items` (the first an object) when the first has a time
+    member (a curve's point), else None; None too when an item is no object (JSON has no other
+    value that has a length and members by name)."""
+    if not any(f in items[0] for f in TIME_FIELDS):
+        return None
+    try:
+        return columns_if_same_members(items)
+    except TypeError:  # a list, text, number or null among the objects
+        return None
 
 
 _PLAIN = frozenset({int, float, type(None)})
@@ -496,6 +512,7 @@ class TradeTable:
         p_keys, c_keys = _keys(p_whens, p_labels), _keys(c_whens, c_labels)
         differences = []
         shift = 0
+        aligned = True  # the pairs are (i, i) for every trade of both lists
         if p_keys == c_keys:  # the common case: same trades, same order
             pairs: list[tuple[int, int]] = [(i, i) for i in range(len(p_keys))]
             missing: list[int] = []
@@ -508,6 +525,7 @@ class TradeTable:
             if shift:  # what the alignment and the shift vote below come to, in one pass
                 pairs, missing, extra = [(i, i) for i in range(len(p_keys))], [], []
             else:
+                aligned = False
                 pairs, missing, extra = _align(p_keys, c_keys, 0)
                 if missing and extra:
                     found = self._shift(p_prices, c_prices, p_keys, c_keys)
@@ -548,13 +566,19 @@ class TradeTable:
                 field_path, pairs, p, c, fields, self.diff.options, noun="trades",
                 label=lambda f: f"{self.path}[*].{f}",
             )
-        p_at, c_at = [i for i, _ in pairs], [j for _, j in pairs]
+        if aligned:  # trade i with trade i, all of them: the columns as they are
+            p_at = list(range(len(pairs)))
+            p_picked, c_picked = [p_table[f] for f in fields], [c_table[f] for f in fields]
+        else:
+            p_at, c_at = [i for i, _ in pairs], [j for _, j in pairs]
+            p_picked = _picked([p_table[f] for f in fields], p_at)
+            c_picked = _picked([c_table[f] for f in fields], c_at)
         return differences + compare_column_table(
             field_path,
             p_at,
             fields,
-            _picked([p_table[f] for f in fields], p_at),
-            _picked([c_table[f] for f in fields], c_at),
+            p_picked,
+            c_picked,
             self.diff.options,
             noun="trades",
             label=lambda f: f"{self.path}[*].{f}",
@@ -692,8 +716,8 @@ def _moved_by(
     at = time_keys([p_column[i] for i, _ in pairs])
     if None in moved or None in at:
         return False
-    return all(b - a == shift for a, b in zip(cast(list[int], at), cast(list[int], moved),
-                                              strict=True))  # no None: checked above
+    deltas = list(map(operator.sub, cast(list[int], moved), cast(list[int], at)))  # (no None)
+    return deltas.count(shift) == len(deltas)
 
 
 def _align(

@@ -389,7 +389,11 @@ def _numeric_mismatches(
         if rows_both is None:
             rows_both = [count > 0 for count in counts]
         if any(rows_both):
-            rel = deviation / np.where(scale > 0, scale, 1.0)  # 0 where both are 0
+            if min(rtols) >= 0 and min(atols) >= 0:
+                # a point outside tolerances not negative deviates, so its scale is above 0
+                rel = deviation / scale
+            else:
+                rel = deviation / np.where(scale > 0, scale, 1.0)  # 0 where both are 0
             max_rel = rel.max(axis=1, where=both, initial=-np.inf).tolist()
             max_abs = deviation.max(axis=1, where=both, initial=-np.inf).tolist()
         else:
@@ -732,6 +736,8 @@ def time_key(value: Any) -> int | None:
     """``epoch_key(to_epoch(value))``: a timestamp's exact key, or None when it is not one."""
     if isinstance(value, str):
         return _text_key(value)
+    if type(value) is float:  # `to_epoch` of a float, without its checks
+        return epoch_key(_epoch_seconds(value)) if math.isfinite(value) else None
     seconds = to_epoch(value)
     return None if seconds is None else epoch_key(seconds)
 
