@@ -117,6 +117,12 @@ def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list
 VOLATILE = frozenset(IDS + RUN_TIMESTAMPS)
 
 
+@lru_cache(maxsize=256)  # a route's ignore globs are the same exchange after exchange
+def _route_globs(ignore: tuple[str, ...]) -> PathMatcher:
+    """A matcher for the ignore globs that are not the comparator's defaults."""
+    return matcher(g for g in ignore if g not in DEFAULT_IGNORE)
+
+
 @lru_cache(maxsize=256)  # one per route's ignore globs: its paths repeat exchange after exchange
 def _ignored_paths(globs: PathMatcher) -> dict[str, bool]:
     """Whether each path seen so far is ignored, under the route's own ignore `globs`."""
@@ -130,7 +136,7 @@ class BacktestDiff:
     def __init__(self, options: CompareOptions) -> None:
         self.options = options
         # The defaults are member names: a set lookup, not a glob match, on every member.
-        self.globs = matcher(g for g in options.ignore if g not in DEFAULT_IGNORE)
+        self.globs = _route_globs(tuple(options.ignore))
         self.unordered = matcher(options.unordered)
         self.seen = _ignored_paths(self.globs)
         # Without per-field tolerances every field has the route's (read once, not per value).
@@ -170,7 +176,9 @@ class BacktestDiff:
                 return []
             if kind is float and not _is_count(name):
                 rtol, atol = self.tolerance
-                if within(p, c, rtol, atol):
+                # `within` of two finite floats (p - p is NaN for NaN and infinities)
+                if (abs(p - c) <= atol + rtol * max(abs(p), abs(c)) if p - p == 0 == c - c
+                        else within(p, c, rtol, atol)):
                     return []
                 return [Difference(path, Kind.CHANGED, p, c,
                                    number_message(path, p, c, rtol, atol))]
