@@ -790,7 +790,7 @@ def _time_keys(values: Sequence[Any]) -> tuple[list[int | None], bool]:
     except TypeError:  # an unhashable value (an object, a list): no time, read one by one
         keys = list(map(time_key, values))
         return keys, None not in keys
-    if None not in keys:
+    if all(keys) or None not in keys:  # (truth at C speed; only a key of 0 needs the 2nd)
         return keys, True
     if len(_TEXT_KEYS) >= _TEXT_KEYS_MAX:
         _TEXT_KEYS.clear()
