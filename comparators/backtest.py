@@ -21,17 +21,21 @@ walk-forward answers, recognised by their shape, not their route.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, cast
 
 import orjson
 
 from harness.diff import paths
 from harness.diff.base import CompareOptions, Lifted, register
-from harness.diff.paths import matcher
+from harness.diff.paths import PathMatcher, matcher
 from harness.diff.values import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
     as_number,
     best_shift,
     column_difference,
@@ -46,6 +50,7 @@ from harness.diff.values import (
     is_number,
     member_difference,
     near_pairs,
+    number_message,
     numbers_or_nulls,
     shift_difference,
     show,
@@ -112,6 +117,18 @@ def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list
 VOLATILE = frozenset(IDS + RUN_TIMESTAMPS)
 
 
+@lru_cache(maxsize=256)  # a route's ignore globs are the same exchange after exchange
+def _route_globs(ignore: tuple[str, ...]) -> PathMatcher:
+    """A matcher for the ignore globs that are not the comparator's defaults."""
+    return matcher(g for g in ignore if g not in DEFAULT_IGNORE)
+
+
+@lru_cache(maxsize=256)  # one per route's ignore globs: its paths repeat exchange after exchange
+def _ignored_paths(globs: PathMatcher) -> dict[str, bool]:
+    """Whether each path seen so far is ignored, under the route's own ignore `globs`."""
+    return {}
+
+
 class BacktestDiff:
     """One comparison: walks both trees, handing curves, trade tables and keyed lists to their
     own comparisons and numbers to the tolerance rules."""
@@ -119,21 +136,53 @@ class BacktestDiff:
     def __init__(self, options: CompareOptions) -> None:
         self.options = options
         # The defaults are member names: a set lookup, not a glob match, on every member.
-        self.globs = matcher(g for g in options.ignore if g not in DEFAULT_IGNORE)
+        self.globs = _route_globs(tuple(options.ignore))
         self.unordered = matcher(options.unordered)
+        self.seen = _ignored_paths(self.globs)
+        # Without per-field tolerances every field has the route's (read once, not per value).
+        self.tolerance = (None if options.extra.get("tolerances")
+                          else options.tol(DEFAULT_RTOL, DEFAULT_ATOL))
 
     def ignored(self, path: str) -> bool:
         """Is `path` ignored, by default (ids, run timestamps) or by the route?"""
-        name = path.rsplit(".", 1)[-1]
-        if name in VOLATILE or path in TOP_LEVEL_RUN_TIMES:
-            return True
-        return bool(self.globs) and self.globs(path)
+        hit = self.seen.get(path)
+        if hit is None:
+            name = path.rsplit(".", 1)[-1]
+            hit = (name in VOLATILE or path in TOP_LEVEL_RUN_TIMES
+                   or (bool(self.globs) and self.globs(path)))
+            if len(self.seen) < 10_000:
+                self.seen[path] = hit
+        return hit
+
+    def field_tolerance(self, path: str, name: str) -> tuple[float, float]:
+        """(rtol, atol) of the field `name` at `path` (`field_tolerance`)."""
+        if self.tolerance is not None:
+            return self.tolerance
+        return field_tolerance(self.options, path, name)
 
     def walk(self, path: str, p: Any, c: Any, name: str) -> list[Difference]:
         """The differences below `path`; `name` is the member name that led there."""
         if path and self.ignored(path):
             return []
-        if path and type(p) in _CONTAINERS and _plainly_same(p, c) and not _bad_trades(name, p, c):
+        return self._value(path, p, c, name)
+
+    def _value(self, path: str, p: Any, c: Any, name: str) -> list[Difference]:
+        """`walk` below a path that is not ignored."""
+        kind = type(p)
+        if kind is type(c) and kind in _SCALARS and self.tolerance is not None:
+            # What `compare_scalar` finds, without its checks: equal values of one JSON type
+            # agree, and two floats differ by their number only.
+            if p == c:
+                return []
+            if kind is float and not _is_count(name):
+                rtol, atol = self.tolerance
+                # `within` of two finite floats (p - p is NaN for NaN and infinities)
+                if (abs(p - c) <= atol + rtol * max(abs(p), abs(c)) if p - p == 0 == c - c
+                        else within(p, c, rtol, atol)):
+                    return []
+                return [Difference(path, Kind.CHANGED, p, c,
+                                   number_message(path, p, c, rtol, atol))]
+        if path and kind in _CONTAINERS and _plainly_same(p, c):
             return []
         if isinstance(p, dict) and isinstance(c, dict):
             return self._members(path, p, c)
@@ -141,13 +190,14 @@ class BacktestDiff:
             return self._list(path, p, c, name)
         if isinstance(p, dict | list) or isinstance(c, dict | list):
             return generic_bodies(p, c, self.options, path=path)
-        rtol, atol = field_tolerance(self.options, path, name)
-        found = compare_scalar(path, p, c, rtol, atol, exact=bool(COUNT.match(name)))
+        rtol, atol = self.field_tolerance(path, name)
+        found = compare_scalar(path, p, c, rtol, atol, exact=_is_count(name))
         return [found] if found else []
 
     def _members(self, path: str, p: dict, c: dict) -> list[Difference]:
         differences = []
-        for name in [*p, *(k for k in c if k not in p)]:
+        names = list(p) if p.keys() == c.keys() else [*p, *(k for k in c if k not in p)]
+        for name in names:
             sub = paths.key(path, name)
             if self.ignored(sub):
                 continue
@@ -155,21 +205,29 @@ class BacktestDiff:
                 differences.append(member_difference(sub, p[name], missing=True))
             elif name not in p:
                 differences.append(member_difference(sub, c[name], missing=False))
-            else:
-                differences += self.walk(sub, p[name], c[name], name)
+            else:  # (`sub` is never "" and not ignored: what `walk` would check again)
+                differences += self._value(sub, p[name], c[name], name)
         return differences
 
     def _list(self, path: str, p: list, c: list, name: str) -> list[Difference]:
         if self.unordered(path):
             return generic_bodies(p, c, self.options, path=path)
-        if _is_trades(name, p, c):
-            return TradeTable(self, path).compare(p, c)
-        shape = _curve_shape(p, c)
+        items = p + c
+        # A curve's points (objects with a time member, not a trade list) read column by column
+        # first: when they have the same members, that also tells they are all objects.
+        columns = (_point_table(items) if name not in TRADE_LISTS and items
+                   and type(items[0]) is dict else None)
+        dicts = columns is not None or (bool(items) and _all_dicts(items))
+        if dicts:
+            trades = _trade_columns(name, p, c, items)
+            if trades is not None:
+                return TradeTable(self, path).compare(p, c, trades)
+        shape = _curve_shape(p, c, items, dicts, columns)
         if shape is not None:
             return self._curve(path, p, c, name, shape)
-        if _is_time_list(p, c):
+        if not dicts and _is_time_list(p, c):
             return self._times(path, p, c)
-        keyed = _list_key(p, c)
+        keyed = _list_key(p, c) if dicts else None
         if keyed is not None:
             return self._keyed(path, p, c, *keyed)
         if len(p) == len(c):
@@ -196,9 +254,8 @@ class BacktestDiff:
                 )
             )
         n = min(len(p), len(c))
-        pairs = [(i, i) for i in range(n)]
-        if all(not isinstance(v, dict) for v in p + c):
-            rtol, atol = field_tolerance(self.options, path, name)
+        if shape == "numbers":  # no point is an object
+            rtol, atol = self.field_tolerance(path, name)
             found = column_difference(
                 lambda i: paths.index(path, i), p[:n], c[:n], rtol, atol, what=path, noun=noun
             )
@@ -218,7 +275,7 @@ class BacktestDiff:
         fields = sorted({k for row in p[:1] + c[:1] for k in row} - {time_field})
         differences += compare_columns(
             lambda i, f: paths.key(paths.index(path, i), f),
-            pairs,
+            [(i, i) for i in range(n)],
             p,
             c,
             [f for f in fields if not self.ignored(paths.key(paths.index(path, 0), f))],
@@ -259,7 +316,8 @@ class BacktestDiff:
         pairs = [column(name) for name in names]
         return differences + compare_column_table(
             field_path, range(n), names, [a for a, _ in pairs], [b for _, b in pairs],
-            self.options, noun=noun, label=lambda name: f"{path}[*].{name}")
+            self.options, noun=noun, label=lambda name: f"{path}[*].{name}",
+            numbers=True)  # (`_curve_shape` saw them all)
 
     def _times(self, path: str, p: list, c: list) -> list[Difference]:
         """A list of ISO timestamps (a curve's index): a shift is one difference."""
@@ -306,6 +364,13 @@ class BacktestDiff:
 
 
 _CONTAINERS = (dict, list)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@lru_cache(maxsize=4096)  # member names repeat in every answer
+def _is_count(name: str) -> bool:
+    """Is the member `name` a count (compared exactly)?"""
+    return bool(COUNT.match(name))
 
 
 def _plainly_same(p: Any, c: Any) -> bool:
@@ -320,26 +385,22 @@ def _plainly_same(p: Any, c: Any) -> bool:
         return False
 
 
-def _bad_trades(name: str, p: Any, c: Any) -> bool:
-    """A trade list without a time field all trades have (the trade table refuses it)."""
-    return type(p) is list and _is_trades(name, p, c) and _trade_time_field(p + c) is None
-
-
-def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
+def _curve_shape(p: list, c: list, items: list, dicts: bool,
+                 columns: dict[str, Sequence[Any]] | None) -> str | dict[str, Sequence[Any]] | None:
     """Whether `p` and `c` are a series, numbers (and nulls) only ("numbers") or points with a
     timestamp and numbers only ("points"; their columns over ``p + c`` when they all have the
-    same members); None when they are not."""
-    items = p + c
+    same members); None when they are not. `items` is ``p + c``, `dicts` whether all of them
+    are objects (and there are some), `columns` their `_point_table` when it was read."""
     if not items:
         return None
     if type(items[0]) is not dict and numbers_or_nulls(items):  # (a dict is no number)
         return "numbers"
-    if not _all_dicts(items):
+    if not dicts:
         return None
     time_field = next((f for f in TIME_FIELDS if f in items[0]), None)
     if time_field is None:
         return None
-    same_members = columns_if_same_members(items)
+    same_members = columns if columns is not None else columns_if_same_members(items)
     if same_members is None:
         return "points" if all(_is_point(v, time_field) for v in items) else None
     if all(numbers_or_nulls(column) for name, column in same_members.items()
@@ -347,6 +408,17 @@ def _curve_shape(p: list, c: list) -> str | dict[str, Sequence[Any]] | None:
         return same_members
     return None
 
+
+def _point_table(items: list) -> dict[str, Sequence[Any]] | None:
+    """`columns_if_same_members` of `items` (the first an object) when the first has a time
+    member (a curve's point), else None; None too when an item is no object (JSON has no other
+    value that has a length and members by name)."""
+    if not any(f in items[0] for f in TIME_FIELDS):
+        return None
+    try:
+        return columns_if_same_members(items)
+    except TypeError:  # a list, text, number or null among the objects
+        return None
 
 
 _PLAIN = frozenset({int, float, type(None)})
@@ -376,13 +448,27 @@ def _all_dicts(items: list) -> bool:
     return set(map(type, items)) == {dict} or all(isinstance(v, dict) for v in items)
 
 
-def _is_trades(name: str, p: list, c: list) -> bool:
-    items = p + c
-    if not items or not _all_dicts(items):
-        return False
-    if name in TRADE_LISTS:
-        return _trade_time_field(items) is not None
-    return all("entry_price" in v or "entry_time" in v for v in items)
+# A trade list's time field, and its columns per side when every trade of both lists has the
+# same members (else None, None).
+_TradeColumns = tuple[str, dict[str, Sequence[Any]] | None, dict[str, Sequence[Any]] | None]
+
+
+def _trade_columns(name: str, p: list[dict], c: list[dict],
+                   items: list[dict]) -> _TradeColumns | None:
+    """Trades (objects, `items` being ``p + c``): under a trade list's name, or each with an
+    entry price or time; and a time field every trade has (a list of open positions, entry prices
+    without times, is no trade table). None when they are not trades."""
+    if name not in TRADE_LISTS and not all("entry_price" in v or "entry_time" in v
+                                           for v in items):
+        return None
+    p_table = columns_if_same_members(p) if p and c else None
+    c_table = columns_if_same_members(c) if p_table is not None else None
+    if p_table is None or c_table is None or p_table.keys() != c_table.keys():
+        time_field = _trade_time_field(items)
+        p_table = c_table = None
+    else:  # every trade has exactly the table's members
+        time_field = next((f for f in TRADE_TIME_FIELDS if f in p_table), None)
+    return None if time_field is None else (time_field, p_table, c_table)
 
 
 def _trade_time_field(items: Sequence[dict]) -> str | None:
@@ -412,38 +498,49 @@ class TradeTable:
         self.diff = diff
         self.path = path
 
-    def compare(self, p: list[dict], c: list[dict]) -> list[Difference]:
-        """Missing and extra trades, a constant time shift, then column by column."""
-        time_field = _trade_time_field(p + c)
-        assert time_field is not None
+    def compare(self, p: list[dict], c: list[dict], trades: _TradeColumns) -> list[Difference]:
+        """Missing and extra trades, a constant time shift, then column by column. `trades` is
+        what `_trade_columns` read of them."""
+        time_field, p_table, c_table = trades
         # The usual tables (every trade of both lists with the same members) are read column by
-        # column once; the keys, the shift vote, the moved times and the comparison use those.
-        p_table = columns_if_same_members(p) if p and c else None
-        c_table = columns_if_same_members(c) if p_table is not None else None
+        # column once; the keys, the shift, the moved times and the comparison use those.
         p_cols: _RowColumns | Mapping[str, Sequence[Any]]
         c_cols: _RowColumns | Mapping[str, Sequence[Any]]
-        if p_table is None or c_table is None or p_table.keys() != c_table.keys():
-            p_table = c_table = None
+        if p_table is None or c_table is None:
             p_cols, c_cols = _RowColumns(p), _RowColumns(c)
-        else:
-            p_cols, c_cols = p_table, c_table
-        if p_table is not None:
-            keys = [k for k in ("symbol", "side") if k in p_table]
-        else:
             rows = p + c
             keys = [k for k in ("symbol", "side")
                     if all(map(dict.__contains__, rows, [k] * len(rows)))]
-        p_keys = _keys(p_cols[time_field], [p_cols[k] for k in keys])
-        c_keys = _keys(c_cols[time_field], [c_cols[k] for k in keys])
+        else:
+            p_cols, c_cols = p_table, c_table
+            keys = [k for k in ("symbol", "side") if k in p_table]
+        p_labels = [list(map(str, p_cols[k])) for k in keys]
+        c_labels = [list(map(str, c_cols[k])) for k in keys]
+        p_whens, c_whens = _whens(p_cols[time_field]), _whens(c_cols[time_field])
+        p_keys, c_keys = _keys(p_whens, p_labels), _keys(c_whens, c_labels)
         differences = []
         shift = 0
-        pairs, missing, extra = _align(p_keys, c_keys, 0)
-        if missing and extra:
-            found = self._shift(_column(p_cols, "entry_price", len(p)),
-                                _column(c_cols, "entry_price", len(c)), p_keys, c_keys)
-            if found:
-                shift = found
-                pairs, missing, extra = _align(p_keys, c_keys, shift)
+        aligned = True  # the pairs are (i, i) for every trade of both lists
+        if p_keys == c_keys:  # the common case: same trades, same order
+            pairs: list[tuple[int, int]] = [(i, i) for i in range(len(p_keys))]
+            missing: list[int] = []
+            extra: list[int] = []
+        else:
+            p_prices = _column(p_cols, "entry_price", len(p))
+            c_prices = _column(c_cols, "entry_price", len(c))
+            shift = _constant_shift(p_whens, c_whens, p_keys, p_labels == c_labels, p_prices,
+                                    c_prices)
+            if shift:  # what the alignment and the shift vote below come to, in one pass
+                pairs, missing, extra = [(i, i) for i in range(len(p_keys))], [], []
+            else:
+                aligned = False
+                pairs, missing, extra = _align(p_keys, c_keys, 0)
+                if missing and extra:
+                    found = self._shift(p_prices, c_prices, p_keys, c_keys)
+                    if found:
+                        shift = found
+                        pairs, missing, extra = _align(p_keys, c_keys, shift)
+            if shift:
                 i, j = pairs[0]
                 differences.append(
                     shift_difference(
@@ -462,30 +559,34 @@ class TradeTable:
             differences.append(
                 Difference(self.path, Kind.ORDER, None, None, f"{self.path} in another order")
             )
-        fields = sorted(p_table) if p_table is not None else sorted(set().union(*p, *c))
-        skip = {f for f in fields
-                if shift and _moved_by(p_cols[f], c_cols[f], pairs, shift)}
-
         def field_path(i: int, f: str) -> str:
             return paths.key(paths.index(self.path, i), f)
 
-        fields = [
-            f
-            for f in fields
-            if f not in skip and not (pairs and self.diff.ignored(field_path(pairs[0][0], f)))
-        ]
+        fields = sorted(p_table) if p_table is not None else sorted(set().union(*p, *c))
+        if pairs:
+            first = paths.index(self.path, pairs[0][0])
+            fields = [f for f in fields if not self.diff.ignored(paths.key(first, f))]
+        if shift:  # times moved by the shift were said once; the time field is (it pairs them)
+            fields = [f for f in fields
+                      if f != time_field and not _moved_by(p_cols[f], c_cols[f], pairs, shift)]
         if p_table is None or c_table is None or not pairs:
             return differences + compare_columns(
                 field_path, pairs, p, c, fields, self.diff.options, noun="trades",
                 label=lambda f: f"{self.path}[*].{f}",
             )
-        p_at, c_at = [i for i, _ in pairs], [j for _, j in pairs]
+        if aligned:  # trade i with trade i, all of them: the columns as they are
+            p_at = list(range(len(pairs)))
+            p_picked, c_picked = [p_table[f] for f in fields], [c_table[f] for f in fields]
+        else:
+            p_at, c_at = [i for i, _ in pairs], [j for _, j in pairs]
+            p_picked = _picked([p_table[f] for f in fields], p_at)
+            c_picked = _picked([c_table[f] for f in fields], c_at)
         return differences + compare_column_table(
             field_path,
             p_at,
             fields,
-            _picked([p_table[f] for f in fields], p_at),
-            _picked([c_table[f] for f in fields], c_at),
+            p_picked,
+            c_picked,
             self.diff.options,
             noun="trades",
             label=lambda f: f"{self.path}[*].{f}",
@@ -571,12 +672,39 @@ def _picked(columns: list[Sequence[Any]], at: list[int]) -> list[Sequence[Any]]:
     return [tuple(map(column.__getitem__, at)) for column in columns]
 
 
-def _keys(times: Sequence[Any], labels: list[Sequence[Any]]) -> list[tuple]:
-    """Each trade's key: its time's exact key (its text when it is no time) and its labels."""
+def _whens(times: Sequence[Any]) -> list[Any]:
+    """Each trade's time as its exact key (its text when it is no time)."""
     whens: list[Any] = time_keys(times)
     if None in whens:
         whens = [str(t) if w is None else w for w, t in zip(whens, times, strict=True)]
-    return list(zip(whens, *[list(map(str, column)) for column in labels], strict=True))
+    return whens
+
+
+def _keys(whens: list[Any], labels: list[list[str]]) -> list[tuple]:
+    """Each trade's key: its time's key (`_whens`) and its labels (as text)."""
+    return list(zip(whens, *labels, strict=True))
+
+
+def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_keys: list[tuple],
+                    same_labels: bool, p_prices: Sequence[Any], c_prices: Sequence[Any]) -> int:
+    """The shift `TradeTable.compare` finds when the candidate's trades are the primary's, in
+    order, with the same labels and entry prices, every time moved by one constant (not 0): the
+    only shift that aligns every trade (the vote's best), and the alignment it makes is trade i
+    with trade i. 0 when the trades are not so."""
+    if not same_labels or len(p_whens) != len(c_whens) or not p_whens:
+        return 0
+    if not set(map(type, p_whens)) | set(map(type, c_whens)) <= {int}:
+        return 0
+    deltas = list(map(operator.sub, c_whens, p_whens))
+    shift: int = deltas[0]
+    if not shift or deltas.count(shift) != len(deltas) or len(set(p_keys)) != len(p_keys):
+        return 0
+    # Equal prices (`==`, or the same object) are the same price to the vote.
+    if type(p_prices) is type(c_prices):
+        same_prices = p_prices == c_prices
+    else:
+        same_prices = list(p_prices) == list(c_prices)
+    return shift if same_prices else 0
 
 
 def _moved_by(
@@ -596,8 +724,8 @@ def _moved_by(
     at = time_keys([p_column[i] for i, _ in pairs])
     if None in moved or None in at:
         return False
-    return all(b - a == shift for a, b in zip(cast(list[int], at), cast(list[int], moved),
-                                              strict=True))  # no None: checked above
+    deltas = list(map(operator.sub, cast(list[int], moved), cast(list[int], at)))  # (no None)
+    return deltas.count(shift) == len(deltas)
 
 
 def _align(

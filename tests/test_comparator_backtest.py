@@ -230,3 +230,48 @@ def test_reference_cryptobot_drifts():
     assert {"trades[*].fee", "trades[*].pnl", "equity_curve[*].equity"} <= found_paths
     assert "metrics.profit" in found_paths
     assert len(found) == len(found_paths)
+
+
+def test_entry_prices_without_times_are_compared_item_by_item():
+    """A list of open positions (entry prices, no entry time) is no trade table: compared by
+    position, it never fails the comparator."""
+    positions = [{"symbol": "BTC/USDT", "entry_price": 60_000.0, "amount": 0.1},
+                 {"symbol": "ETH/USDT", "entry_price": 3_000.0, "amount": 2.0}]
+    moved = copy.deepcopy(positions)
+    moved[1]["entry_price"] = 3_001.0
+    (found,) = diff({"positions": positions}, {"positions": moved})
+    assert found.path == "positions[1].entry_price"
+    assert found.kind is Kind.CHANGED
+    assert diff({"positions": positions}, {"positions": copy.deepcopy(positions), "x": 1}) != []
+
+
+@EXAMPLES
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["buy", "sell"]),
+                       st.sampled_from([100.0, 101.0, 102.5])), min_size=1, max_size=8),
+    st.sampled_from([0, 1800, 3600, -3600, 7200]),
+    st.lists(st.integers(0, 7), max_size=2),
+)
+def test_trades_moved_by_one_constant_pair_as_the_shift_vote_does(rows, shift, changed):
+    """The one-pass recognition of trades all moved by one constant (same labels and prices)
+    finds what the shift vote and the alignment find: equal findings with it switched off.
+    Repeated keys, a shift of 0 and changed prices (the vote's cases) included."""
+    from comparators import backtest
+
+    trades = [{"symbol": "BTC/USDT", "side": side, "entry_time": iso(1_704_067_200 + h * 3600),
+               "entry_price": price, "fee": 0.1} for h, side, price in rows]
+    moved = copy.deepcopy(trades)
+    for trade in moved:
+        trade["entry_time"] = iso(to_epoch(trade["entry_time"]) + shift)
+    for k in changed:
+        if k < len(moved):
+            moved[k]["entry_price"] += 1.0
+    found = diff({"trades": trades}, {"trades": moved})
+    one_pass = backtest._constant_shift
+    backtest._constant_shift = lambda *args: 0
+    try:
+        voted = diff({"trades": trades}, {"trades": moved})
+    finally:
+        backtest._constant_shift = one_pass
+    assert [(d.path, d.kind, d.message) for d in found] == [
+        (d.path, d.kind, d.message) for d in voted]
