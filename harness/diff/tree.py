@@ -33,6 +33,7 @@ import hashlib
 import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,8 @@ NUMERIC_ARRAY_MIN = 32
 # Lists of records (dicts with the same members) at least this long are compared by column.
 RECORDS_MIN = 8
 _EXACT_FLOAT_INT = 2**53
+_INFINITY = float("inf")
+_FIRST = operator.itemgetter(0)
 
 
 # --- status and headers ----------------------------------------------------------------------
@@ -321,11 +324,12 @@ class _Differ:
             if name not in a:
                 self.add(paths.key(where, name), Kind.EXTRA, None, value)
 
-    def record_pairs(self, items: list[tuple[Any, Any, str]]) -> dict[int, list[Difference]] | None:
+    def record_pairs(self, items: list[tuple[Any, Any, str]]
+                     ) -> list[tuple[int, Difference]] | None:
         """`walk` of every ``(a, b, path)`` when all are objects with the same members (the
         primary's in one order): member by member over all of them, equal members skipped at C
-        speed. The differences found, by item (each item's in `walk`'s order); None when the items
-        are not such records."""
+        speed. The differences found as (item, difference), by item (each item's in `walk`'s
+        order); None when the items are not such records."""
         rows_a = [a for a, _, _ in items]
         rows_b = [b for _, b, _ in items]
         if set(map(type, rows_a)) != {dict} or set(map(type, rows_b)) != {dict}:
@@ -347,38 +351,60 @@ class _Differ:
         else:
             columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
                                strict=True))
-        ignored = self.ignored
-        skipped = [bool(ignored) and ignored(path) for _, _, path in items]
-        by_item: dict[int, list[Difference]] = {}
+        item_paths = [path for _, _, path in items]
+        ignored = self.ignored if self.ignored else None
+        skipped = list(map(ignored, item_paths)) if ignored else None
+        if skipped is not None and not any(skipped):
+            skipped = None
+        rtol, atol = self.rtol, self.atol
+        found: list[tuple[int, Difference]] = []
+        columns_found = 0  # how many columns added differences (more than one: sort by item)
         for name, (column_a, column_b) in zip(names, columns, strict=True):
             if column_a == column_b:
                 kinds = list(map(type, column_a))
                 if kinds == list(map(type, column_b)) and dict not in kinds and list not in kinds:
                     continue  # equal scalars of one type, item by item: `same` says so too
-            rows = [i for i, (x, y) in enumerate(zip(column_a, column_b, strict=True))
-                    if not skipped[i] and not same(x, y)]
+            rows = _unsame_rows(column_a, column_b)
+            if skipped is not None:
+                rows = [i for i in rows if not skipped[i]]
             if not rows:
                 continue
-            nested = [(column_a[i], column_b[i], paths.key(items[i][2], name)) for i in rows]
-            below = self.record_pairs(nested) if len(rows) >= RECORDS_MIN else None
-            if below is not None:
-                for k, found in below.items():
-                    by_item.setdefault(rows[k], []).extend(found)
-                continue
-            for i, (a, b, path) in zip(rows, nested, strict=True):
-                if ignored and ignored(path):
+            sub_a = [column_a[i] for i in rows]
+            sub_b = [column_b[i] for i in rows]
+            sub_paths = list(map(paths.key, [item_paths[i] for i in rows], repeat(name)))
+            if len(rows) >= RECORDS_MIN and type(sub_a[0]) is dict:
+                below = self.record_pairs(list(zip(sub_a, sub_b, sub_paths, strict=True)))
+                if below is not None:
+                    if below:
+                        columns_found += 1
+                        found += [(rows[k], diff) for k, diff in below]
+                    continue
+            hidden = list(map(ignored, sub_paths)) if ignored else None
+            mark = len(found)
+            for k, (i, a, b, path) in enumerate(zip(rows, sub_a, sub_b, sub_paths, strict=True)):
+                if hidden is not None and hidden[k]:
                     continue
                 kind_a, kind_b = type(a), type(b)
+                if kind_a is float and kind_b is float:  # `within`, inline for two floats
+                    if not (a == b
+                            or ((delta := abs(a - b)) <= atol + rtol * max(abs(a), abs(b))
+                                and (delta < _INFINITY or max(abs(a), abs(b)) < _INFINITY))
+                            or (a != a and b != b)):
+                        found.append((i, Difference(path, Kind.CHANGED, a, b, "")))
+                    continue
                 if (kind_a is float or kind_a is int) and (kind_b is float or kind_b is int):
-                    if not within(a, b, self.rtol, self.atol):  # `walk` of two numbers
-                        by_item.setdefault(i, []).append(Difference(path, Kind.CHANGED, a, b, ""))
+                    if not within(a, b, rtol, atol):  # `walk` of two numbers
+                        found.append((i, Difference(path, Kind.CHANGED, a, b, "")))
                     continue
                 before = len(self.found)
                 self.walk(a, b, path)
                 if len(self.found) > before:
-                    by_item.setdefault(i, []).extend(self.found[before:])
+                    found += [(i, diff) for diff in self.found[before:]]
                     del self.found[before:]
-        return by_item
+            columns_found += len(found) > mark
+        if columns_found > 1:  # stable: each item's differences stay in member order
+            found.sort(key=_FIRST)
+        return found
 
     def _leaf(self, a: Any, b: Any, where: str) -> None:
         if is_number(a) and is_number(b):
@@ -641,6 +667,19 @@ def _unequal_items(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
     return [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not same(x, y)]
 
 
+def _unsame_rows(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
+    """``[i for i, (x, y) in enumerate(zip(a, b)) if not same(x, y)]``, at C speed when the
+    items differ or are equal scalars of one type item by item."""
+    unequal = list(compress(range(len(a)), map(operator.and_, map(operator.is_not, a, b),
+                                                map(operator.ne, a, b))))
+    if len(unequal) == len(a):
+        return unequal
+    kinds = list(map(type, a))
+    if kinds == list(map(type, b)) and dict not in kinds and list not in kinds:
+        return unequal  # the equal rest: scalars of one type, which `same` takes as equal
+    return [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not same(x, y)]
+
+
 def _may_have_moved(a: Sequence[Any], b: Sequence[Any], unequal: list[int]) -> bool:
     """Cheap probe before aligning: could items have been reordered or shifted? Then the first
     differing item of one side sits at another index of the other (probed both ways, so that
@@ -805,22 +844,22 @@ def compare_many(
 ) -> list[Difference]:
     """`compare_bodies(a, b, options, path=path)` of every ``(a, b, path)``, concatenated, with
     one walk for them all (the items of a list matched by identity, not position)."""
+    items = list(items)
     differing = []
-    for primary, candidate, path in items:
-        if same(primary, candidate):
-            continue
-        if primary == candidate:
+    for i in _unsame_rows([a for a, _, _ in items], [b for _, b, _ in items]):
+        primary, candidate, _ = item = items[i]
+        if primary == candidate:  # members in another order? Canonically equal is equal.
             canonical = _canonical(primary)
             if canonical is not None and canonical == _canonical(candidate):
                 continue
-        differing.append((primary, candidate, path))
+        differing.append(item)
     if not differing:
         return []
     differ = _Differ(options)
     if len(differing) >= RECORDS_MIN:  # many records differ: member by member over them all
         by_item = differ.record_pairs(differing)
         if by_item is not None:
-            differ.found = [d for i in sorted(by_item) for d in by_item[i]]
+            differ.found = [diff for _, diff in by_item]
             return differ.finish()
     for primary, candidate, path in differing:
         differ.walk(primary, candidate, path)
