@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -79,6 +80,8 @@ MAX_ITEM_FINDINGS = 5
 NUMERIC_ARRAY_MIN = 32
 # Lists of records (dicts with the same members) at least this long are compared by column.
 RECORDS_MIN = 8
+# Tables with fewer numbers than this are compared in Python: numpy costs ~30 µs a call.
+NUMPY_MIN_VALUES = 256
 _EXACT_FLOAT_INT = 2**53
 _INFINITY = float("inf")
 _FIRST = operator.itemgetter(0)
@@ -201,6 +204,8 @@ def same(a: Any, b: Any) -> bool:
 
 def _all_numbers(a: Sequence[Any], b: Sequence[Any]) -> bool:
     """Both lists hold only numbers that floats represent exactly (no bools)."""
+    if a and type(a[0]) is not float and type(a[0]) is not int:
+        return False  # a table's text and object columns, told at their first item
     types = set(map(type, a)) | set(map(type, b))
     if not types <= {int, float}:
         return False
@@ -224,6 +229,18 @@ def _mismatch_mask(pa: np.ndarray, pb: np.ndarray, rtol: float,
         if infinite.any():  # an infinity equals only itself: no tolerance can make it close
             bad |= infinite & (pa != pb)
         return bad, delta / scale
+
+
+def _finite_mismatches(a: Sequence[Any], b: Sequence[Any], rtol: float,
+                       atol: float) -> list[int] | None:
+    """`_mismatch_mask`'s indexes for two short columns of finite numbers (the same float
+    arithmetic, in Python); None when a value is not finite (numpy sorts those out)."""
+    if int in set(map(type, a)) or int in set(map(type, b)):
+        a, b = list(map(float, a)), list(map(float, b))  # as numpy reads them
+    if not (math.isfinite(sum(a)) and math.isfinite(sum(b))):
+        return None
+    return [j for j, (x, y) in enumerate(zip(a, b, strict=True))
+            if x != y and not abs(x - y) <= atol + rtol * max(abs(x), abs(y))]
 
 
 def _numeric_compare(a: Sequence[Any], b: Sequence[Any], rtol: float,
@@ -364,7 +381,7 @@ class _Differ:
                 kinds = list(map(type, column_a))
                 if kinds == list(map(type, column_b)) and dict not in kinds and list not in kinds:
                     continue  # equal scalars of one type, item by item: `same` says so too
-            rows = _unsame_rows(column_a, column_b)
+            rows = _unequal_items(column_a, column_b)
             if skipped is not None:
                 rows = [i for i in rows if not skipped[i]]
             if not rows:
@@ -485,6 +502,14 @@ class _Differ:
             return False
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
+        if numeric and len(numeric) * len(rows) < NUMPY_MIN_VALUES:
+            for k in numeric:  # a small table: numpy's fixed cost would be most of the work
+                found = _finite_mismatches(*columns[k], self.rtol, self.atol)
+                if found is None:
+                    break
+                mismatches[k] = found
+            else:
+                numeric = []
         if numeric:  # all numeric columns in one numpy comparison
             mask, _ = _mismatch_mask(np.array([columns[k][0] for k in numeric], dtype=float),
                                      np.array([columns[k][1] for k in numeric], dtype=float),
@@ -502,13 +527,13 @@ class _Differ:
                         exact or list(map(type, column_a)) == list(map(type, column_b))):
                     bad = []  # equal scalars of one type, item by item: `same` says so too
                 else:
-                    bad = ([j for j, (x, y) in pairs if x != y] if exact
+                    bad = (list(compress(range(len(column_a)), map(operator.ne, column_a,
+                                                                   column_b))) if exact
                            else [j for j, (x, y) in pairs if not same(x, y)])
             if not bad:
                 continue
             if exact and self.summarise and len(bad) > MAX_ITEM_FINDINGS:
-                self._column_summary(column_a, column_b, [(j, rows[j]) for j in bad], name,
-                                     where, len(a))
+                self._column_summary(column_a, column_b, bad, rows, name, where, len(a))
                 continue
             for j in bad:
                 item = paths.index(where, rows[j])
@@ -518,28 +543,31 @@ class _Differ:
         return True
 
     def _column_summary(self, column_a: Sequence[Any], column_b: Sequence[Any],
-                        bad: list[tuple[int, int]], name: str, where: str, total: int) -> None:
+                        bad: list[int], rows: list[int], name: str, where: str,
+                        total: int) -> None:
         """One difference for a column that differs in many items (the first one kept); `bad`
-        holds (row in the column, index in the list) pairs."""
+        holds rows of the column, `rows` each row's index in the list."""
         def path(i: int) -> str:
             return paths.key(paths.index(where, i), name)
 
         if self.ignored:
-            bad = [(j, i) for j, i in bad if not self.ignored(path(i))]
-        if len(bad) <= MAX_ITEM_FINDINGS:
-            for j, i in bad:
-                self._leaf(column_a[j], column_b[j], path(i))
-            return
+            bad = [j for j in bad if not self.ignored(path(rows[j]))]
+            count = len(bad)
+            if count <= MAX_ITEM_FINDINGS:
+                for j in bad:
+                    self._leaf(column_a[j], column_b[j], path(rows[j]))
+                return
+        count = len(bad)
         before = len(self.found)
-        for j, i in bad:  # the first that the exact comparison also calls different
-            self._leaf(column_a[j], column_b[j], path(i))
+        for j in bad:  # the first that the exact comparison also calls different
+            self._leaf(column_a[j], column_b[j], path(rows[j]))
             if len(self.found) > before:
                 break
         else:
             return
         tail = paths.key("", name)
         tail = tail if tail.startswith("[") else "." + tail
-        self._note(self.found[-1], f"; {len(bad)} of {total} items of {where or 'body'} "
+        self._note(self.found[-1], f"; {count} of {total} items of {where or 'body'} "
                                    f"differ at [*]{tail}")
 
     def _summarise_tails(self, mark: int, tails: dict[str, list[tuple[str, Difference]]],
@@ -645,12 +673,16 @@ class _Alignment:
 
 
 def _unequal_items(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
-    """Indexes of the items that may differ: unequal to C-level ``==``, or, when the equal rest
-    does not serialize the same (``true`` vs ``1`` hides from ``==``), each checked exactly."""
-    unequal = [i for i, (x, y) in enumerate(zip(a, b, strict=True))
-               if x is not y and (type(x) is not type(y) or x != y)]
+    """Indexes of the items that differ (``not same``): unequal to C-level ``==``, or, when the
+    equal rest does not serialize the same (``true`` vs ``1`` hides from ``==``), each checked
+    exactly."""
+    unequal = list(compress(range(len(a)), map(operator.and_, map(operator.is_not, a, b),
+                                                map(operator.ne, a, b))))
     if len(unequal) == len(a):
         return unequal
+    kinds = list(map(type, a))
+    if kinds == list(map(type, b)) and dict not in kinds and list not in kinds:
+        return unequal  # the equal rest: scalars of one type, which `same` takes as equal
     rest_a: Sequence[Any]
     rest_b: Sequence[Any]
     if unequal:
@@ -664,19 +696,6 @@ def _unequal_items(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
             return unequal
     except (TypeError, orjson.JSONEncodeError):
         pass
-    return [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not same(x, y)]
-
-
-def _unsame_rows(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
-    """``[i for i, (x, y) in enumerate(zip(a, b)) if not same(x, y)]``, at C speed when the
-    items differ or are equal scalars of one type item by item."""
-    unequal = list(compress(range(len(a)), map(operator.and_, map(operator.is_not, a, b),
-                                                map(operator.ne, a, b))))
-    if len(unequal) == len(a):
-        return unequal
-    kinds = list(map(type, a))
-    if kinds == list(map(type, b)) and dict not in kinds and list not in kinds:
-        return unequal  # the equal rest: scalars of one type, which `same` takes as equal
     return [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not same(x, y)]
 
 
@@ -846,7 +865,7 @@ def compare_many(
     one walk for them all (the items of a list matched by identity, not position)."""
     items = list(items)
     differing = []
-    for i in _unsame_rows([a for a, _, _ in items], [b for _, b, _ in items]):
+    for i in _unequal_items([a for a, _, _ in items], [b for _, b, _ in items]):
         primary, candidate, _ = item = items[i]
         if primary == candidate:  # members in another order? Canonically equal is equal.
             canonical = _canonical(primary)
