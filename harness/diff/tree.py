@@ -80,8 +80,9 @@ MAX_ITEM_FINDINGS = 5
 NUMERIC_ARRAY_MIN = 32
 # Lists of records (dicts with the same members) at least this long are compared by column.
 RECORDS_MIN = 8
-# Tables with fewer numbers than this are compared in Python: numpy costs ~30 µs a call.
-NUMPY_MIN_VALUES = 256
+# Table columns with at most this many unequal numbers in all are compared in Python: numpy
+# costs ~20 µs a call, Python ~0.3 µs a number.
+PYTHON_MAX_NUMBERS = 48
 _EXACT_FLOAT_INT = 2**53
 _INFINITY = float("inf")
 _FIRST = operator.itemgetter(0)
@@ -231,16 +232,17 @@ def _mismatch_mask(pa: np.ndarray, pb: np.ndarray, rtol: float,
         return bad, delta / scale
 
 
-def _finite_mismatches(a: Sequence[Any], b: Sequence[Any], rtol: float,
+def _finite_mismatches(a: Sequence[Any], b: Sequence[Any], unequal: list[int], rtol: float,
                        atol: float) -> list[int] | None:
-    """`_mismatch_mask`'s indexes for two short columns of finite numbers (the same float
-    arithmetic, in Python); None when a value is not finite (numpy sorts those out)."""
-    if int in set(map(type, a)) or int in set(map(type, b)):
-        a, b = list(map(float, a)), list(map(float, b))  # as numpy reads them
+    """`_mismatch_mask`'s indexes for two columns of numbers, of which the `unequal` indexes
+    differ (the same float arithmetic, in Python); None when a value is not finite (numpy sorts
+    those out)."""
+    a = [float(a[j]) for j in unequal]  # as numpy reads them
+    b = [float(b[j]) for j in unequal]
     if not (math.isfinite(sum(a)) and math.isfinite(sum(b))):
         return None
-    return [j for j, (x, y) in enumerate(zip(a, b, strict=True))
-            if x != y and not abs(x - y) <= atol + rtol * max(abs(x), abs(y))]
+    return [j for j, x, y in zip(unequal, a, b, strict=True)
+            if not abs(x - y) <= atol + rtol * max(abs(x), abs(y))]
 
 
 def _numeric_compare(a: Sequence[Any], b: Sequence[Any], rtol: float,
@@ -481,15 +483,20 @@ class _Differ:
             items_a, items_b = a, b
         else:
             items_a, items_b = [a[i] for i in rows], [b[i] for i in rows]
-        if set(map(type, items_a)) != {dict} or set(map(type, items_b)) != {dict}:
+        if type(items_a[0]) is not dict:
             return False
         names = list(items_a[0])
-        if set(map(len, items_a)) != {len(names)} or set(map(len, items_b)) != {len(names)}:
+        # Reading a text key from an item that is not an object raises (below); other names: the
+        # type of every item is checked here.
+        if (not names or not all(type(name) is str for name in names)) and (
+                set(map(type, items_a)) != {dict} or set(map(type, items_b)) != {dict}):
             return False
-        if not names:
-            return True  # empty records: nothing to compare
         columns: list[tuple[Sequence[Any], Sequence[Any]]]
         try:  # same number of members and every name present: the same members
+            if set(map(len, items_a)) != {len(names)} or set(map(len, items_b)) != {len(names)}:
+                return False
+            if not names:
+                return True  # empty records: nothing to compare
             if len(names) <= 4:  # a few long columns: read one by one, faster than a transpose
                 getters = list(map(operator.itemgetter, names))
                 columns = [(list(map(get, items_a)), list(map(get, items_b))) for get in getters]
@@ -498,18 +505,21 @@ class _Differ:
                 table_a, table_b = list(map(getter, items_a)), list(map(getter, items_b))
                 columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
                                    strict=True))
-        except KeyError:
+        except (KeyError, TypeError):  # an item without a name, or not an object
             return False
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
-        if numeric and len(numeric) * len(rows) < NUMPY_MIN_VALUES:
-            for k in numeric:  # a small table: numpy's fixed cost would be most of the work
-                found = _finite_mismatches(*columns[k], self.rtol, self.atol)
-                if found is None:
-                    break
-                mismatches[k] = found
-            else:
-                numeric = []
+        if numeric:  # few unequal numbers: numpy's fixed cost would be most of the work
+            unequal = {k: list(compress(range(len(rows)), map(operator.ne, *columns[k])))
+                       for k in numeric}
+            if sum(map(len, unequal.values())) <= PYTHON_MAX_NUMBERS:
+                for k in numeric:
+                    found = _finite_mismatches(*columns[k], unequal[k], self.rtol, self.atol)
+                    if found is None:
+                        break
+                    mismatches[k] = found
+                else:
+                    numeric = []
         if numeric:  # all numeric columns in one numpy comparison
             mask, _ = _mismatch_mask(np.array([columns[k][0] for k in numeric], dtype=float),
                                      np.array([columns[k][1] for k in numeric], dtype=float),
