@@ -285,6 +285,7 @@ class _Differ:
         """The differences, with their messages."""
         # A drift repeats the same pair of numbers item after item: each pair's words written once.
         numbers: dict[tuple[type, float, type, float], str] = {}  # (types and values of a pair)
+        notes = self.notes
         for diff in self.found:
             if not diff.message:
                 a, b = diff.primary, diff.candidate
@@ -298,8 +299,7 @@ class _Differ:
                     diff.message = (diff.path or "body") + words
                 else:
                     diff.message = self.describe(diff)
-            note = self.notes.get(id(diff))
-            if note:
+            if notes and (note := notes.get(id(diff))):
                 diff.message += note
         return self.found
 
@@ -351,19 +351,24 @@ class _Differ:
         order); None when the items are not such records."""
         rows_a = [a for a, _, _ in items]
         rows_b = [b for _, b, _ in items]
-        if set(map(type, rows_a)) != {dict} or set(map(type, rows_b)) != {dict}:
+        if type(rows_a[0]) is not dict:
             return None
         names = tuple(rows_a[0])
-        if not names or set(map(tuple, rows_a)) != {names}:
+        if not names:
             return None
-        if set(map(len, rows_b)) != {len(names)}:
+        # Reading a text key from an item that is not an object raises (below); other names: the
+        # type of every item is checked here.
+        if not all(type(name) is str for name in names) and (
+                set(map(type, rows_a)) != {dict} or set(map(type, rows_b)) != {dict}):
             return None
         getter = operator.itemgetter(*names)
-        try:  # as many members and every name present: the same members
+        try:  # the primary's members in one order, as many in the candidate's, all present
+            if set(map(tuple, rows_a)) != {names} or set(map(len, rows_b)) != {len(names)}:
+                return None
             table_b = list(map(getter, rows_b))
-        except KeyError:
+            table_a = list(map(getter, rows_a))
+        except (KeyError, TypeError):  # an item without a name, or not an object
             return None
-        table_a = list(map(getter, rows_a))
         columns: list[tuple[Sequence[Any], Sequence[Any]]]
         if len(names) == 1:
             columns = [(table_a, table_b)]
