@@ -267,8 +267,9 @@ class _Differ:
 
     def __init__(self, options: CompareOptions, *, summarise: bool = True) -> None:
         self.rtol, self.atol = options.tol(0.0, 0.0)
-        self.ignored = paths.matcher(options.ignore)
-        self.unordered = paths.matcher(options.unordered)
+        # None when no glob is given: tested as often as there are paths.
+        self.ignored = paths.matcher(options.ignore) or None
+        self.unordered = paths.matcher(options.unordered) or None
         self.summarise = summarise
         self.found: list[Difference] = []
         self.notes: dict[int, str] = {}  # id(difference) → what its message adds
@@ -376,8 +377,8 @@ class _Differ:
             columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
                                strict=True))
         item_paths = [path for _, _, path in items]
-        ignored = self.ignored if self.ignored else None
-        skipped = list(map(ignored, item_paths)) if ignored else None
+        ignored = self.ignored
+        skipped: list[bool] | None = list(map(ignored, item_paths)) if ignored else None
         if skipped is not None and not any(skipped):
             skipped = None
         rtol, atol = self.rtol, self.atol
@@ -403,7 +404,7 @@ class _Differ:
                         columns_found += 1
                         found += [(rows[k], diff) for k, diff in below]
                     continue
-            hidden = list(map(ignored, sub_paths)) if ignored else None
+            hidden: list[bool] | None = list(map(ignored, sub_paths)) if ignored else None
             mark = len(found)
             for k, (i, a, b, path) in enumerate(zip(rows, sub_a, sub_b, sub_paths, strict=True)):
                 if hidden is not None and hidden[k]:
@@ -431,7 +432,9 @@ class _Differ:
         return found
 
     def _leaf(self, a: Any, b: Any, where: str) -> None:
-        if is_number(a) and is_number(b):
+        kind_a, kind_b = type(a), type(b)
+        if ((kind_a is float or kind_a is int) and (kind_b is float or kind_b is int)) or (
+                is_number(a) and is_number(b)):
             if not within(a, b, self.rtol, self.atol):
                 self.add(where, Kind.CHANGED, a, b)
         elif _category(a) != _category(b):
@@ -515,9 +518,14 @@ class _Differ:
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
         if numeric:  # few unequal numbers: numpy's fixed cost would be most of the work
-            unequal = {k: list(compress(range(len(rows)), map(operator.ne, *columns[k])))
-                       for k in numeric}
-            if sum(map(len, unequal.values())) <= PYTHON_MAX_NUMBERS:
+            unequal: dict[int, list[int]] = {}
+            count = 0
+            for k in numeric:
+                unequal[k] = list(compress(range(len(rows)), map(operator.ne, *columns[k])))
+                count += len(unequal[k])
+                if count > PYTHON_MAX_NUMBERS:
+                    break
+            else:
                 for k in numeric:
                     found = _finite_mismatches(*columns[k], unequal[k], self.rtol, self.atol)
                     if found is None:
@@ -797,7 +805,8 @@ def _deepdiff_unordered(a: Sequence[Any], b: Sequence[Any], where: str,
     unordered = differ.unordered
 
     def order_free(level: DiffLevel, *_: Any) -> bool:
-        return unordered(_path_from_list(where, level.path(output_format="list")))
+        return unordered is not None and unordered(
+            _path_from_list(where, level.path(output_format="list")))
 
     diff = DeepDiff(
         list(a), list(b), view="tree", ignore_nan_inequality=True,
