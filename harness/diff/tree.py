@@ -394,21 +394,24 @@ class _Differ:
                 rows = [i for i in rows if not skipped[i]]
             if not rows:
                 continue
-            sub_a = [column_a[i] for i in rows]
-            sub_b = [column_b[i] for i in rows]
             sub_paths = list(map(paths.key, [item_paths[i] for i in rows], repeat(name)))
-            if len(rows) >= RECORDS_MIN and type(sub_a[0]) is dict:
-                below = self.record_pairs(list(zip(sub_a, sub_b, sub_paths, strict=True)))
+            if len(rows) >= RECORDS_MIN and type(column_a[rows[0]]) is dict:
+                below = self.record_pairs([(column_a[i], column_b[i], path)
+                                           for i, path in zip(rows, sub_paths, strict=True)])
                 if below is not None:
                     if below:
                         columns_found += 1
                         found += [(rows[k], diff) for k, diff in below]
                     continue
-            hidden: list[bool] | None = list(map(ignored, sub_paths)) if ignored else None
+            if ignored is not None:
+                shown = list(compress(range(len(rows)), map(operator.not_,
+                                                            map(ignored, sub_paths))))
+                if len(shown) < len(rows):
+                    rows = [rows[k] for k in shown]
+                    sub_paths = [sub_paths[k] for k in shown]
             mark = len(found)
-            for k, (i, a, b, path) in enumerate(zip(rows, sub_a, sub_b, sub_paths, strict=True)):
-                if hidden is not None and hidden[k]:
-                    continue
+            for i, path in zip(rows, sub_paths, strict=True):
+                a, b = column_a[i], column_b[i]
                 kind_a, kind_b = type(a), type(b)
                 if kind_a is float and kind_b is float:  # `within`, inline for two floats
                     if not (a == b
@@ -888,11 +891,13 @@ def compare_many(
     """`compare_bodies(a, b, options, path=path)` of every ``(a, b, path)``, concatenated, with
     one walk for them all (the items of a list matched by identity, not position)."""
     items = list(items)
+    rows_a, rows_b = [a for a, _, _ in items], [b for _, b, _ in items]
+    unequal = list(map(operator.ne, rows_a, rows_b))  # these are not ==: no second look
     differing = []
-    for i in _unequal_items([a for a, _, _ in items], [b for _, b, _ in items]):
+    for i in _unequal_items(rows_a, rows_b):
         primary, candidate, _ = item = items[i]
-        if primary == candidate:  # members in another order? Canonically equal is equal.
-            canonical = _canonical(primary)
+        if not unequal[i] and primary == candidate:  # members in another order? Canonically
+            canonical = _canonical(primary)  # equal is equal.
             if canonical is not None and canonical == _canonical(candidate):
                 continue
         differing.append(item)
