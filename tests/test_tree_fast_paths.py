@@ -1,5 +1,6 @@
 """The generic walk's C-level shortcuts must find what the plain item-by-item checks find: the
-items that are not `same`, the numbers past the tolerance (in Python for few, numpy for many),
+items that are not `same`, the numbers past the tolerance (in Python for few, numpy for many,
+finite tables in fewer numpy calls),
 the records compared member by member, and the path matcher that is its own cache."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from harness.diff.base import CompareOptions
 from harness.diff.paths import PathMatcher, matcher
 from harness.diff.tree import (
+    _column_mismatches,
     _finite_mismatches,
     _mismatch_mask,
     _unequal_items,
@@ -70,6 +72,9 @@ def test_numbers_compared_in_python_are_those_numpy_finds(columns, rtol, atol):
     unequal = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
     found = _finite_mismatches(a, b, unequal, rtol, atol)
     mask, _ = _mismatch_mask(np.array(a, dtype=float), np.array(b, dtype=float), rtol, atol)
+    table = _column_mismatches(np.array([a, b], dtype=float), np.array([b, a], dtype=float),
+                               rtol, atol)
+    assert table == [np.flatnonzero(mask).tolist()] * 2  # numpy's one call for a whole table
     if found is None:  # a value that is not finite, or too big to add up: left to numpy
         sums = [sum(float(side[i]) for i in unequal) for side in (a, b)]
         assert not all(map(math.isfinite, sums))

@@ -232,6 +232,19 @@ def _mismatch_mask(pa: np.ndarray, pb: np.ndarray, rtol: float,
         return bad, delta / scale
 
 
+def _column_mismatches(pa: np.ndarray, pb: np.ndarray, rtol: float,
+                       atol: float) -> list[list[int]]:
+    """For each row of two 2-D arrays, the indexes `_mismatch_mask` finds past the tolerance;
+    in fewer numpy calls when every value is finite (the usual table)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(pa).all() and np.isfinite(pb).all():
+            bad = ~(np.abs(pa - pb) <= atol + rtol * np.maximum(np.abs(pa), np.abs(pb)))
+            bad &= pa != pb
+        else:
+            bad, _ = _mismatch_mask(pa, pb, rtol, atol)
+    return [list(compress(range(len(row)), row)) for row in bad.tolist()]
+
+
 def _finite_mismatches(a: Sequence[Any], b: Sequence[Any], unequal: list[int], rtol: float,
                        atol: float) -> list[int] | None:
     """`_mismatch_mask`'s indexes for two columns of numbers, of which the `unequal` indexes
@@ -537,11 +550,10 @@ class _Differ:
                 else:
                     numeric = []
         if numeric:  # all numeric columns in one numpy comparison
-            mask, _ = _mismatch_mask(np.array([columns[k][0] for k in numeric], dtype=float),
-                                     np.array([columns[k][1] for k in numeric], dtype=float),
-                                     self.rtol, self.atol)
-            for row, k in enumerate(numeric):
-                mismatches[k] = np.flatnonzero(mask[row]).tolist()
+            found_by_row = _column_mismatches(
+                np.array([columns[k][0] for k in numeric], dtype=float),
+                np.array([columns[k][1] for k in numeric], dtype=float), self.rtol, self.atol)
+            mismatches.update(zip(numeric, found_by_row, strict=True))
         for k, (name, (column_a, column_b)) in enumerate(zip(names, columns, strict=True)):
             bad = mismatches.get(k)
             exact = bad is not None
