@@ -84,6 +84,7 @@ RECORDS_MIN = 8
 # costs ~20 µs a call, Python ~0.3 µs a number.
 PYTHON_MAX_NUMBERS = 48
 _EXACT_FLOAT_INT = 2**53
+_NUMBER_TYPES = frozenset({int, float})
 _INFINITY = float("inf")
 _FIRST = operator.itemgetter(0)
 
@@ -207,13 +208,18 @@ def _all_numbers(a: Sequence[Any], b: Sequence[Any]) -> bool:
     """Both lists hold only numbers that floats represent exactly (no bools)."""
     if a and type(a[0]) is not float and type(a[0]) is not int:
         return False  # a table's text and object columns, told at their first item
-    types = set(map(type, a)) | set(map(type, b))
-    if not types <= {int, float}:
+    types = set(map(type, a))
+    types.update(map(type, b))
+    if not types <= _NUMBER_TYPES:
         return False
     if int not in types:
         return True
-    integers = [v for v in (*a, *b) if type(v) is int]
-    return min(integers) > -_EXACT_FLOAT_INT and max(integers) < _EXACT_FLOAT_INT
+    if float not in types:  # integers only: their extremes in C
+        low, high = min(min(a), min(b)), max(max(a), max(b))
+    else:
+        integers = [v for v in (*a, *b) if type(v) is int]
+        low, high = min(integers), max(integers)
+    return low > -_EXACT_FLOAT_INT and high < _EXACT_FLOAT_INT
 
 
 def _mismatch_mask(pa: np.ndarray, pb: np.ndarray, rtol: float,
