@@ -85,6 +85,8 @@ RECORDS_MIN = 8
 PYTHON_MAX_NUMBERS = 48
 _EXACT_FLOAT_INT = 2**53
 _NUMBER_TYPES = frozenset({int, float})
+_EXACT_TYPES = frozenset({str, bool, type(None)})  # equal exactly when ==, whatever the type
+_CONTAINER_TYPES = frozenset({dict, list})
 _INFINITY = float("inf")
 _FIRST = operator.itemgetter(0)
 
@@ -564,10 +566,11 @@ class _Differ:
             bad = mismatches.get(k)
             exact = bad is not None
             if not exact:
-                kinds = set(map(type, column_a)) | set(map(type, column_b))
-                exact = len(kinds) == 1 and kinds <= {str, bool, type(None)}
+                kinds = set(map(type, column_a))
+                kinds.update(map(type, column_b))
+                exact = len(kinds) == 1 and kinds <= _EXACT_TYPES
                 pairs = enumerate(zip(column_a, column_b, strict=True))
-                if column_a == column_b and not kinds & {dict, list} and (
+                if column_a == column_b and kinds.isdisjoint(_CONTAINER_TYPES) and (
                         exact or list(map(type, column_a)) == list(map(type, column_b))):
                     bad = []  # equal scalars of one type, item by item: `same` says so too
                 else:
