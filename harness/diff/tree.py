@@ -216,6 +216,8 @@ def _all_numbers(a: Sequence[Any], b: Sequence[Any]) -> bool:
         return False
     if int not in types:
         return True
+    low: int
+    high: int
     if float not in types:  # integers only: their extremes in C
         low, high = min(min(a), min(b)), max(max(a), max(b))
     else:
