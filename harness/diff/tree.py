@@ -11,7 +11,8 @@ How bodies are diffed, fastest first:
   orjson bytes prune equal subtrees; ``==`` alone would take ``true`` for ``1``) and compares
   leaves under the tolerance ``|a − b| <= atol + rtol·max(|a|, |b|)``;
 - long numeric lists (equity curves, series) are compared with numpy in one step, and lists of
-  many differing records (candles, trades) column by column, numeric columns with numpy;
+  many differing records (candles, trades) column by column, numeric columns with numpy (in
+  Python when only a few numbers differ: numpy's fixed cost would be most of the work);
 - a reordered list is one ORDER difference; a list whose items shifted, or whose length changed,
   is aligned on the items both sides share (symmetric: swapping primary and candidate names the
   same paths) and reported as the items missing and extra;
@@ -511,7 +512,8 @@ class _Differ:
     def _columns(self, a: Sequence[Any], b: Sequence[Any], rows: list[int], where: str,
                  tails: dict[str, list[tuple[str, Difference]]]) -> bool:
         """Records (dicts with the same members) compared column by column over `rows`: numeric
-        columns with numpy, same-typed scalar columns in one pass, the rest item by item.
+        columns with numpy (few unequal numbers in Python), same-typed scalar columns in one pass,
+        the rest item by item.
         False when the items are not records."""
         if len(rows) == len(a):
             items_a, items_b = a, b
