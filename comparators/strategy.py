@@ -16,7 +16,6 @@ history, delete and error answers).
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -111,9 +110,9 @@ def compare_strategy_lists(
     path: str, p: list[dict], c: list[dict], options: CompareOptions
 ) -> list[Difference]:
     """Two lists of strategies in any order, matched by id (when the ids agree) or by name."""
-    key, what = _identity(p, c, options)
-    pairs, missing, extra = _match(p, c, key)
-    differences = generic_pairs(((p[i], c[j], paths.index(path, i)) for i, j in pairs), options)
+    p_keys, c_keys, what = _identity(p, c, options)
+    pairs, missing, extra = _match(p, c, p_keys, c_keys)
+    differences = generic_pairs([(p[i], c[j], paths.index(path, i)) for i, j in pairs], options)
     for i in missing:
         differences.append(
             Difference(
@@ -137,30 +136,28 @@ def compare_strategy_lists(
     return differences
 
 
-Key = Callable[[dict], Any]
+Describe = Callable[[dict], str]
 
 
-def _identity(p: list[dict], c: list[dict], options: CompareOptions) -> tuple[Key, Key]:
-    """How to match strategies across the lists, and how to name one in a message."""
-    p_ids = [v.get("id") for v in p]
-    c_ids = [v.get("id") for v in c]
-    p_shown = list(map(repr, p_ids))
+def _identity(
+    p: list[dict], c: list[dict], options: CompareOptions
+) -> tuple[list[str], list[str], Describe]:
+    """How to match strategies across the lists (each one's key, primary's and candidate's), and
+    how to name one in a message."""
+    p_shown = [repr(v.get("id")) for v in p]  # repr: 1 and 1.0 and True are different ids
+    c_shown = [repr(v.get("id")) for v in c]
+    unique = set(p_shown)
+    # Every primary id once, and the candidate's the same ids once each (the Counters equal).
     ids_agree = (
-        None not in p_ids
-        and len(set(p_shown)) == len(p_ids)
-        and Counter(p_shown) == Counter(map(repr, c_ids))
+        "None" not in unique
+        and len(unique) == len(p_shown) == len(c_shown)
+        and unique == set(c_shown)
     )
     if options.extra.get("compare_ids") or ids_agree or not all("name" in v for v in p + c):
-
-        def by_id(v: dict) -> Any:
-            return repr(v.get("id"))
-
-        return by_id, lambda v: f"id {show(v.get('id'))}" + _name(v)
-
-    def by_name(v: dict) -> Any:
-        return repr(v.get("name"))
-
-    return by_name, lambda v: show(v.get("name"))
+        return p_shown, c_shown, lambda v: f"id {show(v.get('id'))}" + _name(v)
+    p_names = [repr(v.get("name")) for v in p]
+    c_names = [repr(v.get("name")) for v in c]
+    return p_names, c_names, lambda v: show(v.get("name"))
 
 
 def _name(v: dict) -> str:
@@ -168,16 +165,15 @@ def _name(v: dict) -> str:
 
 
 def _match(
-    p: list[dict], c: list[dict], key: Key
+    p: list[dict], c: list[dict], p_keys: list[str], c_keys: list[str]
 ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """(primary, candidate) index pairs with one key, then the unmatched of each side. Among
     strategies sharing a key (two named alike), identical ones pair first, the rest in order."""
-    p_keys, c_keys = list(map(key, p)), list(map(key, c))
-    if len(set(p_keys)) == len(p_keys) and len(set(c_keys)) == len(c_keys):
+    c_at = dict(zip(c_keys, range(len(c_keys)), strict=True))
+    p_has = set(p_keys)
+    if len(p_has) == len(p_keys) and len(c_at) == len(c_keys):
         # No two strategies of one list share a key (the usual lists): one pass each way.
-        c_at = dict(zip(c_keys, range(len(c_keys)), strict=True))
         pairs = [(i, c_at[k]) for i, k in enumerate(p_keys) if k in c_at]
-        p_has = set(p_keys)
         return (pairs, [i for i, k in enumerate(p_keys) if k not in c_at],
                 [j for j, k in enumerate(c_keys) if k not in p_has])
     groups: dict[Any, tuple[list[int], list[int]]] = {}

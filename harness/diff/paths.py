@@ -69,25 +69,40 @@ def _compile(glob: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(out) + r"(?:$|[.\[])")
 
 
-class PathMatcher:
-    """Answers "does any of these globs select this path?", quickly and with a cache."""
+class PathMatcher(dict[str, bool]):
+    """Answers "does any of these globs select this path?", quickly and with a cache.
 
-    __slots__ = ("_cache", "_patterns")
+    The matcher is its own cache: calling it is a C-level dict lookup once a path has been seen
+    (a route's paths repeat exchange after exchange); a new path is matched in `__missing__`.
+    """
+
+    __slots__ = ("_patterns",)
+    _MAX_CACHED = 10_000
 
     def __init__(self, globs: Iterable[str]) -> None:
+        super().__init__()
         self._patterns = [_compile(g) for g in globs if g]
-        self._cache: dict[str, bool] = {}
 
     def __bool__(self) -> bool:
         return bool(self._patterns)
 
-    def __call__(self, path: str) -> bool:
-        hit = self._cache.get(path)
-        if hit is None:
-            hit = any(p.match(path) for p in self._patterns)
-            if len(self._cache) < 10_000:
-                self._cache[path] = hit
+    def __missing__(self, path: str) -> bool:
+        hit = any(p.match(path) for p in self._patterns)
+        if len(self) < self._MAX_CACHED:
+            self[path] = hit
         return hit
+
+    # `matcher(path)`: the lookup itself, with no Python frame on a cache hit.
+    __call__ = dict.__getitem__
+
+    def __hash__(self) -> int:  # type: ignore[override]  # identity is equality, as before
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __repr__(self) -> str:
+        return f"PathMatcher({[p.pattern for p in self._patterns]!r})"
 
 
 def matcher(globs: Iterable[str]) -> PathMatcher:

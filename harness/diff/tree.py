@@ -11,7 +11,8 @@ How bodies are diffed, fastest first:
   orjson bytes prune equal subtrees; ``==`` alone would take ``true`` for ``1``) and compares
   leaves under the tolerance ``|a − b| <= atol + rtol·max(|a|, |b|)``;
 - long numeric lists (equity curves, series) are compared with numpy in one step, and lists of
-  many differing records (candles, trades) column by column, numeric columns with numpy;
+  many differing records (candles, trades) column by column, numeric columns with numpy (in
+  Python when only a few numbers differ: numpy's fixed cost would be most of the work);
 - a reordered list is one ORDER difference; a list whose items shifted, or whose length changed,
   is aligned on the items both sides share (symmetric: swapping primary and candidate names the
   same paths) and reported as the items missing and extra;
@@ -30,9 +31,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import operator
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -78,7 +81,15 @@ MAX_ITEM_FINDINGS = 5
 NUMERIC_ARRAY_MIN = 32
 # Lists of records (dicts with the same members) at least this long are compared by column.
 RECORDS_MIN = 8
+# Table columns with at most this many unequal numbers in all are compared in Python: numpy
+# costs ~20 µs a call, Python ~0.3 µs a number.
+PYTHON_MAX_NUMBERS = 48
 _EXACT_FLOAT_INT = 2**53
+_NUMBER_TYPES = frozenset({int, float})
+_EXACT_TYPES = frozenset({str, bool, type(None)})  # equal exactly when ==, whatever the type
+_CONTAINER_TYPES = frozenset({dict, list})
+_INFINITY = float("inf")
+_FIRST = operator.itemgetter(0)
 
 
 # --- status and headers ----------------------------------------------------------------------
@@ -198,13 +209,22 @@ def same(a: Any, b: Any) -> bool:
 
 def _all_numbers(a: Sequence[Any], b: Sequence[Any]) -> bool:
     """Both lists hold only numbers that floats represent exactly (no bools)."""
-    types = set(map(type, a)) | set(map(type, b))
-    if not types <= {int, float}:
+    if a and type(a[0]) is not float and type(a[0]) is not int:
+        return False  # a table's text and object columns, told at their first item
+    types = set(map(type, a))
+    types.update(map(type, b))
+    if not types <= _NUMBER_TYPES:
         return False
     if int not in types:
         return True
-    integers = [v for v in (*a, *b) if type(v) is int]
-    return min(integers) > -_EXACT_FLOAT_INT and max(integers) < _EXACT_FLOAT_INT
+    low: int
+    high: int
+    if float not in types:  # integers only: their extremes in C
+        low, high = min(min(a), min(b)), max(max(a), max(b))
+    else:
+        integers = [v for v in (*a, *b) if type(v) is int]
+        low, high = min(integers), max(integers)
+    return low > -_EXACT_FLOAT_INT and high < _EXACT_FLOAT_INT
 
 
 def _mismatch_mask(pa: np.ndarray, pb: np.ndarray, rtol: float,
@@ -221,6 +241,32 @@ def _mismatch_mask(pa: np.ndarray, pb: np.ndarray, rtol: float,
         if infinite.any():  # an infinity equals only itself: no tolerance can make it close
             bad |= infinite & (pa != pb)
         return bad, delta / scale
+
+
+def _column_mismatches(pa: np.ndarray, pb: np.ndarray, rtol: float,
+                       atol: float) -> list[list[int]]:
+    """For each row of two 2-D arrays, the indexes `_mismatch_mask` finds past the tolerance;
+    in fewer numpy calls when every value is finite (the usual table)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(pa).all() and np.isfinite(pb).all():
+            bad = ~(np.abs(pa - pb) <= atol + rtol * np.maximum(np.abs(pa), np.abs(pb)))
+            bad &= pa != pb
+        else:
+            bad, _ = _mismatch_mask(pa, pb, rtol, atol)
+    return [list(compress(range(len(row)), row)) for row in bad.tolist()]
+
+
+def _finite_mismatches(a: Sequence[Any], b: Sequence[Any], unequal: list[int], rtol: float,
+                       atol: float) -> list[int] | None:
+    """`_mismatch_mask`'s indexes for two columns of numbers, of which the `unequal` indexes
+    differ (the same float arithmetic, in Python); None when a value is not finite (numpy sorts
+    those out)."""
+    a = [float(a[j]) for j in unequal]  # as numpy reads them
+    b = [float(b[j]) for j in unequal]
+    if not (math.isfinite(sum(a)) and math.isfinite(sum(b))):
+        return None
+    return [j for j, x, y in zip(unequal, a, b, strict=True)
+            if not abs(x - y) <= atol + rtol * max(abs(x), abs(y))]
 
 
 def _numeric_compare(a: Sequence[Any], b: Sequence[Any], rtol: float,
@@ -245,8 +291,9 @@ class _Differ:
 
     def __init__(self, options: CompareOptions, *, summarise: bool = True) -> None:
         self.rtol, self.atol = options.tol(0.0, 0.0)
-        self.ignored = paths.matcher(options.ignore)
-        self.unordered = paths.matcher(options.unordered)
+        # None when no glob is given: tested as often as there are paths.
+        self.ignored = paths.matcher(options.ignore) or None
+        self.unordered = paths.matcher(options.unordered) or None
         self.summarise = summarise
         self.found: list[Difference] = []
         self.notes: dict[int, str] = {}  # id(difference) → what its message adds
@@ -263,6 +310,7 @@ class _Differ:
         """The differences, with their messages."""
         # A drift repeats the same pair of numbers item after item: each pair's words written once.
         numbers: dict[tuple[type, float, type, float], str] = {}  # (types and values of a pair)
+        notes = self.notes
         for diff in self.found:
             if not diff.message:
                 a, b = diff.primary, diff.candidate
@@ -276,8 +324,7 @@ class _Differ:
                     diff.message = (diff.path or "body") + words
                 else:
                     diff.message = self.describe(diff)
-            note = self.notes.get(id(diff))
-            if note:
+            if notes and (note := notes.get(id(diff))):
                 diff.message += note
         return self.found
 
@@ -321,67 +368,100 @@ class _Differ:
             if name not in a:
                 self.add(paths.key(where, name), Kind.EXTRA, None, value)
 
-    def record_pairs(self, items: list[tuple[Any, Any, str]]) -> dict[int, list[Difference]] | None:
+    def record_pairs(self, items: list[tuple[Any, Any, str]]
+                     ) -> list[tuple[int, Difference]] | None:
         """`walk` of every ``(a, b, path)`` when all are objects with the same members (the
         primary's in one order): member by member over all of them, equal members skipped at C
-        speed. The differences found, by item (each item's in `walk`'s order); None when the items
-        are not such records."""
+        speed. The differences found as (item, difference), by item (each item's in `walk`'s
+        order); None when the items are not such records."""
         rows_a = [a for a, _, _ in items]
         rows_b = [b for _, b, _ in items]
-        if set(map(type, rows_a)) != {dict} or set(map(type, rows_b)) != {dict}:
+        if type(rows_a[0]) is not dict:
             return None
         names = tuple(rows_a[0])
-        if not names or set(map(tuple, rows_a)) != {names}:
+        if not names:
             return None
-        if set(map(len, rows_b)) != {len(names)}:
+        # Reading a text key from an item that is not an object raises (below); other names: the
+        # type of every item is checked here.
+        if not all(type(name) is str for name in names) and (
+                set(map(type, rows_a)) != {dict} or set(map(type, rows_b)) != {dict}):
             return None
         getter = operator.itemgetter(*names)
-        try:  # as many members and every name present: the same members
+        try:  # the primary's members in one order, as many in the candidate's, all present
+            if set(map(tuple, rows_a)) != {names} or set(map(len, rows_b)) != {len(names)}:
+                return None
             table_b = list(map(getter, rows_b))
-        except KeyError:
+            table_a = list(map(getter, rows_a))
+        except (KeyError, TypeError):  # an item without a name, or not an object
             return None
-        table_a = list(map(getter, rows_a))
         columns: list[tuple[Sequence[Any], Sequence[Any]]]
         if len(names) == 1:
             columns = [(table_a, table_b)]
         else:
             columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
                                strict=True))
+        item_paths = [path for _, _, path in items]
         ignored = self.ignored
-        skipped = [bool(ignored) and ignored(path) for _, _, path in items]
-        by_item: dict[int, list[Difference]] = {}
+        skipped: list[bool] | None = list(map(ignored, item_paths)) if ignored else None
+        if skipped is not None and not any(skipped):
+            skipped = None
+        rtol, atol = self.rtol, self.atol
+        found: list[tuple[int, Difference]] = []
+        columns_found = 0  # how many columns added differences (more than one: sort by item)
         for name, (column_a, column_b) in zip(names, columns, strict=True):
             if column_a == column_b:
                 kinds = list(map(type, column_a))
                 if kinds == list(map(type, column_b)) and dict not in kinds and list not in kinds:
                     continue  # equal scalars of one type, item by item: `same` says so too
-            rows = [i for i, (x, y) in enumerate(zip(column_a, column_b, strict=True))
-                    if not skipped[i] and not same(x, y)]
+            rows = _unequal_items(column_a, column_b)
+            if skipped is not None:
+                rows = [i for i in rows if not skipped[i]]
             if not rows:
                 continue
-            nested = [(column_a[i], column_b[i], paths.key(items[i][2], name)) for i in rows]
-            below = self.record_pairs(nested) if len(rows) >= RECORDS_MIN else None
-            if below is not None:
-                for k, found in below.items():
-                    by_item.setdefault(rows[k], []).extend(found)
-                continue
-            for i, (a, b, path) in zip(rows, nested, strict=True):
-                if ignored and ignored(path):
+            sub_paths = list(map(paths.key, [item_paths[i] for i in rows], repeat(name)))
+            if len(rows) >= RECORDS_MIN and type(column_a[rows[0]]) is dict:
+                below = self.record_pairs([(column_a[i], column_b[i], path)
+                                           for i, path in zip(rows, sub_paths, strict=True)])
+                if below is not None:
+                    if below:
+                        columns_found += 1
+                        found += [(rows[k], diff) for k, diff in below]
                     continue
+            if ignored is not None:
+                shown = list(compress(range(len(rows)), map(operator.not_,
+                                                            map(ignored, sub_paths))))
+                if len(shown) < len(rows):
+                    rows = [rows[k] for k in shown]
+                    sub_paths = [sub_paths[k] for k in shown]
+            mark = len(found)
+            for i, path in zip(rows, sub_paths, strict=True):
+                a, b = column_a[i], column_b[i]
                 kind_a, kind_b = type(a), type(b)
+                if kind_a is float and kind_b is float:  # `within`, inline for two floats
+                    if not (a == b
+                            or ((delta := abs(a - b)) <= atol + rtol * max(abs(a), abs(b))
+                                and (delta < _INFINITY or max(abs(a), abs(b)) < _INFINITY))
+                            or (a != a and b != b)):
+                        found.append((i, Difference(path, Kind.CHANGED, a, b, "")))
+                    continue
                 if (kind_a is float or kind_a is int) and (kind_b is float or kind_b is int):
-                    if not within(a, b, self.rtol, self.atol):  # `walk` of two numbers
-                        by_item.setdefault(i, []).append(Difference(path, Kind.CHANGED, a, b, ""))
+                    if not within(a, b, rtol, atol):  # `walk` of two numbers
+                        found.append((i, Difference(path, Kind.CHANGED, a, b, "")))
                     continue
                 before = len(self.found)
                 self.walk(a, b, path)
                 if len(self.found) > before:
-                    by_item.setdefault(i, []).extend(self.found[before:])
+                    found += [(i, diff) for diff in self.found[before:]]
                     del self.found[before:]
-        return by_item
+            columns_found += len(found) > mark
+        if columns_found > 1:  # stable: each item's differences stay in member order
+            found.sort(key=_FIRST)
+        return found
 
     def _leaf(self, a: Any, b: Any, where: str) -> None:
-        if is_number(a) and is_number(b):
+        kind_a, kind_b = type(a), type(b)
+        if ((kind_a is float or kind_a is int) and (kind_b is float or kind_b is int)) or (
+                is_number(a) and is_number(b)):
             if not within(a, b, self.rtol, self.atol):
                 self.add(where, Kind.CHANGED, a, b)
         elif _category(a) != _category(b):
@@ -432,21 +512,27 @@ class _Differ:
     def _columns(self, a: Sequence[Any], b: Sequence[Any], rows: list[int], where: str,
                  tails: dict[str, list[tuple[str, Difference]]]) -> bool:
         """Records (dicts with the same members) compared column by column over `rows`: numeric
-        columns with numpy, same-typed scalar columns in one pass, the rest item by item.
+        columns with numpy (few unequal numbers in Python), same-typed scalar columns in one pass,
+        the rest item by item.
         False when the items are not records."""
         if len(rows) == len(a):
             items_a, items_b = a, b
         else:
             items_a, items_b = [a[i] for i in rows], [b[i] for i in rows]
-        if set(map(type, items_a)) != {dict} or set(map(type, items_b)) != {dict}:
+        if type(items_a[0]) is not dict:
             return False
         names = list(items_a[0])
-        if set(map(len, items_a)) != {len(names)} or set(map(len, items_b)) != {len(names)}:
+        # Reading a text key from an item that is not an object raises (below); other names: the
+        # type of every item is checked here.
+        if (not names or not all(type(name) is str for name in names)) and (
+                set(map(type, items_a)) != {dict} or set(map(type, items_b)) != {dict}):
             return False
-        if not names:
-            return True  # empty records: nothing to compare
         columns: list[tuple[Sequence[Any], Sequence[Any]]]
         try:  # same number of members and every name present: the same members
+            if set(map(len, items_a)) != {len(names)} or set(map(len, items_b)) != {len(names)}:
+                return False
+            if not names:
+                return True  # empty records: nothing to compare
             if len(names) <= 4:  # a few long columns: read one by one, faster than a transpose
                 getters = list(map(operator.itemgetter, names))
                 columns = [(list(map(get, items_a)), list(map(get, items_b))) for get in getters]
@@ -455,34 +541,50 @@ class _Differ:
                 table_a, table_b = list(map(getter, items_a)), list(map(getter, items_b))
                 columns = list(zip(zip(*table_a, strict=True), zip(*table_b, strict=True),
                                    strict=True))
-        except KeyError:
+        except (KeyError, TypeError):  # an item without a name, or not an object
             return False
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
+        if numeric:  # few unequal numbers: numpy's fixed cost would be most of the work
+            unequal: dict[int, list[int]] = {}
+            count = 0
+            for k in numeric:
+                unequal[k] = list(compress(range(len(rows)), map(operator.ne, *columns[k])))
+                count += len(unequal[k])
+                if count > PYTHON_MAX_NUMBERS:
+                    break
+            else:
+                for k in numeric:
+                    found = _finite_mismatches(*columns[k], unequal[k], self.rtol, self.atol)
+                    if found is None:
+                        break
+                    mismatches[k] = found
+                else:
+                    numeric = []
         if numeric:  # all numeric columns in one numpy comparison
-            mask, _ = _mismatch_mask(np.array([columns[k][0] for k in numeric], dtype=float),
-                                     np.array([columns[k][1] for k in numeric], dtype=float),
-                                     self.rtol, self.atol)
-            for row, k in enumerate(numeric):
-                mismatches[k] = np.flatnonzero(mask[row]).tolist()
+            found_by_row = _column_mismatches(
+                np.array([columns[k][0] for k in numeric], dtype=float),
+                np.array([columns[k][1] for k in numeric], dtype=float), self.rtol, self.atol)
+            mismatches.update(zip(numeric, found_by_row, strict=True))
         for k, (name, (column_a, column_b)) in enumerate(zip(names, columns, strict=True)):
             bad = mismatches.get(k)
             exact = bad is not None
             if not exact:
-                kinds = set(map(type, column_a)) | set(map(type, column_b))
-                exact = len(kinds) == 1 and kinds <= {str, bool, type(None)}
+                kinds = set(map(type, column_a))
+                kinds.update(map(type, column_b))
+                exact = len(kinds) == 1 and kinds <= _EXACT_TYPES
                 pairs = enumerate(zip(column_a, column_b, strict=True))
-                if column_a == column_b and not kinds & {dict, list} and (
+                if column_a == column_b and kinds.isdisjoint(_CONTAINER_TYPES) and (
                         exact or list(map(type, column_a)) == list(map(type, column_b))):
                     bad = []  # equal scalars of one type, item by item: `same` says so too
                 else:
-                    bad = ([j for j, (x, y) in pairs if x != y] if exact
+                    bad = (list(compress(range(len(column_a)), map(operator.ne, column_a,
+                                                                   column_b))) if exact
                            else [j for j, (x, y) in pairs if not same(x, y)])
             if not bad:
                 continue
             if exact and self.summarise and len(bad) > MAX_ITEM_FINDINGS:
-                self._column_summary(column_a, column_b, [(j, rows[j]) for j in bad], name,
-                                     where, len(a))
+                self._column_summary(column_a, column_b, bad, rows, name, where, len(a))
                 continue
             for j in bad:
                 item = paths.index(where, rows[j])
@@ -492,28 +594,31 @@ class _Differ:
         return True
 
     def _column_summary(self, column_a: Sequence[Any], column_b: Sequence[Any],
-                        bad: list[tuple[int, int]], name: str, where: str, total: int) -> None:
+                        bad: list[int], rows: list[int], name: str, where: str,
+                        total: int) -> None:
         """One difference for a column that differs in many items (the first one kept); `bad`
-        holds (row in the column, index in the list) pairs."""
+        holds rows of the column, `rows` each row's index in the list."""
         def path(i: int) -> str:
             return paths.key(paths.index(where, i), name)
 
         if self.ignored:
-            bad = [(j, i) for j, i in bad if not self.ignored(path(i))]
-        if len(bad) <= MAX_ITEM_FINDINGS:
-            for j, i in bad:
-                self._leaf(column_a[j], column_b[j], path(i))
-            return
+            bad = [j for j in bad if not self.ignored(path(rows[j]))]
+            count = len(bad)
+            if count <= MAX_ITEM_FINDINGS:
+                for j in bad:
+                    self._leaf(column_a[j], column_b[j], path(rows[j]))
+                return
+        count = len(bad)
         before = len(self.found)
-        for j, i in bad:  # the first that the exact comparison also calls different
-            self._leaf(column_a[j], column_b[j], path(i))
+        for j in bad:  # the first that the exact comparison also calls different
+            self._leaf(column_a[j], column_b[j], path(rows[j]))
             if len(self.found) > before:
                 break
         else:
             return
         tail = paths.key("", name)
         tail = tail if tail.startswith("[") else "." + tail
-        self._note(self.found[-1], f"; {len(bad)} of {total} items of {where or 'body'} "
+        self._note(self.found[-1], f"; {count} of {total} items of {where or 'body'} "
                                    f"differ at [*]{tail}")
 
     def _summarise_tails(self, mark: int, tails: dict[str, list[tuple[str, Difference]]],
@@ -619,12 +724,16 @@ class _Alignment:
 
 
 def _unequal_items(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
-    """Indexes of the items that may differ: unequal to C-level ``==``, or, when the equal rest
-    does not serialize the same (``true`` vs ``1`` hides from ``==``), each checked exactly."""
-    unequal = [i for i, (x, y) in enumerate(zip(a, b, strict=True))
-               if x is not y and (type(x) is not type(y) or x != y)]
+    """Indexes of the items that differ (``not same``): unequal to C-level ``==``, or, when the
+    equal rest does not serialize the same (``true`` vs ``1`` hides from ``==``), each checked
+    exactly."""
+    unequal = list(compress(range(len(a)), map(operator.and_, map(operator.is_not, a, b),
+                                                map(operator.ne, a, b))))
     if len(unequal) == len(a):
         return unequal
+    kinds = list(map(type, a))
+    if kinds == list(map(type, b)) and dict not in kinds and list not in kinds:
+        return unequal  # the equal rest: scalars of one type, which `same` takes as equal
     rest_a: Sequence[Any]
     rest_b: Sequence[Any]
     if unequal:
@@ -724,7 +833,8 @@ def _deepdiff_unordered(a: Sequence[Any], b: Sequence[Any], where: str,
     unordered = differ.unordered
 
     def order_free(level: DiffLevel, *_: Any) -> bool:
-        return unordered(_path_from_list(where, level.path(output_format="list")))
+        return unordered is not None and unordered(
+            _path_from_list(where, level.path(output_format="list")))
 
     diff = DeepDiff(
         list(a), list(b), view="tree", ignore_nan_inequality=True,
@@ -805,22 +915,24 @@ def compare_many(
 ) -> list[Difference]:
     """`compare_bodies(a, b, options, path=path)` of every ``(a, b, path)``, concatenated, with
     one walk for them all (the items of a list matched by identity, not position)."""
+    items = list(items)
+    rows_a, rows_b = [a for a, _, _ in items], [b for _, b, _ in items]
+    unequal = list(map(operator.ne, rows_a, rows_b))  # these are not ==: no second look
     differing = []
-    for primary, candidate, path in items:
-        if same(primary, candidate):
-            continue
-        if primary == candidate:
-            canonical = _canonical(primary)
+    for i in _unequal_items(rows_a, rows_b):
+        primary, candidate, _ = item = items[i]
+        if not unequal[i] and primary == candidate:  # members in another order? Canonically
+            canonical = _canonical(primary)  # equal is equal.
             if canonical is not None and canonical == _canonical(candidate):
                 continue
-        differing.append((primary, candidate, path))
+        differing.append(item)
     if not differing:
         return []
     differ = _Differ(options)
     if len(differing) >= RECORDS_MIN:  # many records differ: member by member over them all
         by_item = differ.record_pairs(differing)
         if by_item is not None:
-            differ.found = [d for i in sorted(by_item) for d in by_item[i]]
+            differ.found = [diff for _, diff in by_item]
             return differ.finish()
     for primary, candidate, path in differing:
         differ.walk(primary, candidate, path)
