@@ -125,6 +125,9 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_SIGNIFICANT = tuple(f".{digits}g" for digits in range(18))
+
+
 def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
     """Both numbers with enough significant digits to tell them apart, and two more."""
     if isinstance(a, int) and isinstance(b, int):
@@ -140,9 +143,10 @@ def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
     except (ArithmeticError, TypeError, ValueError):
         pass
     for digits in range(start, 18):
-        if f"{a:.{digits}g}" != f"{b:.{digits}g}":
-            keep = min(digits + 2, 17)
-            long_a, long_b = f"{a:.{keep}g}", f"{b:.{keep}g}"
+        spec = _SIGNIFICANT[digits]  # format(x, ".7g") is f"{x:.7g}" without building the spec
+        if format(a, spec) != format(b, spec):
+            keep = _SIGNIFICANT[min(digits + 2, 17)]
+            long_a, long_b = format(a, keep), format(b, keep)
             # A shorter exact form (0.3, not 0.29999999999999999) reads better.
             return (min(long_a, short_a, key=len), min(long_b, short_b, key=len))
     return short_a, short_b
