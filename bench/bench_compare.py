@@ -1,6 +1,6 @@
 """Comparisons per second on typical Cryptobot bodies, with baselines measured side by side.
 
-    .venv/bin/python bench/bench_compare.py [--seconds 0.5]
+    .venv/bin/python bench/bench_compare.py [--seconds 1.0]
 
 Bodies (built here, shaped like the services' answers): OHLCV candle lists, a backtest result
 with metrics, trades and an equity curve, a strategy list, an order list, a login answer with its
@@ -9,7 +9,8 @@ bytes), one value changed past tolerance, and drifted (every candle/point shifte
 scaled by 1e-6, as a timezone or rounding drift does; tokens minted again with another lifetime).
 
 Measured per core: calls per second of this process's CPU time (not wall time, so that the other
-processes of a shared machine do not count against it), each rate the best of five slices:
+processes of a shared machine do not count against it), each rate the best of twenty
+slices of 50 ms (`rate`):
 
 - ``bodies``: `compare_bodies` on two parsed trees (the json comparator's core);
 - ``judge json`` / ``judge <domain>``: the whole `Engine.judge` (lift, comparator, noise counting,
@@ -167,14 +168,16 @@ def answer(payload) -> Response:
     return Response(200, JSON, Body.from_bytes(orjson.dumps(payload)))
 
 
-def rate(fn: Callable[[], object], seconds: float, repeats: int = 5) -> float:
-    """Calls per second of CPU time: the best of `repeats` slices of `seconds` (the slice least
-    disturbed by other processes on a shared machine, as timeit advises)."""
+def rate(fn: Callable[[], object], seconds: float, slice_s: float = 0.05) -> float:
+    """Calls per second of CPU time: the best of the slices of `slice_s` that fit in `seconds`
+    (at least five). The best slice is the one least disturbed by the other processes of a
+    shared machine, as timeit advises; short slices make it likelier that one falls between two
+    disturbances (on a shared VM they come every few tenths of a second)."""
     fn()
     best = 0.0
-    for _ in range(repeats):
+    for _ in range(max(5, round(seconds / slice_s))):
         count, started = 0, time.process_time()
-        while (elapsed := time.process_time() - started) < seconds / repeats:
+        while (elapsed := time.process_time() - started) < slice_s:
             for _ in range(5):
                 fn()
             count += 5
@@ -184,7 +187,7 @@ def rate(fn: Callable[[], object], seconds: float, repeats: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.5, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     args = parser.parse_args()
     engine = Engine()
     request = Request("GET", "/bench")
