@@ -99,7 +99,13 @@ JWT_SHAPE = re.compile(
 REDACTED = "<redacted>"
 
 
-@register("auth")
+def _identical_is_match(options: CompareOptions) -> bool:
+    """Identical answers are judged by their headers (cookies too) unless tokens must verify
+    with configured keys: an identical token can fail to verify."""
+    return not options.extra.get("keys")
+
+
+@register("auth", identical_is_match=_identical_is_match)
 def compare_auth(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two auth-service answers (see the module docstring)."""
     volatile = VOLATILE_TIMESTAMPS if options.extra.get("compare_ids") else VOLATILE
@@ -122,15 +128,6 @@ def compare_auth(primary: Lifted, candidate: Lifted, options: CompareOptions) ->
 
 def _without_cookies(options: CompareOptions) -> CompareOptions:
     return dataclasses.replace(options, ignore_headers=(*options.ignore_headers, "set-cookie"))
-
-
-def _identical_is_match(options: CompareOptions) -> bool:
-    """Identical answers are judged by their headers (cookies too) unless tokens must verify
-    with configured keys: an identical token can fail to verify."""
-    return not options.extra.get("keys")
-
-
-compare_auth.identical_is_match = _identical_is_match  # type: ignore[attr-defined]
 
 
 def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:

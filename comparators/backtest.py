@@ -99,15 +99,12 @@ TRADE_LISTS = ("trades", "trade_list", "trade_history", "closed_trades")
 SHOWN = 3
 
 
-@register("backtest")
+@register("backtest", identical_is_match=True)
 def compare_backtest(
     primary: Lifted, candidate: Lifted, options: CompareOptions
 ) -> list[Difference]:
     """Compare two backtest-service answers (see the module docstring)."""
     return compare_answers(primary, candidate, with_ignored(options, DEFAULT_IGNORE), _bodies)
-
-
-compare_backtest.identical_is_match = True  # type: ignore[attr-defined]
 
 
 def _bodies(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:

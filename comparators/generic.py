@@ -8,4 +8,4 @@ from __future__ import annotations
 from harness.diff.base import register
 from harness.diff.tree import compare_json
 
-register("json")(compare_json)
+register("json", identical_is_match=True)(compare_json)

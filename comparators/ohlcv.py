@@ -53,13 +53,10 @@ _TIME_NAMES, _VALUE_NAMES = frozenset(TIME_FIELDS), frozenset(VALUE_FIELDS)
 Columns = dict[str, Sequence[Any]]  # field name -> its value in every candle, in order
 
 
-@register("ohlcv")
+@register("ohlcv", identical_is_match=True)
 def compare_ohlcv(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two OHLCV answers candle by candle (see the module docstring)."""
     return compare_answers(primary, candidate, options, _compare_bodies)
-
-
-compare_ohlcv.identical_is_match = True  # type: ignore[attr-defined]
 
 
 def _compare_bodies(

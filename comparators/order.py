@@ -88,7 +88,8 @@ def proves_dry_run(body: Any) -> bool:
     )
 
 
-@register("order")
+# Identical answers prove the same: their headers alone are judged.
+@register("order", identical_is_match=True)
 def compare_order(primary: Lifted, candidate: Lifted, options: CompareOptions) -> list[Difference]:
     """Compare two trade answers on the order's intent (see the module docstring)."""
     options = with_ignored(options, DEFAULT_IGNORE)
@@ -97,10 +98,6 @@ def compare_order(primary: Lifted, candidate: Lifted, options: CompareOptions) -
     if proof:  # the proof difference says all there is to say about `status`
         differences = [d for d in differences if d.path != "status"]
     return proof + differences
-
-
-# Identical answers prove the same: their headers alone are judged.
-compare_order.identical_is_match = True  # type: ignore[attr-defined]
 
 
 def _dry_run_proof(primary: Lifted, candidate: Lifted) -> list[Difference]:

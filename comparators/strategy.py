@@ -43,15 +43,12 @@ TIMESTAMPS = (
 LIST_KEYS = ("strategies", "items", "data", "results")
 
 
-@register("strategy")
+@register("strategy", identical_is_match=True)
 def compare_strategy(
     primary: Lifted, candidate: Lifted, options: CompareOptions
 ) -> list[Difference]:
     """Compare two strategy-service answers (see the module docstring)."""
     return compare_answers(primary, candidate, _options(options), _bodies)
-
-
-compare_strategy.identical_is_match = True  # type: ignore[attr-defined]
 
 
 def _options(options: CompareOptions) -> CompareOptions:

@@ -103,12 +103,11 @@ def _reads_the_body(primary: Lifted, candidate: Lifted, options: CompareOptions)
     return [Difference("", Kind.CHANGED, primary.kind, candidate.kind, "bodies given")]
 
 
-_reads_the_body.identical_is_match = True  # type: ignore[attr-defined]
-
 
 def test_a_dry_run_route_never_judges_by_the_headers_alone(monkeypatch):
     # Registered for this test only: other tests list the known comparators.
     monkeypatch.setitem(registry._REGISTRY, "test-reads-the-body", _reads_the_body)
+    monkeypatch.setitem(registry._IDENTICAL_IS_MATCH, _reads_the_body, True)
     answer = {"status": "dry_run", "order": {"symbol": "BTC/USDT", "side": "buy"}}
     plain = route("test-reads-the-body")
     (found,) = judged(response(answer), response(answer), plain)

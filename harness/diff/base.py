@@ -7,9 +7,9 @@ reason). Comparators only diff; judging noise and giving the verdict is the engi
 
 Comparators must not change the lifted bodies: the engine shares one parsed body between
 byte-identical answers. A comparator that judges two answers with the same status and body bytes
-by their headers alone sets ``fn.identical_is_match = True`` (or a predicate of the route's
-options, when some options make it read identical bodies too: a required dry-run proof, keys
-to verify tokens with); the engine then skips parsing them and calls it with bodiless answers
+by their headers alone says so when it registers, ``register(name, identical_is_match=True)`` (or
+a predicate of the route's options, when some options make it read identical bodies too: keys to
+verify tokens with); the engine then skips parsing them and calls it with bodiless answers
 (``kind`` "empty").
 """
 
@@ -91,18 +91,27 @@ BUILTIN = {
 }
 
 
+IdenticalIsMatch = bool | Callable[["CompareOptions"], bool]
+_IDENTICAL_IS_MATCH: dict[Comparator, IdenticalIsMatch] = {}
+
+
 def identical_is_match(compare: Comparator, options: CompareOptions) -> bool:
     """Whether `compare` judges answers with one status and body bytes by their headers alone
-    under `options` (see the module docstring)."""
-    declared = getattr(compare, "identical_is_match", False)
+    under `options` (as it said when registered; see the module docstring)."""
+    declared = _IDENTICAL_IS_MATCH.get(compare, False)
     return bool(declared(options) if callable(declared) else declared)
 
 
-def register(name: str) -> Callable[[Comparator], Comparator]:
-    """Class/function decorator: make a comparator available under `name`."""
+def register(name: str, *, identical_is_match: IdenticalIsMatch = False
+             ) -> Callable[[Comparator], Comparator]:
+    """Class/function decorator: make a comparator available under `name`; `identical_is_match`
+    (True, or a predicate of the route's options) lets the engine judge byte-identical answers by
+    their headers alone."""
 
     def decorate(fn: Comparator) -> Comparator:
         _REGISTRY[name] = fn
+        if identical_is_match:
+            _IDENTICAL_IS_MATCH[fn] = identical_is_match
         return fn
 
     return decorate

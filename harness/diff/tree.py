@@ -1009,6 +1009,3 @@ def compare_json(primary: Lifted, candidate: Lifted, options: CompareOptions) ->
     differences += compare_headers(primary, candidate, options)
     differences += compare_any_bodies(primary, candidate, options)
     return differences
-
-
-compare_json.identical_is_match = True  # type: ignore[attr-defined]
