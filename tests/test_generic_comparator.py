@@ -281,3 +281,18 @@ def test_lift_falls_back_for_nan_and_huge_numbers():
     assert lifted(b'{"x": Infinity}').body["x"] == math.inf
     huge = 123456789012345678901234567890
     assert lifted(b'{"n": %d}' % huge).body["n"] == huge
+
+
+def test_integers_past_float_range_are_compared_exactly():
+    """parse_json keeps integers past 64 bits exact (orjson would round them); past float range
+    they are compared as integers, within tolerance in fractions, never a comparator failure."""
+    big = 10**400
+
+    def answer(value: int) -> Lifted:
+        return lift(Response(200, [("content-type", "application/json")],
+                             Body.from_bytes(b'{"supply": %d}' % value)))
+
+    (found,) = compare_json(answer(big), answer(big * 2 + 1), CompareOptions())
+    assert found.path == "supply" and found.message.endswith("(rel 5.0e-01)")
+    assert compare_json(answer(big), answer(big + 1), CompareOptions(rtol=1e-9)) == []
+    assert len(compare_json(answer(big), answer(big + 1), CompareOptions())) == 1

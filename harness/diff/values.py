@@ -12,8 +12,10 @@ import dataclasses
 import itertools
 import math
 import operator
+import sys
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any, TypeGuard
 
@@ -84,8 +86,11 @@ def within(a: float, b: float, rtol: float, atol: float) -> bool:
         return False
     try:
         return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
-    except OverflowError:  # integers past float range
-        return False
+    except OverflowError:  # integers past float range (parse_json keeps them exact): in fractions
+        try:
+            return Fraction(abs(a - b)) <= Fraction(atol) + Fraction(rtol) * max(abs(a), abs(b))
+        except (OverflowError, ValueError):  # a tolerance that is no finite number
+            return False
 
 
 # --- how values read in a finding (one wording for every comparator) -------------------------
@@ -152,6 +157,9 @@ def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
     return short_a, short_b
 
 
+_LARGEST_FLOAT = int(sys.float_info.max)
+
+
 def number_message(where: str, a: Any, b: Any, rtol: float, atol: float) -> str:
     """``sharpe_ratio 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-09)``: both numbers with the digits that
     tell them apart, and the tolerance they are outside of."""
@@ -163,10 +171,13 @@ def number_message(where: str, a: Any, b: Any, rtol: float, atol: float) -> str:
         rel = delta / scale if scale else 0.0
     except (OverflowError, ZeroDivisionError, TypeError):
         return head
-    if not (math.isfinite(delta) and math.isfinite(rel)):
+    # (an integer past float range, which parse_json keeps exact, is finite and too large for
+    # the absolute allowance; it overflows where it meets a float)
+    huge = type(delta) is int and abs(delta) > _LARGEST_FLOAT
+    if not (math.isfinite(rel) and (huge or math.isfinite(delta))):
         return head
     reasons = [f"rel {rel:.1e} > {rtol:g}"] if rtol else []
-    if atol and (not rtol or atol >= rtol * scale):  # named only where it set the allowance
+    if atol and not huge and (not rtol or atol >= rtol * scale):  # where it set the allowance
         reasons.append(f"abs {delta:.1e} > {atol:g}")
     return f"{head} ({', '.join(reasons) or f'rel {rel:.1e}'})"
 
@@ -203,8 +214,13 @@ def compare_scalar(
         candidate, bool
     ):
         return _type_difference(path, primary, candidate)
-    p_num = as_number(primary, strings=numeric_strings)
-    c_num = as_number(candidate, strings=numeric_strings)
+    try:
+        p_num = as_number(primary, strings=numeric_strings)
+        c_num = as_number(candidate, strings=numeric_strings)
+    except OverflowError:  # an integer past float range (parse_json keeps it exact): as it is
+        p_num = primary if is_number(primary) else as_number(primary, strings=numeric_strings)
+        c_num = candidate if is_number(candidate) else as_number(candidate,
+                                                                 strings=numeric_strings)
     if p_num is not None and c_num is not None:
         if is_number(primary) != is_number(candidate):
             return _type_difference(path, primary, candidate)
