@@ -620,6 +620,9 @@ class _Differ:
         rest = []
         for k in numeric:
             column_a, column_b = columns[k]
+            if column_a == column_b:  # each pair the same number (or the same NaN object)
+                mismatches[k] = []
+                continue
             # A finite sum: no NaN, no infinity (an overflowing sum only sends it the long way).
             if math.isfinite(sum(column_a)) and math.isfinite(sum(column_b)):
                 mismatches[k] = list(compress(range(len(column_a)),
@@ -762,8 +765,9 @@ def _unequal_items(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
     """Indexes of the items that differ (``not same``): unequal to C-level ``==``, or, when the
     equal rest does not serialize the same (``true`` vs ``1`` hides from ``==``), each checked
     exactly."""
-    unequal = list(compress(range(len(a)), map(operator.and_, map(operator.is_not, a, b),
-                                                map(operator.ne, a, b))))
+    unequal = list(compress(range(len(a)), map(operator.ne, a, b)))
+    if unequal and any(map(operator.is_, a, b)):  # one object is `same` even when != (NaN)
+        unequal = [i for i in unequal if a[i] is not b[i]]
     if len(unequal) == len(a):
         return unequal
     kinds = list(map(type, a))
