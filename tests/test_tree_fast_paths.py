@@ -24,6 +24,7 @@ from harness.diff.tree import (
     compare_many,
     same,
 )
+from harness.diff.values import within
 from harness.testing.requests import json_values
 
 NAN = float("nan")
@@ -114,6 +115,18 @@ def test_a_table_without_a_tolerance_finds_what_each_item_finds(pairs):
             for d in compare_bodies(a, b, options, path=f"[{i}]")]
     assert sorted((d.path, d.kind, d.message) for d in whole) == sorted(
         (d.path, d.kind, d.message) for d in each)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True),
+       st.sampled_from([None, 1.000001, 1 + 5e-10, -1.0, 0.0]),
+       st.floats(allow_nan=True, allow_infinity=True),
+       st.sampled_from([0.0, 1e-9, 1e-6]), st.sampled_from([0.0, 1e-12, 1.0]))
+def test_two_floats_of_an_object_differ_where_within_says(x, factor, other, rtol, atol):
+    y = other if factor is None else x * factor
+    found = compare_bodies({"v": x, "w": "a"}, {"v": y, "w": "b"},
+                           CompareOptions(rtol=rtol, atol=atol))
+    assert [d.path for d in found] == ["v", "w"][within(x, y, rtol, atol):]
 
 
 RECORD = st.fixed_dictionaries({

@@ -373,7 +373,15 @@ class _Differ:
         for name, value in a.items():
             if name in b:
                 other = b[name]
-                if not same(value, other):
+                if same(value, other):
+                    continue
+                if type(value) is float and type(other) is float:  # `walk` of two floats
+                    if not (((delta := abs(value - other))
+                             <= self.atol + self.rtol * (scale := max(abs(value), abs(other)))
+                             and (delta < _INFINITY or scale < _INFINITY))
+                            or (value != value and other != other)):
+                        self.add(paths.key(where, name), Kind.CHANGED, value, other)
+                else:
                     self.walk(value, other, paths.key(where, name))
             else:
                 self.add(paths.key(where, name), Kind.MISSING, value, None)
