@@ -331,10 +331,12 @@ class _Differ:
                         and (type(a) is float or type(a) is int)
                         and (type(b) is float or type(b) is int)):
                     key = (type(a), a, type(b), b)
+                    where = diff.path or "body"
                     words = numbers.get(key)
                     if words is None:  # what follows the path: "0.02 vs 0.0200001 (rel ...)"
-                        words = numbers[key] = self.describe(diff)[len(diff.path or "body"):]
-                    diff.message = (diff.path or "body") + words
+                        words = numbers[key] = number_message(
+                            where, a, b, self.rtol, self.atol)[len(where):]  # as `describe`
+                    diff.message = where + words
                 else:
                     diff.message = self.describe(diff)
             if notes and (note := notes.get(id(diff))):
