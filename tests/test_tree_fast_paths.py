@@ -16,6 +16,7 @@ from harness.diff.base import CompareOptions
 from harness.diff.paths import PathMatcher, matcher
 from harness.diff.tree import (
     _column_mismatches,
+    _Differ,
     _finite_mismatches,
     _mismatch_mask,
     _unequal_items,
@@ -23,6 +24,7 @@ from harness.diff.tree import (
     compare_many,
     same,
 )
+from harness.diff.values import within
 from harness.testing.requests import json_values
 
 NAN = float("nan")
@@ -80,6 +82,51 @@ def test_numbers_compared_in_python_are_those_numpy_finds(columns, rtol, atol):
         assert not all(map(math.isfinite, sums))
     else:
         assert found == np.flatnonzero(mask).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(number_columns())
+def test_numbers_without_a_tolerance_differ_where_numpy_finds(columns):
+    a, b = columns
+    found: dict[int, list[int]] = {}
+    left = _Differ._exact_numbers([(a, b)], [0], found)
+    mask, _ = _mismatch_mask(np.array(a, dtype=float), np.array(b, dtype=float), 0.0, 0.0)
+    if left:  # a value that is not finite, or a sum too big: left to numpy
+        assert not (math.isfinite(sum(a)) and math.isfinite(sum(b))) and not found
+    else:
+        assert found == {0: np.flatnonzero(mask).tolist()}
+
+
+TABLE_ROW = st.fixed_dictionaries({
+    "s": st.one_of(st.sampled_from(["a", "b", ""]), TRICKY), "t": st.sampled_from(["x", "y"]),
+    "v": NUMBERS, "w": NUMBERS,
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(TABLE_ROW, TABLE_ROW), min_size=8, max_size=24))
+def test_a_table_without_a_tolerance_finds_what_each_item_finds(pairs):
+    # Each row numbered the same on both sides: no item of one side can be another's.
+    pairs = [({**a, "i": i}, {**b, "i": i}) for i, (a, b) in enumerate(pairs)]
+    options = CompareOptions()
+    whole = compare_bodies([a for a, _ in pairs], [b for _, b in pairs], options,
+                           summarise=False)
+    each = [d for i, (a, b) in enumerate(pairs)
+            for d in compare_bodies(a, b, options, path=f"[{i}]")]
+    assert sorted((d.path, d.kind, d.message) for d in whole) == sorted(
+        (d.path, d.kind, d.message) for d in each)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True),
+       st.sampled_from([None, 1.000001, 1 + 5e-10, -1.0, 0.0]),
+       st.floats(allow_nan=True, allow_infinity=True),
+       st.sampled_from([0.0, 1e-9, 1e-6]), st.sampled_from([0.0, 1e-12, 1.0]))
+def test_two_floats_of_an_object_differ_where_within_says(x, factor, other, rtol, atol):
+    y = other if factor is None else x * factor
+    found = compare_bodies({"v": x, "w": "a"}, {"v": y, "w": "b"},
+                           CompareOptions(rtol=rtol, atol=atol))
+    assert [d.path for d in found] == ["v", "w"][within(x, y, rtol, atol):]
 
 
 RECORD = st.fixed_dictionaries({

@@ -256,6 +256,19 @@ def _column_mismatches(pa: np.ndarray, pb: np.ndarray, rtol: float,
     return [list(compress(range(len(row)), row)) for row in bad.tolist()]
 
 
+def _text_column(a: Sequence[Any], b: Sequence[Any]) -> set[type] | None:
+    """``{str}`` when both columns hold only text (told by joining them, at C speed, instead of
+    reading every value's type), else None (not known)."""
+    if a and type(a[0]) is str:
+        try:
+            "".join(a)
+            "".join(b)
+        except TypeError:
+            return None
+        return {str}
+    return None
+
+
 def _finite_mismatches(a: Sequence[Any], b: Sequence[Any], unequal: list[int], rtol: float,
                        atol: float) -> list[int] | None:
     """`_mismatch_mask`'s indexes for two columns of numbers, of which the `unequal` indexes
@@ -318,10 +331,12 @@ class _Differ:
                         and (type(a) is float or type(a) is int)
                         and (type(b) is float or type(b) is int)):
                     key = (type(a), a, type(b), b)
+                    where = diff.path or "body"
                     words = numbers.get(key)
                     if words is None:  # what follows the path: "0.02 vs 0.0200001 (rel ...)"
-                        words = numbers[key] = self.describe(diff)[len(diff.path or "body"):]
-                    diff.message = (diff.path or "body") + words
+                        words = numbers[key] = number_message(
+                            where, a, b, self.rtol, self.atol)[len(where):]  # as `describe`
+                    diff.message = where + words
                 else:
                     diff.message = self.describe(diff)
             if notes and (note := notes.get(id(diff))):
@@ -360,7 +375,15 @@ class _Differ:
         for name, value in a.items():
             if name in b:
                 other = b[name]
-                if not same(value, other):
+                if same(value, other):
+                    continue
+                if type(value) is float and type(other) is float:  # `walk` of two floats
+                    if not (((delta := abs(value - other))
+                             <= self.atol + self.rtol * (scale := max(abs(value), abs(other)))
+                             and (delta < _INFINITY or scale < _INFINITY))
+                            or (value != value and other != other)):
+                        self.add(paths.key(where, name), Kind.CHANGED, value, other)
+                else:
                     self.walk(value, other, paths.key(where, name))
             else:
                 self.add(paths.key(where, name), Kind.MISSING, value, None)
@@ -545,6 +568,8 @@ class _Differ:
             return False
         numeric = [k for k, (ca, cb) in enumerate(columns) if _all_numbers(ca, cb)]
         mismatches: dict[int, list[int]] = {}
+        if numeric and not self.rtol and not self.atol:
+            numeric = self._exact_numbers(columns, numeric, mismatches)
         if numeric:  # few unequal numbers: numpy's fixed cost would be most of the work
             unequal: dict[int, list[int]] = {}
             count = 0
@@ -570,8 +595,10 @@ class _Differ:
             bad = mismatches.get(k)
             exact = bad is not None
             if not exact:
-                kinds = set(map(type, column_a))
-                kinds.update(map(type, column_b))
+                kinds = _text_column(column_a, column_b)
+                if kinds is None:
+                    kinds = set(map(type, column_a))
+                    kinds.update(map(type, column_b))
                 exact = len(kinds) == 1 and kinds <= _EXACT_TYPES
                 pairs = enumerate(zip(column_a, column_b, strict=True))
                 if column_a == column_b and kinds.isdisjoint(_CONTAINER_TYPES) and (
@@ -592,6 +619,27 @@ class _Differ:
                 self.walk(column_a[j], column_b[j], paths.key(item, name))
                 self._file(tails, item, before)
         return True
+
+    @staticmethod
+    def _exact_numbers(columns: list[tuple[Sequence[Any], Sequence[Any]]], numeric: list[int],
+                       mismatches: dict[int, list[int]]) -> list[int]:
+        """Without a tolerance, numbers (exact in floats) differ exactly where ``!=`` says so,
+        NaN beside NaN aside: `_mismatch_mask` with no numpy, for every column of `numeric`
+        holding only finite numbers (their mismatches filed in `mismatches`). The columns left
+        for `_mismatch_mask`."""
+        rest = []
+        for k in numeric:
+            column_a, column_b = columns[k]
+            if column_a == column_b:  # each pair the same number (or the same NaN object)
+                mismatches[k] = []
+                continue
+            # A finite sum: no NaN, no infinity (an overflowing sum only sends it the long way).
+            if math.isfinite(sum(column_a)) and math.isfinite(sum(column_b)):
+                mismatches[k] = list(compress(range(len(column_a)),
+                                              map(operator.ne, column_a, column_b)))
+            else:
+                rest.append(k)
+        return rest
 
     def _column_summary(self, column_a: Sequence[Any], column_b: Sequence[Any],
                         bad: list[int], rows: list[int], name: str, where: str,
@@ -727,8 +775,9 @@ def _unequal_items(a: Sequence[Any], b: Sequence[Any]) -> list[int]:
     """Indexes of the items that differ (``not same``): unequal to C-level ``==``, or, when the
     equal rest does not serialize the same (``true`` vs ``1`` hides from ``==``), each checked
     exactly."""
-    unequal = list(compress(range(len(a)), map(operator.and_, map(operator.is_not, a, b),
-                                                map(operator.ne, a, b))))
+    unequal = list(compress(range(len(a)), map(operator.ne, a, b)))
+    if unequal and any(map(operator.is_, a, b)):  # one object is `same` even when != (NaN)
+        unequal = [i for i in unequal if a[i] is not b[i]]
     if len(unequal) == len(a):
         return unequal
     kinds = list(map(type, a))
