@@ -564,8 +564,12 @@ class TradeTable:
             first = paths.index(self.path, pairs[0][0])
             fields = [f for f in fields if not self.diff.ignored(paths.key(first, f))]
         if shift:  # times moved by the shift were said once; the time field is (it pairs them)
+            # (most fields are no time, or not moved so: told by the first trade, in line)
+            i, j = pairs[0] if pairs else (0, 0)
             fields = [f for f in fields
-                      if f != time_field and not _moved_by(p_cols[f], c_cols[f], pairs, shift)]
+                      if f != time_field and pairs and (
+                          p_cols[f][i] == c_cols[f][j]
+                          or not _moved_by(p_cols[f], c_cols[f], pairs, shift, aligned))]
         if p_table is None or c_table is None or not pairs:
             return differences + compare_columns(
                 field_path, pairs, p, c, fields, self.diff.options, noun="trades",
@@ -705,10 +709,12 @@ def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_keys: list[tuple],
 
 
 def _moved_by(
-    p_column: Sequence[Any], c_column: Sequence[Any], pairs: list[tuple[int, int]], shift: int
+    p_column: Sequence[Any], c_column: Sequence[Any], pairs: list[tuple[int, int]], shift: int,
+    aligned: bool = False,
 ) -> bool:
     """Is the field of these columns a time moved by exactly `shift` (not 0) in every aligned
-    trade (said once already)?"""
+    trade (said once already)? `aligned`: the pairs are (i, i) for every value of both
+    columns."""
     if not pairs:
         return True
     i, j = pairs[0]  # most fields are no time, or not moved so: told by the first trade
@@ -717,8 +723,11 @@ def _moved_by(
     a, b = time_key(p_column[i]), time_key(c_column[j])
     if a is None or b is None or b - a != shift:
         return False
-    moved = time_keys([c_column[j] for _, j in pairs])
-    at = time_keys([p_column[i] for i, _ in pairs])
+    if aligned:
+        moved, at = time_keys(c_column), time_keys(p_column)
+    else:
+        moved = time_keys([c_column[j] for _, j in pairs])
+        at = time_keys([p_column[i] for i, _ in pairs])
     if None in moved or None in at:
         return False
     deltas = list(map(operator.sub, cast(list[int], moved), cast(list[int], at)))  # (no None)
