@@ -24,7 +24,7 @@ import json
 import operator
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, cast
 
@@ -126,6 +126,16 @@ def _ignored_paths(globs: PathMatcher) -> dict[str, bool]:
     return {}
 
 
+@lru_cache(maxsize=256)  # one per route's ignore globs, as `_ignored_paths`
+def _member_paths(globs: PathMatcher) -> dict[str, dict[str, tuple[str, bool]]]:
+    """Each object's path seen so far -> each member name -> the member's path and whether it
+    is ignored, under the route's own ignore `globs`: two lookups of text already hashed."""
+    return {}
+
+
+_MEMBER_PATHS_MAX = 512  # objects (and members of one object) remembered per route
+
+
 class BacktestDiff:
     """One comparison: walks both trees, handing curves, trade tables and keyed lists to their
     own comparisons and numbers to the tolerance rules."""
@@ -136,6 +146,7 @@ class BacktestDiff:
         self.globs = _route_globs(tuple(options.ignore))
         self.unordered = matcher(options.unordered)
         self.seen = _ignored_paths(self.globs)
+        self.member_paths = _member_paths(self.globs)
         # Without per-field tolerances every field has the route's (read once, not per value).
         self.tolerance = (None if options.extra.get("tolerances")
                           else options.tol(DEFAULT_RTOL, DEFAULT_ATOL))
@@ -156,6 +167,30 @@ class BacktestDiff:
         if self.tolerance is not None:
             return self.tolerance
         return field_tolerance(self.options, path, name)
+
+    def _known_members(self, path: str) -> dict[str, tuple[str, bool]]:
+        """The member paths (and whether each is ignored) below `path` seen so far."""
+        known = self.member_paths.get(path)
+        if known is None:
+            known = {}
+            if len(self.member_paths) < _MEMBER_PATHS_MAX:
+                self.member_paths[path] = known
+        return known
+
+    def kept_members(self, path: str, names: Iterable[str]) -> list[str]:
+        """The member `names` below `path` that are not ignored, in their order."""
+        known = self._known_members(path)
+        kept = []
+        for name in names:
+            member = known.get(name)
+            if member is None:
+                sub = paths.key(path, name)
+                member = (sub, self.ignored(sub))
+                if len(known) < _MEMBER_PATHS_MAX:
+                    known[name] = member
+            if not member[1]:
+                kept.append(name)
+        return kept
 
     def walk(self, path: str, p: Any, c: Any, name: str) -> list[Difference]:
         """The differences below `path`; `name` is the member name that led there."""
@@ -194,9 +229,16 @@ class BacktestDiff:
     def _members(self, path: str, p: dict, c: dict) -> list[Difference]:
         differences = []
         names = list(p) if p.keys() == c.keys() else [*p, *(k for k in c if k not in p)]
+        known = self._known_members(path)
         for name in names:
-            sub = paths.key(path, name)
-            if self.ignored(sub):
+            member = known.get(name)
+            if member is None:
+                sub = paths.key(path, name)
+                member = (sub, self.ignored(sub))
+                if len(known) < _MEMBER_PATHS_MAX:
+                    known[name] = member
+            sub, ignored = member
+            if ignored:
                 continue
             if name not in c:
                 differences.append(member_difference(sub, p[name], missing=True))
@@ -275,7 +317,7 @@ class BacktestDiff:
             [(i, i) for i in range(n)],
             p,
             c,
-            [f for f in fields if not self.ignored(paths.key(paths.index(path, 0), f))],
+            self.kept_members(paths.index(path, 0), fields),
             self.options,
             noun=noun,
             label=lambda f: f"{path}[*].{f}",
@@ -308,8 +350,7 @@ class BacktestDiff:
         def field_path(i: int, name: str) -> str:
             return paths.key(paths.index(path, i), name)
 
-        names = [name for name in sorted(set(columns) - {time_field})
-                 if not self.ignored(field_path(0, name))]
+        names = self.kept_members(paths.index(path, 0), sorted(set(columns) - {time_field}))
         pairs = [column(name) for name in names]
         return differences + compare_column_table(
             field_path, range(n), names, [a for a, _ in pairs], [b for _, b in pairs],
@@ -561,8 +602,7 @@ class TradeTable:
 
         fields = sorted(p_table) if p_table is not None else sorted(set().union(*p, *c))
         if pairs:
-            first = paths.index(self.path, pairs[0][0])
-            fields = [f for f in fields if not self.diff.ignored(paths.key(first, f))]
+            fields = self.diff.kept_members(paths.index(self.path, pairs[0][0]), fields)
         if shift:  # times moved by the shift were said once; the time field is (it pairs them)
             # (most fields are no time, or not moved so: told by the first trade, in line)
             i, j = pairs[0] if pairs else (0, 0)
