@@ -555,23 +555,26 @@ class TradeTable:
         p_labels = [list(map(str, p_cols[k])) for k in keys]
         c_labels = [list(map(str, c_cols[k])) for k in keys]
         p_whens, c_whens = _whens(p_cols[time_field]), _whens(c_cols[time_field])
-        p_keys, c_keys = _keys(p_whens, p_labels), _keys(c_whens, c_labels)
+        same_labels = p_labels == c_labels
         differences = []
         shift = 0
         aligned = True  # the pairs are (i, i) for every trade of both lists
-        if p_keys == c_keys:  # the common case: same trades, same order
-            pairs: list[tuple[int, int]] = [(i, i) for i in range(len(p_keys))]
+        # The keys (`_keys`) are the same when their times and labels are: the common case,
+        # same trades, same order.
+        if same_labels and p_whens == c_whens:
+            pairs: list[tuple[int, int]] = [(i, i) for i in range(len(p_whens))]
             missing: list[int] = []
             extra: list[int] = []
         else:
             p_prices = _column(p_cols, "entry_price", len(p))
             c_prices = _column(c_cols, "entry_price", len(c))
-            shift = _constant_shift(p_whens, c_whens, p_keys, p_labels == c_labels, p_prices,
+            shift = _constant_shift(p_whens, c_whens, p_labels, same_labels, p_prices,
                                     c_prices)
             if shift:  # what the alignment and the shift vote below come to, in one pass
-                pairs, missing, extra = [(i, i) for i in range(len(p_keys))], [], []
+                pairs, missing, extra = [(i, i) for i in range(len(p_whens))], [], []
             else:
                 aligned = False
+                p_keys, c_keys = _keys(p_whens, p_labels), _keys(c_whens, c_labels)
                 pairs, missing, extra = _align(p_keys, c_keys, 0)
                 if missing and extra:
                     found = self._shift(p_prices, c_prices, p_keys, c_keys)
@@ -726,7 +729,7 @@ def _keys(whens: list[Any], labels: list[list[str]]) -> list[tuple]:
     return list(zip(whens, *labels, strict=True))
 
 
-def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_keys: list[tuple],
+def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_labels: list[list[str]],
                     same_labels: bool, p_prices: Sequence[Any], c_prices: Sequence[Any]) -> int:
     """The shift `TradeTable.compare` finds when the candidate's trades are the primary's, in
     order, with the same labels and entry prices, every time moved by one constant (not 0): the
@@ -734,11 +737,16 @@ def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_keys: list[tuple],
     with trade i. 0 when the trades are not so."""
     if not same_labels or len(p_whens) != len(c_whens) or not p_whens:
         return 0
-    if not set(map(type, p_whens)) | set(map(type, c_whens)) <= {int}:
+    try:  # times are int keys or text (`_whens`): text (no time) cannot be subtracted
+        deltas = list(map(operator.sub, c_whens, p_whens))
+    except TypeError:
         return 0
-    deltas = list(map(operator.sub, c_whens, p_whens))
     shift: int = deltas[0]
-    if not shift or deltas.count(shift) != len(deltas) or len(set(p_keys)) != len(p_keys):
+    if not shift or deltas.count(shift) != len(deltas):
+        return 0
+    # Trades with one key each (distinct times tell it without building the keys).
+    size = len(p_whens)
+    if len(set(p_whens)) != size and len(set(_keys(p_whens, p_labels))) != size:
         return 0
     # Equal prices (`==`, or the same object) are the same price to the vote.
     if type(p_prices) is type(c_prices):
