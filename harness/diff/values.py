@@ -665,6 +665,7 @@ def columns_if_same_members(items: list[dict[str, Any]]) -> dict[str, Sequence[A
     names = list(first)
     if not names:
         return {} if not any(map(len, items)) else None
+    columns: dict[str, Sequence[Any]]
     try:
         if len(names) <= 4:  # a few long columns: read one by one, faster than a transpose
             columns = {name: list(map(operator.itemgetter(name), items)) for name in names}
