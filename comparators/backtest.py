@@ -24,7 +24,7 @@ import json
 import operator
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, cast
 
@@ -126,6 +126,16 @@ def _ignored_paths(globs: PathMatcher) -> dict[str, bool]:
     return {}
 
 
+@lru_cache(maxsize=256)  # one per route's ignore globs, as `_ignored_paths`
+def _member_paths(globs: PathMatcher) -> dict[str, dict[str, tuple[str, bool]]]:
+    """Each object's path seen so far -> each member name -> the member's path and whether it
+    is ignored, under the route's own ignore `globs`: two lookups of text already hashed."""
+    return {}
+
+
+_MEMBER_PATHS_MAX = 512  # objects (and members of one object) remembered per route
+
+
 class BacktestDiff:
     """One comparison: walks both trees, handing curves, trade tables and keyed lists to their
     own comparisons and numbers to the tolerance rules."""
@@ -136,6 +146,7 @@ class BacktestDiff:
         self.globs = _route_globs(tuple(options.ignore))
         self.unordered = matcher(options.unordered)
         self.seen = _ignored_paths(self.globs)
+        self.member_paths = _member_paths(self.globs)
         # Without per-field tolerances every field has the route's (read once, not per value).
         self.tolerance = (None if options.extra.get("tolerances")
                           else options.tol(DEFAULT_RTOL, DEFAULT_ATOL))
@@ -156,6 +167,30 @@ class BacktestDiff:
         if self.tolerance is not None:
             return self.tolerance
         return field_tolerance(self.options, path, name)
+
+    def _known_members(self, path: str) -> dict[str, tuple[str, bool]]:
+        """The member paths (and whether each is ignored) below `path` seen so far."""
+        known = self.member_paths.get(path)
+        if known is None:
+            known = {}
+            if len(self.member_paths) < _MEMBER_PATHS_MAX:
+                self.member_paths[path] = known
+        return known
+
+    def kept_members(self, path: str, names: Iterable[str]) -> list[str]:
+        """The member `names` below `path` that are not ignored, in their order."""
+        known = self._known_members(path)
+        kept = []
+        for name in names:
+            member = known.get(name)
+            if member is None:
+                sub = paths.key(path, name)
+                member = (sub, self.ignored(sub))
+                if len(known) < _MEMBER_PATHS_MAX:
+                    known[name] = member
+            if not member[1]:
+                kept.append(name)
+        return kept
 
     def walk(self, path: str, p: Any, c: Any, name: str) -> list[Difference]:
         """The differences below `path`; `name` is the member name that led there."""
@@ -194,9 +229,16 @@ class BacktestDiff:
     def _members(self, path: str, p: dict, c: dict) -> list[Difference]:
         differences = []
         names = list(p) if p.keys() == c.keys() else [*p, *(k for k in c if k not in p)]
+        known = self._known_members(path)
         for name in names:
-            sub = paths.key(path, name)
-            if self.ignored(sub):
+            member = known.get(name)
+            if member is None:
+                sub = paths.key(path, name)
+                member = (sub, self.ignored(sub))
+                if len(known) < _MEMBER_PATHS_MAX:
+                    known[name] = member
+            sub, ignored = member
+            if ignored:
                 continue
             if name not in c:
                 differences.append(member_difference(sub, p[name], missing=True))
@@ -275,7 +317,7 @@ class BacktestDiff:
             [(i, i) for i in range(n)],
             p,
             c,
-            [f for f in fields if not self.ignored(paths.key(paths.index(path, 0), f))],
+            self.kept_members(paths.index(path, 0), fields),
             self.options,
             noun=noun,
             label=lambda f: f"{path}[*].{f}",
@@ -308,8 +350,7 @@ class BacktestDiff:
         def field_path(i: int, name: str) -> str:
             return paths.key(paths.index(path, i), name)
 
-        names = [name for name in sorted(set(columns) - {time_field})
-                 if not self.ignored(field_path(0, name))]
+        names = self.kept_members(paths.index(path, 0), sorted(set(columns) - {time_field}))
         pairs = [column(name) for name in names]
         return differences + compare_column_table(
             field_path, range(n), names, [a for a, _ in pairs], [b for _, b in pairs],
@@ -514,23 +555,26 @@ class TradeTable:
         p_labels = [list(map(str, p_cols[k])) for k in keys]
         c_labels = [list(map(str, c_cols[k])) for k in keys]
         p_whens, c_whens = _whens(p_cols[time_field]), _whens(c_cols[time_field])
-        p_keys, c_keys = _keys(p_whens, p_labels), _keys(c_whens, c_labels)
+        same_labels = p_labels == c_labels
         differences = []
         shift = 0
         aligned = True  # the pairs are (i, i) for every trade of both lists
-        if p_keys == c_keys:  # the common case: same trades, same order
-            pairs: list[tuple[int, int]] = [(i, i) for i in range(len(p_keys))]
+        # The keys (`_keys`) are the same when their times and labels are: the common case,
+        # same trades, same order.
+        if same_labels and p_whens == c_whens:
+            pairs: list[tuple[int, int]] = [(i, i) for i in range(len(p_whens))]
             missing: list[int] = []
             extra: list[int] = []
         else:
             p_prices = _column(p_cols, "entry_price", len(p))
             c_prices = _column(c_cols, "entry_price", len(c))
-            shift = _constant_shift(p_whens, c_whens, p_keys, p_labels == c_labels, p_prices,
+            shift = _constant_shift(p_whens, c_whens, p_labels, same_labels, p_prices,
                                     c_prices)
             if shift:  # what the alignment and the shift vote below come to, in one pass
-                pairs, missing, extra = [(i, i) for i in range(len(p_keys))], [], []
+                pairs, missing, extra = [(i, i) for i in range(len(p_whens))], [], []
             else:
                 aligned = False
+                p_keys, c_keys = _keys(p_whens, p_labels), _keys(c_whens, c_labels)
                 pairs, missing, extra = _align(p_keys, c_keys, 0)
                 if missing and extra:
                     found = self._shift(p_prices, c_prices, p_keys, c_keys)
@@ -561,11 +605,14 @@ class TradeTable:
 
         fields = sorted(p_table) if p_table is not None else sorted(set().union(*p, *c))
         if pairs:
-            first = paths.index(self.path, pairs[0][0])
-            fields = [f for f in fields if not self.diff.ignored(paths.key(first, f))]
+            fields = self.diff.kept_members(paths.index(self.path, pairs[0][0]), fields)
         if shift:  # times moved by the shift were said once; the time field is (it pairs them)
+            # (most fields are no time, or not moved so: told by the first trade, in line)
+            i, j = pairs[0] if pairs else (0, 0)
             fields = [f for f in fields
-                      if f != time_field and not _moved_by(p_cols[f], c_cols[f], pairs, shift)]
+                      if f != time_field and pairs and (
+                          p_cols[f][i] == c_cols[f][j]
+                          or not _moved_by(p_cols[f], c_cols[f], pairs, shift, aligned))]
         if p_table is None or c_table is None or not pairs:
             return differences + compare_columns(
                 field_path, pairs, p, c, fields, self.diff.options, noun="trades",
@@ -682,7 +729,7 @@ def _keys(whens: list[Any], labels: list[list[str]]) -> list[tuple]:
     return list(zip(whens, *labels, strict=True))
 
 
-def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_keys: list[tuple],
+def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_labels: list[list[str]],
                     same_labels: bool, p_prices: Sequence[Any], c_prices: Sequence[Any]) -> int:
     """The shift `TradeTable.compare` finds when the candidate's trades are the primary's, in
     order, with the same labels and entry prices, every time moved by one constant (not 0): the
@@ -690,11 +737,16 @@ def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_keys: list[tuple],
     with trade i. 0 when the trades are not so."""
     if not same_labels or len(p_whens) != len(c_whens) or not p_whens:
         return 0
-    if not set(map(type, p_whens)) | set(map(type, c_whens)) <= {int}:
+    try:  # times are int keys or text (`_whens`): text (no time) cannot be subtracted
+        deltas = list(map(operator.sub, c_whens, p_whens))
+    except TypeError:
         return 0
-    deltas = list(map(operator.sub, c_whens, p_whens))
     shift: int = deltas[0]
-    if not shift or deltas.count(shift) != len(deltas) or len(set(p_keys)) != len(p_keys):
+    if not shift or deltas.count(shift) != len(deltas):
+        return 0
+    # Trades with one key each (distinct times tell it without building the keys).
+    size = len(p_whens)
+    if len(set(p_whens)) != size and len(set(_keys(p_whens, p_labels))) != size:
         return 0
     # Equal prices (`==`, or the same object) are the same price to the vote.
     if type(p_prices) is type(c_prices):
@@ -705,10 +757,12 @@ def _constant_shift(p_whens: list[Any], c_whens: list[Any], p_keys: list[tuple],
 
 
 def _moved_by(
-    p_column: Sequence[Any], c_column: Sequence[Any], pairs: list[tuple[int, int]], shift: int
+    p_column: Sequence[Any], c_column: Sequence[Any], pairs: list[tuple[int, int]], shift: int,
+    aligned: bool = False,
 ) -> bool:
     """Is the field of these columns a time moved by exactly `shift` (not 0) in every aligned
-    trade (said once already)?"""
+    trade (said once already)? `aligned`: the pairs are (i, i) for every value of both
+    columns."""
     if not pairs:
         return True
     i, j = pairs[0]  # most fields are no time, or not moved so: told by the first trade
@@ -717,8 +771,11 @@ def _moved_by(
     a, b = time_key(p_column[i]), time_key(c_column[j])
     if a is None or b is None or b - a != shift:
         return False
-    moved = time_keys([c_column[j] for _, j in pairs])
-    at = time_keys([p_column[i] for i, _ in pairs])
+    if aligned:
+        moved, at = time_keys(c_column), time_keys(p_column)
+    else:
+        moved = time_keys([c_column[j] for _, j in pairs])
+        at = time_keys([p_column[i] for i, _ in pairs])
     if None in moved or None in at:
         return False
     deltas = list(map(operator.sub, cast(list[int], moved), cast(list[int], at)))  # (no None)

@@ -218,3 +218,44 @@ def test_near_count_is_small_when_few_values_agree():
     assert near_count(p, [round(v * 1.000001, 2) for v in p], 1e-9, 1e-12) < 60
     assert near_count(p, p, 1e-9, 1e-12) == 120
     assert near_count(p, [1.0, None], 1e-9, 1e-12) is None  # not every value a number
+
+
+_FINITE = st.one_of(st.floats(-1e6, 1e6), st.integers(-(10**6), 10**6),
+                    st.sampled_from([0.0, -0.0, 1e-300]))
+_SPECIAL = st.sampled_from([None, math.nan, math.inf, -math.inf, 1e308, -1e308])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_FINITE, _FINITE), min_size=97, max_size=140),
+       st.lists(st.tuples(st.integers(0, 96), st.booleans(), _SPECIAL), max_size=2),
+       st.sampled_from([1.0, 1.000001, 1.1]),
+       st.sampled_from([(1e-9, 1e-12), (0.0, 0.0), (1e-3, 0.0), (0.0, 1.0)]))
+def test_one_numeric_column_is_judged_as_among_other_columns(points, specials, drift,
+                                                              tolerance):
+    """A long column alone (numpy's one-column pass) comes to what the general pass finds for it
+    beside another column: the same count, first index and deviations, nulls and NaN included."""
+    from harness.diff.values import _numeric_mismatches
+
+    p = [a for a, _ in points]
+    c = [b * drift if k % 3 else a for k, (a, b) in enumerate(points)]
+    for at, primary_side, value in specials:
+        (p if primary_side else c)[at] = value
+    rtol, atol = tolerance
+    (alone,) = _numeric_mismatches([(p, c)], [rtol], [atol])
+    beside, _ = _numeric_mismatches([(p, c), (p, p)], [rtol, rtol], [atol, atol])
+    assert alone == beside
+
+
+def test_points_are_one_table_only_with_the_same_members():
+    from harness.diff.values import columns_if_same_members
+
+    assert columns_if_same_members([{"t": 1, "x": 2.0}, {"t": 3, "x": 4.0}]) == {
+        "t": [1, 3], "x": [2.0, 4.0]}
+    assert columns_if_same_members([{"t": 1, "x": 2.0}, {"t": 3, "x": 4.0, "y": 5}]) is None
+    assert columns_if_same_members([{"t": 1, "x": 2.0}, {"t": 3, "y": 4.0}]) is None
+    assert columns_if_same_members([{"t": 1, "x": 2.0}, {"x": 3}]) is None
+    assert columns_if_same_members([{}, {}]) == {}
+    assert columns_if_same_members([{}, {"t": 1}]) is None
+    wide = [{f"m{k}": k + i for k in range(6)} for i in range(3)]
+    assert columns_if_same_members(wide)["m5"] == (5, 6, 7)
+    assert columns_if_same_members([*wide, {**wide[0], "extra": 1}]) is None
