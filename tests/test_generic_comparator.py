@@ -153,7 +153,10 @@ def test_infinities_and_huge_integers():
     assert compare_bodies([math.inf], [1e308], CompareOptions(rtol=0.5)) != []
     assert compare_bodies({"n": 2**70}, {"n": 2**70 + 1}, CompareOptions()) != []
     assert compare_bodies({"n": 2**70}, {"n": 2**70 + 1}, CompareOptions(rtol=1e-9)) == []
-    assert compare_bodies({"n": 10**400}, {"n": 10**400 + 1}, CompareOptions(rtol=1e-9)) != []
+    # past float range the same: the tolerance computed exactly (in fractions), not given up on
+    assert compare_bodies({"n": 10**400}, {"n": 10**400 + 1}, CompareOptions(rtol=1e-9)) == []
+    assert compare_bodies({"n": 10**400}, {"n": 10**400 + 1}, CompareOptions()) != []
+    assert compare_bodies({"n": 10**400}, {"n": 10**391}, CompareOptions(rtol=1e-9)) != []
 
 
 def test_reordered_list_is_one_order_finding_unless_declared_unordered():
@@ -296,3 +299,29 @@ def test_integers_past_float_range_are_compared_exactly():
     assert found.path == "supply" and found.message.endswith("(rel 5.0e-01)")
     assert compare_json(answer(big), answer(big + 1), CompareOptions(rtol=1e-9)) == []
     assert len(compare_json(answer(big), answer(big + 1), CompareOptions())) == 1
+
+
+BIG = "1" + "0" * 400  # past float range
+
+
+@pytest.mark.parametrize("comparator", ["json", "backtest", "ohlcv", "order", "strategy", "auth"])
+@pytest.mark.parametrize("primary,candidate,path", [
+    (f'{{"metrics": {{"x": {BIG}}}}}', f'{{"metrics": {{"x": {BIG}2}}}}', "metrics.x"),
+    (f'[{{"timestamp": 1714521600000, "open": {BIG}, "high": 1, "low": 1, "close": 1, '
+     f'"volume": 1}}]', f'[{{"timestamp": 1714521600000, "open": {BIG}1, "high": 1, "low": 1, '
+     f'"close": 1, "volume": 1}}]', "[0].open"),
+    (f'{{"equity_curve": [{BIG}, {", ".join(["1.5"] * 200)}]}}',
+     f'{{"equity_curve": [{BIG}1, {", ".join(["1.5"] * 200)}]}}', "equity_curve[0]"),
+])
+def test_every_comparator_finds_a_change_past_float_range(comparator, primary, candidate, path):
+    """Scalars, candle columns and long curves (numpy's path) alike: the change is found where
+    it is, never a comparator failure on the integer."""
+    from harness.diff.base import get
+
+    def answer(text: str) -> Lifted:
+        return lift(Response(200, [("content-type", "application/json")],
+                             Body.from_bytes(text.encode())))
+
+    found = get(comparator)(answer(primary), answer(candidate), CompareOptions())
+    assert [d.path for d in found] == [path]
+    assert found[0].message.endswith(("(rel 9.0e-01)", "(rel 9.0e-01 > 1e-09)")), found[0].message

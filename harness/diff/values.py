@@ -363,7 +363,35 @@ def _numeric_mismatches(
 ) -> list[tuple[int, int, str]]:
     """For each pair of equally long numeric columns (nulls allowed), how many points are
     outside its tolerance, the first of them, and what the deviations were; all columns in one
-    numpy comparison."""
+    numpy comparison (point by point where an integer is past float range)."""
+    try:
+        return _float_mismatches(columns, rtols, atols)
+    except OverflowError:  # an integer past float range, which parse_json keeps exact
+        return _exact_mismatches(columns, rtols, atols)
+
+
+def _exact_mismatches(
+    columns: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+    rtols: Sequence[float],
+    atols: Sequence[float],
+) -> list[tuple[int, int, str]]:
+    """`_numeric_mismatches` point by point with `compare_scalar` (which compares integers
+    past float range as integers), without deviation figures."""
+    out = []
+    for (primary, candidate), rtol, atol in zip(columns, rtols, atols, strict=True):
+        bad = [compare_scalar("", p, c, rtol, atol) is not None
+               for p, c in zip(primary, candidate, strict=True)]
+        count = sum(bad)
+        out.append((count, bad.index(True) if count else 0, ""))
+    return out
+
+
+def _float_mismatches(
+    columns: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+    rtols: Sequence[float],
+    atols: Sequence[float],
+) -> list[tuple[int, int, str]]:
+    """`_numeric_mismatches` in floats (OverflowError for an integer past float range)."""
     rows, size = len(columns), len(columns[0][0])
     if not size:
         return [(0, 0, "")] * rows
