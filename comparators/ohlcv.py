@@ -79,15 +79,10 @@ def _compare_bodies(
     )
 
 
-def find_candles(body: Any) -> str | None:
-    """Where the candle list is: ``""`` for the body itself, a key, or None (not candles)."""
-    found = _locate(body)
-    return None if found is None else found[0]
-
-
 def _locate(body: Any) -> tuple[str, Columns | None] | None:
-    """`find_candles`, with the candles' columns when every candle is an object with the first
-    one's members (read once, for every later step)."""
+    """Where the candle list is (``""`` for the body itself, or a key) with the candles'
+    columns when every candle is an object with the first one's members (read once, for every
+    later step); None when the body holds no candle list."""
     if isinstance(body, list):
         return _candle_list("", body)
     if isinstance(body, dict):
@@ -242,13 +237,6 @@ def _take(indices: Sequence[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
 def _row_names(length: int) -> tuple[str, ...]:
     """The field names of a ccxt row of `length` values (a row without volume has five)."""
     return ROW_FIELDS[:length] + tuple(f"col{i}" for i in range(len(ROW_FIELDS), length))
-
-
-def compare_candles(
-    path: str, primary: Sequence[Any], candidate: Sequence[Any], options: CompareOptions
-) -> list[Difference]:
-    """The differences between two candle lists at `path` (see the module docstring)."""
-    return _compare_lists(path, primary, candidate, options, None, None)
 
 
 def _compare_lists(
