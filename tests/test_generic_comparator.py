@@ -325,3 +325,14 @@ def test_every_comparator_finds_a_change_past_float_range(comparator, primary, c
     found = get(comparator)(answer(primary), answer(candidate), CompareOptions())
     assert [d.path for d in found] == [path]
     assert found[0].message.endswith(("(rel 9.0e-01)", "(rel 9.0e-01 > 1e-09)")), found[0].message
+
+
+@pytest.mark.parametrize("literal", [2**64, 10**19 * 3, -(2**63) - 1, -(10**19) + 1, -(10**30)])
+def test_integers_orjson_would_round_are_read_exactly(literal):
+    """orjson reads integers past 2**64 - 1 and below -2**63 as floats; parse_json reads such
+    bodies with Python's json, so that the last digit still counts."""
+    from harness.diff.lift import parse_json
+
+    for value in (literal, literal + 1):
+        assert parse_json(b'{"n": [1.5, %d]}' % value) == {"n": [1.5, value]}
+    assert parse_json(b"[%d]" % (2**63 - 1)) == [2**63 - 1]  # orjson's own range: orjson

@@ -10,17 +10,21 @@ import orjson
 from harness.diff.base import Lifted
 from harness.model import Response
 
-# orjson reads integers past 64 bits as floats (rounded): a body with a run of 20 digits is read
-# by Python's json instead, which keeps them exact.
+# orjson reads integers past 64 bits as floats (rounded): past 2**64 - 1 (20 digits) and below
+# -2**63 (a minus and 19 digits). A body with either run of digits is read by Python's json
+# instead, which keeps them exact.
 _DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 20
+_LONG_NEGATIVE = b"-" + b"0" * 19
 
 
 def parse_json(raw: bytes) -> object:
     """Parse JSON with orjson; Python's json for what orjson refuses or rounds (NaN, Infinity,
     integers past 64 bits, lone surrogates). Raises ValueError or RecursionError."""
-    if len(raw) >= 20 and _LONG_RUN in raw.translate(_DIGITS):
-        return json.loads(raw)
+    if len(raw) >= 20:
+        digits = raw.translate(_DIGITS)
+        if _LONG_RUN in digits or _LONG_NEGATIVE in digits:
+            return json.loads(raw)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
