@@ -177,17 +177,22 @@ class BacktestDiff:
                 self.member_paths[path] = known
         return known
 
+    def _learn_member(self, known: dict[str, tuple[str, bool]], path: str,
+                      name: str) -> tuple[str, bool]:
+        """Member `name`'s path below `path` and whether it is ignored, remembered in `known`
+        (`path`'s entry of the member-path cache) while it has room."""
+        sub = paths.key(path, name)
+        member = (sub, self.ignored(sub))
+        if len(known) < _MEMBER_PATHS_MAX:
+            known[name] = member
+        return member
+
     def kept_members(self, path: str, names: Iterable[str]) -> list[str]:
         """The member `names` below `path` that are not ignored, in their order."""
         known = self._known_members(path)
         kept = []
         for name in names:
-            member = known.get(name)
-            if member is None:
-                sub = paths.key(path, name)
-                member = (sub, self.ignored(sub))
-                if len(known) < _MEMBER_PATHS_MAX:
-                    known[name] = member
+            member = known.get(name) or self._learn_member(known, path, name)
             if not member[1]:
                 kept.append(name)
         return kept
@@ -231,12 +236,7 @@ class BacktestDiff:
         names = list(p) if p.keys() == c.keys() else [*p, *(k for k in c if k not in p)]
         known = self._known_members(path)
         for name in names:
-            member = known.get(name)
-            if member is None:
-                sub = paths.key(path, name)
-                member = (sub, self.ignored(sub))
-                if len(known) < _MEMBER_PATHS_MAX:
-                    known[name] = member
+            member = known.get(name) or self._learn_member(known, path, name)
             sub, ignored = member
             if ignored:
                 continue

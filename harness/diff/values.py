@@ -296,13 +296,7 @@ def column_difference(
     if numeric:
         ((count, first, stats),) = _numeric_mismatches([(primary, candidate)], [rtol], [atol])
     else:
-        bad = [
-            compare_scalar("", p, c, rtol, atol, exact=exact) is not None
-            for p, c in zip(primary, candidate, strict=True)
-        ]
-        count = sum(bad)
-        first = bad.index(True) if count else 0
-        stats = ""
+        count, first, stats = _scalar_mismatches(primary, candidate, rtol, atol, exact=exact)
     return _column_finding(path_of, primary, candidate, count, first, stats, rtol, atol,
                            what=what, noun=noun, positions=positions, exact=exact,
                            numeric=numeric)
@@ -377,13 +371,18 @@ def _exact_mismatches(
 ) -> list[tuple[int, int, str]]:
     """`_numeric_mismatches` point by point with `compare_scalar` (which compares integers
     past float range as integers), without deviation figures."""
-    out = []
-    for (primary, candidate), rtol, atol in zip(columns, rtols, atols, strict=True):
-        bad = [compare_scalar("", p, c, rtol, atol) is not None
-               for p, c in zip(primary, candidate, strict=True)]
-        count = sum(bad)
-        out.append((count, bad.index(True) if count else 0, ""))
-    return out
+    return [_scalar_mismatches(primary, candidate, rtol, atol)
+            for (primary, candidate), rtol, atol in zip(columns, rtols, atols, strict=True)]
+
+
+def _scalar_mismatches(primary: Sequence[Any], candidate: Sequence[Any], rtol: float,
+                       atol: float, *, exact: bool = False) -> tuple[int, int, str]:
+    """How many aligned points `compare_scalar` finds different, and the first of them (no
+    deviation figures)."""
+    bad = [compare_scalar("", p, c, rtol, atol, exact=exact) is not None
+           for p, c in zip(primary, candidate, strict=True)]
+    count = sum(bad)
+    return count, bad.index(True) if count else 0, ""
 
 
 def _float_mismatches(
