@@ -118,7 +118,12 @@ def json_type(value: Any) -> str:
 def show(value: Any, limit: int = 60) -> str:
     """A value as a reviewer reads it: numbers bare (``nan``, ``inf`` too), strings quoted, JSON
     otherwise, cut at `limit`."""
-    if is_number(value):
+    kind = type(value)
+    if kind is float:  # (the usual values first, by their exact type)
+        text = repr(value)
+    elif kind is str and '"' not in value and "\\" not in value:
+        text = f'"{value}"'
+    elif is_number(value):
         text = repr(value) if isinstance(value, float) else str(value)
     elif isinstance(value, str):
         text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -153,7 +158,8 @@ def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
             keep = _SIGNIFICANT[min(digits + 2, 17)]
             long_a, long_b = format(a, keep), format(b, keep)
             # A shorter exact form (0.3, not 0.29999999999999999) reads better.
-            return (min(long_a, short_a, key=len), min(long_b, short_b, key=len))
+            return (short_a if len(short_a) < len(long_a) else long_a,
+                    short_b if len(short_b) < len(long_b) else long_b)
     return short_a, short_b
 
 
@@ -176,10 +182,15 @@ def number_message(where: str, a: Any, b: Any, rtol: float, atol: float) -> str:
     huge = type(delta) is int and abs(delta) > _LARGEST_FLOAT
     if not (math.isfinite(rel) and (huge or math.isfinite(delta))):
         return head
-    reasons = [f"rel {rel:.1e} > {rtol:g}"] if rtol else []
+    reasons = [f"rel {rel:.1e} > {_tolerance(rtol)}"] if rtol else []
     if atol and not huge and (not rtol or atol >= rtol * scale):  # where it set the allowance
-        reasons.append(f"abs {delta:.1e} > {atol:g}")
+        reasons.append(f"abs {delta:.1e} > {_tolerance(atol)}")
     return f"{head} ({', '.join(reasons) or f'rel {rel:.1e}'})"
+
+
+@lru_cache(maxsize=256, typed=True)  # a route's tolerances, in message after message
+def _tolerance(value: float) -> str:
+    return f"{value:g}"
 
 
 def type_message(where: str, a: Any, b: Any) -> str:
@@ -329,7 +340,7 @@ def _column_finding(
         if single is not None:
             return single
     at = positions[first] if positions is not None else first
-    tolerance = f" outside rtol {rtol:g}" if numeric else " differ"
+    tolerance = f" outside rtol {_tolerance(rtol)}" if numeric else " differ"
     detail = f"{stats}; " if stats else ""
     message = (
         f"{what} diverges from index {at} ({detail}{count} of {len(primary)} {noun}{tolerance}): "
@@ -467,20 +478,25 @@ def _one_column(primary: Sequence[Any], candidate: Sequence[Any], size: int, rto
     deviations read on the points outside only."""
     import numpy as np
 
+    # ufuncs and their reduce, not the array methods and flatnonzero (Python wrappers over
+    # them): on a column of a few hundred points the wrappers cost as much as the arithmetic
     p = np.fromiter(primary, dtype=float, count=size)
     c = np.fromiter(candidate, dtype=float, count=size)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         deviation = np.abs(p - c)
         scale = np.maximum(np.abs(p), np.abs(c))
-        if math.isnan(deviation.sum()):  # (a sum of magnitudes is NaN only with a NaN in it)
+        if math.isnan(np.add.reduce(deviation)):  # (a sum of magnitudes is NaN only with a NaN)
             return None
-        outside = np.flatnonzero(deviation > atol + rtol * scale)
+        outside = (deviation > atol + rtol * scale).nonzero()[0]
         if not len(outside):
             return 0, 0, "null against a number"  # (the words of no difference, as below)
-        deviations = deviation[outside]
-        max_rel = float((deviations / scale[outside]).max())
+        if len(outside) == size:  # a drift: every point (no copy picked)
+            deviations, scales = deviation, scale
+        else:
+            deviations, scales = deviation[outside], scale[outside]
+        max_rel = float(np.maximum.reduce(deviations / scales))
     return (len(outside), int(outside[0]),
-            f"max rel {max_rel:.1e}, max abs {float(deviations.max()):.3g}")
+            f"max rel {max_rel:.1e}, max abs {float(np.maximum.reduce(deviations)):.3g}")
 
 
 # Columns up to this many points in all are compared without numpy: its fixed cost (some 30 µs)
@@ -860,6 +876,7 @@ def _time_keys(values: Sequence[Any]) -> tuple[list[int | None], bool]:
     return keys, None not in keys
 
 
+@lru_cache(maxsize=1024)  # the same shift (a timezone) in exchange after exchange
 def show_offset(seconds: float) -> str:
     """A shift as a person says it: ``+1h``, ``-30m``, ``+5h30m``, ``+2d``, ``+90s``."""
     sign = "+" if seconds >= 0 else "-"
