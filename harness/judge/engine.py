@@ -177,6 +177,8 @@ class Engine:
         if self._first_count(exchange):
             self.noise.learn(exchange.route, candidate_paths, secondary, untestable_now)
         untestable: set[str] = set()
+        if secondary is None and not self.noise.has_samples(exchange.route):
+            return untestable  # nothing learned yet explains a difference (below: no path does)
         for diff in differences:
             if diff.severity is Severity.CRITICAL:
                 continue  # a critical finding is never explained away

@@ -57,12 +57,18 @@ class NoiseModel:
                 if path not in counts.examples:
                     counts.examples[path] = values
 
+    def has_samples(self, route: str) -> bool:
+        """Whether `route` has had enough exchanges with a secondary answer for `explains` to
+        explain anything (it explains nothing before)."""
+        counts = self.routes.get(route)
+        return counts is not None and counts.with_secondary >= self.settings.min_samples
+
     def explains(self, route: str, path: str) -> bool:
         """Diffy's judgement from the learned counts: is a candidate difference at generalized
         `path` explained by noise?"""
-        counts = self.routes.get(route)
-        if counts is None or counts.with_secondary < self.settings.min_samples:
+        if not self.has_samples(route):
             return False
+        counts = self.routes[route]
         noise = counts.noise.get(path, 0)
         if not noise:
             return False
