@@ -49,6 +49,8 @@ def numbers_or_nulls(values: Iterable[Any]) -> bool:
     """Whether every value is a number (not a bool) or null."""
     if not isinstance(values, list | tuple):
         values = values if isinstance(values, Sequence) else list(values)
+    if list(map(type, values)).count(float) == len(values):  # (the usual column, counted in C)
+        return True
     return set(map(type, values)) <= _PLAIN_COLUMN or all(
         v is None or is_number(v) for v in values
     )
@@ -487,16 +489,14 @@ def _one_column(primary: Sequence[Any], candidate: Sequence[Any], size: int, rto
         scale = np.maximum(np.abs(p), np.abs(c))
         if math.isnan(np.add.reduce(deviation)):  # (a sum of magnitudes is NaN only with a NaN)
             return None
-        outside = (deviation > atol + rtol * scale).nonzero()[0]
-        if not len(outside):
+        outside = deviation > atol + rtol * scale
+        at = outside.nonzero()[0]
+        if not len(at):
             return 0, 0, "null against a number"  # (the words of no difference, as below)
-        if len(outside) == size:  # a drift: every point (no copy picked)
-            deviations, scales = deviation, scale
-        else:
-            deviations, scales = deviation[outside], scale[outside]
-        max_rel = float(np.maximum.reduce(deviations / scales))
-    return (len(outside), int(outside[0]),
-            f"max rel {max_rel:.1e}, max abs {float(np.maximum.reduce(deviations)):.3g}")
+        # over the points outside only (each above 0), read in place rather than picked out
+        max_rel = float(np.maximum.reduce(deviation / scale, where=outside, initial=0.0))
+        max_abs = float(np.maximum.reduce(deviation, where=outside, initial=0.0))
+    return len(at), int(at[0]), f"max rel {max_rel:.1e}, max abs {max_abs:.3g}"
 
 
 # Columns up to this many points in all are compared without numpy: its fixed cost (some 30 µs)
