@@ -4,6 +4,7 @@ JSON when it is JSON, else kept as text or bytes."""
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 import orjson
 
@@ -33,6 +34,7 @@ def parse_json(raw: bytes) -> object:
         return json.loads(raw)
 
 
+@lru_cache(maxsize=256)  # a service answers with a handful of content types
 def claims_json(content_type: str) -> bool:
     """Whether a Content-Type says JSON (application/json, application/problem+json, ...)."""
     media = content_type.split(";", 1)[0].strip().lower()

@@ -173,16 +173,15 @@ class Engine:
             for path, (p_value, s_value) in secondary.items():
                 if not route.ages and not is_volatile(path, p_value, s_value, exchange.ts):
                     untestable_now.add(path)
-        candidate_paths = {generalize(d.path) for d in differences}
+        paths = [generalize(d.path) for d in differences]
         if self._first_count(exchange):
-            self.noise.learn(exchange.route, candidate_paths, secondary, untestable_now)
+            self.noise.learn(exchange.route, set(paths), secondary, untestable_now)
         untestable: set[str] = set()
         if secondary is None and not self.noise.has_samples(exchange.route):
             return untestable  # nothing learned yet explains a difference (below: no path does)
-        for diff in differences:
+        for diff, path in zip(differences, paths, strict=True):
             if diff.severity is Severity.CRITICAL:
                 continue  # a critical finding is never explained away
-            path = generalize(diff.path)
             if secondary is not None and path in secondary:
                 stuck = path in untestable_now
             elif self.noise.explains(exchange.route, path):
