@@ -480,7 +480,7 @@ def _one_column(primary: Sequence[Any], candidate: Sequence[Any], size: int, rto
     deviations read on the points outside only."""
     import numpy as np
 
-    # ufuncs and their reduce, not the array methods and flatnonzero (Python wrappers over
+    # ufuncs and their reduce, not ndarray.sum/max and np.flatnonzero (Python wrappers over
     # them): on a column of a few hundred points the wrappers cost as much as the arithmetic
     p = np.fromiter(primary, dtype=float, count=size)
     c = np.fromiter(candidate, dtype=float, count=size)
