@@ -49,9 +49,9 @@ def numbers_or_nulls(values: Iterable[Any]) -> bool:
     """Whether every value is a number (not a bool) or null."""
     if not isinstance(values, list | tuple):
         values = values if isinstance(values, Sequence) else list(values)
-    if list(map(type, values)).count(float) == len(values):  # (the usual column, counted in C)
-        return True
-    return set(map(type, values)) <= _PLAIN_COLUMN or all(
+    kinds = list(map(type, values))
+    # (a column of floats, the usual one, is told by a count in C, before any set is built)
+    return kinds.count(float) == len(kinds) or set(kinds) <= _PLAIN_COLUMN or all(
         v is None or is_number(v) for v in values
     )
 
