@@ -65,6 +65,18 @@ class _Slot:
     sent: int = 0  # exchanges handed to this worker
 
 
+def leave_idle_class(pid: int = 0) -> None:
+    """Move process `pid` (0: this one) from SCHED_IDLE back to the normal class (niceness
+    kept): its pipe has ended or is about to (the proxy is stopping, or gone), so no production
+    answer competes for CPU any more, and what the worker holds must be finished within the
+    proxy's drain time, not whenever the machine idles."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return
+    with contextlib.suppress(OSError):  # (gone already, or not allowed: it stays as it was)
+        if os.sched_getscheduler(pid) == os.SCHED_IDLE:
+            os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+
+
 class WorkerPool:
     """`workers` mirror worker processes with `settings`; counts into `counters`."""
 
@@ -210,6 +222,10 @@ class WorkerPool:
         """Close the pipes, wait up to `drain_s` for the workers to finish what they hold, then
         SIGTERM (they flush and exit) and, if need be, SIGKILL. No worker is left behind."""
         self._stopping = True
+        for slot in self._alive():
+            # A worker leaves SCHED_IDLE itself when its pipe ends, but on a busy machine an
+            # idle-class process may not run at all to see the end, nor its SIGTERM later.
+            leave_idle_class(slot.process.pid)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_s  # one bound for the hand-off and the mirrors in flight
         for slot in self._slots:

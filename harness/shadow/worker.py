@@ -40,6 +40,7 @@ from harness.model import SAFE_METHODS, Exchange
 from harness.shadow import counters as c
 from harness.shadow.capture import Captured, to_exchange
 from harness.shadow.channel import FrameReader
+from harness.shadow.pool import leave_idle_class
 from harness.shadow.settings import WorkerSettings
 
 if TYPE_CHECKING:  # imported where used: a worker process loads only what its settings need
@@ -463,17 +464,6 @@ class StatsSender:
 def _shorter(item: list[Any]) -> list[Any]:
     """A judged line with its texts cut, so that a batch fits one pipe write."""
     return [value[:60] if isinstance(value, str) else value for value in item]
-
-
-def leave_idle_class() -> None:
-    """Back from SCHED_IDLE to the normal class (niceness kept). Called when the pipe ends: the
-    proxy is stopping (or gone), so no production answer competes for CPU any more, and what the
-    worker holds must be finished within the proxy's drain time, not whenever the machine idles."""
-    if not hasattr(os, "SCHED_IDLE"):
-        return
-    with contextlib.suppress(OSError):
-        if os.sched_getscheduler(0) == os.SCHED_IDLE:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 async def serve(settings: WorkerSettings, fd: int, stats_fd: int) -> None:
