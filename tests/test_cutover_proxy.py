@@ -203,10 +203,12 @@ def test_a_candidate_failing_after_the_send(apps, tmp_path) -> None:
 def test_the_state_survives_kill_9(apps, tmp_path) -> None:
     primary, candidate = apps
     state = tmp_path / "cutover-state.json"
-    # A generous timeout: on a loaded machine a slow answer of the candidate would roll data
-    # back (it fails a moved request), and routing would differ for that reason, not the restart.
+    # A generous timeout and latency bound: on a loaded machine a slow answer of the candidate
+    # would roll data back (a failed moved request, or a p99 over 3x the primary's: seen at 42 ms
+    # vs 11 ms), and routing would differ for that reason, not the restart.
+    config = "[cutover]\nwindow_s = 10.0\nmin_count = 10\np99_multiple = 1000.0\n"
     first = CutoverProxy(tmp_path, primary.base_url, candidate.base_url, "--timeout", "30",
-                         state=state)
+                         config=config, state=state)
     assert first.cli("advance", "data", "30").returncode == 0
     with httpx.Client() as client:
         before = first.served(client, IDENTITIES)
@@ -214,7 +216,7 @@ def test_the_state_survives_kill_9(apps, tmp_path) -> None:
     first.process.process.wait(timeout=30)
     first.process.stop()
     again = CutoverProxy(tmp_path, primary.base_url, candidate.base_url, "--timeout", "30",
-                         state=state)
+                         config=config, state=state)
     try:
         with httpx.Client() as client:
             after = again.served(client, IDENTITIES)
