@@ -75,3 +75,12 @@ def test_a_candle_past_its_tolerance_names_the_same_numbers():
     primary, candidate = _candles(1.2034), _candles(1.1987)
     found = get("ohlcv")(answer(primary), answer(copy.deepcopy(candidate)), OPTIONS)
     assert [d.message for d in found] == ["[3].close 1.2034 vs 1.1987 (rel 3.9e-03 > 1e-06)"]
+
+
+@pytest.mark.parametrize(("name", "build", "path"), CASES[:4], ids=[c[0] for c in CASES[:4]])
+def test_an_integer_past_float_range_against_a_float_reads_as_it_is(name, build, path):
+    """parse_json keeps such an integer exact; telling it from a float must not overflow (it
+    made the comparator fail, an incomparable verdict instead of a finding)."""
+    huge = 2**1100
+    finding = _finding(name, build, path, 0.5, huge)
+    assert finding.message.startswith(f"{path} 0.5 vs {huge}")

@@ -154,14 +154,17 @@ def _distinct_digits(a: Any, b: Any) -> tuple[str, str]:
             start = min(17, int(-math.log10(rel)))
     except (ArithmeticError, TypeError, ValueError):
         pass
-    for digits in range(start, 18):
-        spec = _SIGNIFICANT[digits]  # format(x, ".7g") is f"{x:.7g}" without building the spec
-        if format(a, spec) != format(b, spec):
-            keep = _SIGNIFICANT[min(digits + 2, 17)]
-            long_a, long_b = format(a, keep), format(b, keep)
-            # A shorter exact form (0.3, not 0.29999999999999999) reads better.
-            return (short_a if len(short_a) < len(long_a) else long_a,
-                    short_b if len(short_b) < len(long_b) else long_b)
+    try:
+        for digits in range(start, 18):
+            spec = _SIGNIFICANT[digits]  # format(x, ".7g") is f"{x:.7g}", the spec not built
+            if format(a, spec) != format(b, spec):
+                keep = _SIGNIFICANT[min(digits + 2, 17)]
+                long_a, long_b = format(a, keep), format(b, keep)
+                # A shorter exact form (0.3, not 0.29999999999999999) reads better.
+                return (short_a if len(short_a) < len(long_a) else long_a,
+                        short_b if len(short_b) < len(long_b) else long_b)
+    except OverflowError:  # an integer past float range (parse_json keeps them): as it is
+        pass
     return short_a, short_b
 
 
