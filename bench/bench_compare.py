@@ -24,6 +24,11 @@ Goal lines, one per comparator (json and every domain comparator): the slowest j
 KB bodies, identical ≥ 50,000/s and differing (one value, drifted) ≥ 2,000/s per core. A judge that
 reads below its goal line, or within 10 % of it, is measured again a few times with its parse
 baseline (`confirm`) and keeps its best reading: a shared machine slows down for seconds at a time.
+
+The numeric kernel (how many points of a column are outside tolerance, harness/diff/_kernel.pyx)
+is compiled at install when a C compiler is at hand; the first line says which was measured, and
+the last lines measure each comparator's slowest differing judge with the compiled kernel and
+with its Python twin in turn.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from harness.diff import values
 from harness.diff.base import CompareOptions
 from harness.diff.tree import compare_bodies
 from harness.judge.engine import Engine
@@ -48,6 +54,8 @@ START = datetime(2024, 5, 1, tzinfo=UTC)
 GOAL_IDENTICAL, GOAL_DIFFERING = 50_000, 2_000
 GOAL_BYTES = (1_000, 20_000)  # the goals hold for bodies of this size
 CONFIRM_ROUNDS = 3  # more readings of a judge near or below its goal line (`confirm`)
+KERNEL = {True: "compiled (harness/diff/_kernel.pyx)",
+          False: "its Python twin (the compiled kernel is not built: no C compiler at install)"}
 
 
 def iso(moment: datetime) -> str:
@@ -198,6 +206,7 @@ def main() -> None:
     ids = itertools.count()
     header = (f"{'body':<18} {'bytes':>7} {'state':<9} {'measured':<16} {'rate/s':>9} "
               f"{'parse/s':>9} {'==/s':>9} {'ratio':>6}")
+    print(f"numeric kernel: {KERNEL[values.COMPILED_KERNEL]}")
     print(header)
     print("-" * len(header))
     # the judge measurements the goal lines are drawn from: (comparator, identical|differing)
@@ -244,6 +253,8 @@ def main() -> None:
         status = "met" if measured >= goal else "NOT met"
         print(f"judge {comparator:<8} {key:<9} 1–20 KB: slowest {measured:>9,.0f}/s "
               f"({name}, {state}; parse {parse:,.0f}/s) goal {goal:,}/s per core: {status}")
+    print()
+    kernel_side_by_side(judged, args.seconds)
 
 
 def confirm(judged: dict[tuple[str, str], list[list[Any]]], goals: dict[str, int],
@@ -263,6 +274,31 @@ def confirm(judged: dict[tuple[str, str], list[list[Any]]], goals: dict[str, int
             m[3], m[0] = max(m[3], rate(m[5], seconds)), max(m[0], rate(m[4], seconds))
         print(f"  judge {comparator:<8} {m[1]:<18} {m[2]:<9} first {first:>9,.0f}/s  "
               f"best {m[0]:>9,.0f}/s (parse {m[3]:,.0f}/s, ratio {m[0] / m[3]:.2f})")
+
+
+def kernel_side_by_side(judged: dict[tuple[str, str], list[list[Any]]], seconds: float,
+                        rounds: int = CONFIRM_ROUNDS) -> None:
+    """The slowest differing judge of each goal line measured with the compiled numeric kernel
+    and with its Python twin in turn (`rounds` readings each, the best kept): what the kernel
+    is worth, side by side."""
+    if not values.COMPILED_KERNEL:
+        return
+    compiled = values.finite_column
+    print(f"compiled kernel vs its Python twin ({rounds} rounds each, in turn):")
+    for (comparator, key), measurements in sorted(judged.items()):
+        if key != "differing":
+            continue
+        _, name, state, _, judge, _ = min(measurements, key=lambda m: m[0])
+        best = {"compiled": 0.0, "twin": 0.0}
+        for _ in range(rounds):
+            for which, kernel in (("compiled", compiled), ("twin", values._finite_column_py)):
+                values.finite_column = kernel  # (the one name `values` reads the kernel by)
+                try:
+                    best[which] = max(best[which], rate(judge, seconds))
+                finally:
+                    values.finite_column = compiled
+        print(f"  judge {comparator:<8} {name:<18} {state:<9} compiled {best['compiled']:>9,.0f}/s"
+              f"  twin {best['twin']:>9,.0f}/s  ratio {best['compiled'] / best['twin']:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -259,3 +260,74 @@ def test_points_are_one_table_only_with_the_same_members():
     wide = [{f"m{k}": k + i for k in range(6)} for i in range(3)]
     assert columns_if_same_members(wide)["m5"] == (5, 6, 7)
     assert columns_if_same_members([*wide, {**wide[0], "extra": 1}]) is None
+
+
+# --- the compiled numeric kernel (harness/diff/_kernel.pyx) and its Python twin ---------------
+
+_NUMBERS = st.one_of(
+    st.floats(-1e6, 1e6), st.integers(-(10**6), 10**6), st.floats(),  # NaN, ±inf, 1e308 too
+    st.sampled_from([0.0, -0.0, 5e-324, 1.7976931348623157e308, None, 2**1100, -(2**64)]))
+_TOLERANCES = st.sampled_from([(1e-9, 1e-12), (0.0, 0.0), (1e-3, 0.0), (0.0, 1.0), (1e-6, 1e-9),
+                               (-1e-9, 0.0), (0.0, -1.0), (math.nan, 0.0), (0.0, math.inf)])
+
+
+@st.composite
+def _column_pairs(draw: st.DrawFn) -> tuple[list, list, float, float]:
+    """Two equally long columns, the candidate's mostly the primary's moved by about its
+    tolerance (points on the edge, where a fused multiply-add would round otherwise)."""
+    rtol, atol = draw(_TOLERANCES)
+    primary = draw(st.lists(_NUMBERS, max_size=150))
+    candidate = []
+    for value in primary:
+        how = draw(st.sampled_from(["same", "edge", "other"]))
+        if how == "edge" and type(value) is float and math.isfinite(value) and rtol == rtol:
+            value = value * (1 + draw(st.floats(-1.001, 1.001)) * abs(rtol)) + draw(
+                st.sampled_from([0.0, atol if math.isfinite(atol) else 0.0]))
+        elif how == "other":
+            value = draw(_NUMBERS)
+        candidate.append(value)
+    return primary, candidate, rtol, atol
+
+
+def _compiled_kernel():
+    from harness.diff import values
+
+    if not values.COMPILED_KERNEL:
+        pytest.skip("the compiled kernel is not built (no C compiler at install time): "
+                    "the comparators run on its Python twin")
+    return values
+
+
+@settings(max_examples=600, deadline=None)
+@given(_column_pairs(), st.booleans())
+def test_the_compiled_kernel_finds_what_its_python_twin_finds(columns, as_tuples):
+    values = _compiled_kernel()
+    primary, candidate, rtol, atol = columns
+    if any(v is None for v in primary + candidate):  # (the twin reads numbers only; so does C)
+        assert values.finite_column(primary, candidate, rtol, atol) is None
+        return
+    if as_tuples:
+        primary, candidate = tuple(primary), tuple(candidate)
+    assert (values.finite_column(primary, candidate, rtol, atol)
+            == values._finite_column_py(primary, candidate, rtol, atol))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_column_pairs(), min_size=1, max_size=3))
+def test_columns_are_judged_alike_with_the_compiled_kernel_and_without(pairs):
+    """The whole numeric judgement (`_numeric_mismatches`: kernel, Python loop, numpy, exact
+    integers) comes to the same counts, first points and words with the kernel as without it."""
+    values = _compiled_kernel()
+    size = min(len(p) for p, *_ in pairs)
+    if not size:
+        return
+    columns = [(p[:size], c[:size]) for p, c, *_ in pairs]
+    rtols, atols = [r for *_, r, _ in pairs], [a for *_, a in pairs]
+    with_kernel = values._numeric_mismatches(columns, rtols, atols)
+    compiled = values.finite_column
+    values.finite_column = values._finite_column_py
+    try:
+        without = values._numeric_mismatches(columns, rtols, atols)
+    finally:
+        values.finite_column = compiled
+    assert with_kernel == without

@@ -410,7 +410,7 @@ def _float_mismatches(
     rows, size = len(columns), len(columns[0][0])
     if not size:
         return [(0, 0, "")] * rows
-    if rows * size <= _FINITE_POINTS:
+    if rows * size <= _FINITE_POINTS or finite_column is not _finite_column_py:
         finite = _mismatches_finite(columns, rtols, atols)
         if finite is not None:
             return finite
@@ -558,7 +558,8 @@ def _mismatches_few(
 
 
 # Columns of finite numbers up to this many points in all are compared in one Python loop: some
-# 0.25 µs a point, under numpy's fixed cost up to about there.
+# 0.25 µs a point, under numpy's fixed cost up to about there. The compiled kernel (`_kernel.pyx`)
+# takes columns of any length: some 10 ns a point.
 _FINITE_POINTS = 96
 
 
@@ -568,39 +569,61 @@ def _mismatches_finite(
     atols: Sequence[float],
 ) -> list[tuple[int, int, str]] | None:
     """`_numeric_mismatches` of columns of finite numbers (no null, NaN or infinity, no integer
-    past float range, no sum of magnitudes past it either) within tolerances not negative, in
-    one Python loop a column: the same IEEE operations numpy does, and with nothing undefined
-    on the way (no NaN), the same answer. None for anything else."""
+    past float range, no sum of magnitudes past it either) within tolerances not negative, a
+    column at a time (`finite_column`): the same IEEE operations numpy does, and with nothing
+    undefined on the way (no NaN), the same answer. None for anything else."""
     out = []
     for (primary, candidate), rtol, atol in zip(columns, rtols, atols, strict=True):
-        try:
-            p, c = list(map(float, primary)), list(map(float, candidate))
-        except (TypeError, OverflowError):  # a null; an integer past float range
+        found = finite_column(primary, candidate, float(rtol), float(atol))
+        if found is None:
             return None
-        rtol, atol = float(rtol), float(atol)
-        # every |a − b| and max(|a|, |b|) finite then, and a point outside tolerance has a
-        # scale above 0 (0 > atol is never so)
-        if not (rtol >= 0 and atol >= 0 and math.isfinite(sum(map(abs, p)) + sum(map(abs, c)))):
-            return None
-        count = first = 0
-        max_rel = max_abs = 0.0
-        for k, a, b in zip(itertools.count(), p, c):
-            if a != b:
-                deviation = abs(a - b)
-                abs_a, abs_b = abs(a), abs(b)
-                scale = abs_a if abs_a >= abs_b else abs_b
-                if deviation > atol + rtol * scale:
-                    if not count:
-                        first = k
-                    count += 1
-                    rel = deviation / scale
-                    if rel > max_rel:
-                        max_rel = rel
-                    if deviation > max_abs:
-                        max_abs = deviation
+        count, first, max_rel, max_abs = found
         out.append((count, first, f"max rel {max_rel:.1e}, max abs {max_abs:.3g}" if count
                     else "null against a number"))  # (numpy's words for no difference)
     return out
+
+
+def _finite_column_py(primary: Sequence[Any], candidate: Sequence[Any], rtol: float,
+                      atol: float) -> tuple[int, int, float, float] | None:
+    """How many points of two columns of finite numbers are outside tolerance, the first of
+    them, and the largest relative and absolute deviation among them, in one Python loop; None
+    when a value is no finite number (or an integer past float range), the columns' lengths
+    differ or a tolerance is negative. `finite_column` is this, compiled when it could be."""
+    if len(primary) != len(candidate) or not (rtol >= 0 and atol >= 0):
+        return None
+    try:
+        p, c = list(map(float, primary)), list(map(float, candidate))
+    except (TypeError, OverflowError):  # a null; an integer past float range
+        return None
+    # every |a − b| and max(|a|, |b|) finite then, and a point outside tolerance has a scale
+    # above 0 (0 > atol is never so)
+    if not math.isfinite(sum(map(abs, p)) + sum(map(abs, c))):
+        return None
+    count = first = 0
+    max_rel = max_abs = 0.0
+    for k, a, b in zip(itertools.count(), p, c):
+        if a != b:
+            deviation = abs(a - b)
+            abs_a, abs_b = abs(a), abs(b)
+            scale = abs_a if abs_a >= abs_b else abs_b
+            if deviation > atol + rtol * scale:
+                if not count:
+                    first = k
+                count += 1
+                rel = deviation / scale
+                if rel > max_rel:
+                    max_rel = rel
+                if deviation > max_abs:
+                    max_abs = deviation
+    return count, first, max_rel, max_abs
+
+
+try:  # the compiled kernel, when setup.py could build it (a C compiler at install time)
+    from harness.diff._kernel import finite_column
+except ImportError:
+    finite_column = _finite_column_py
+# Whether the compiled kernel is in use (`bench/bench_compare.py` says which it measured).
+COMPILED_KERNEL = finite_column is not _finite_column_py
 
 
 def _nan_max(values: list[float]) -> float:
