@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -296,6 +297,17 @@ def _compiled_kernel():
         pytest.skip("the compiled kernel is not built (no C compiler at install time): "
                     "the comparators run on its Python twin")
     return values
+
+
+def test_the_compiled_kernel_is_built_from_its_current_source():
+    """A kernel compiled before its .pyx last changed would be tested, and used, instead of the
+    source: rebuild it (`pip install -e .`)."""
+    from harness.diff import _kernel
+
+    values = _compiled_kernel()
+    source = Path(values.__file__).with_name("_kernel.pyx")
+    assert Path(_kernel.__file__).stat().st_mtime >= source.stat().st_mtime, (
+        f"{_kernel.__file__} is older than {source}: rebuild it with pip install -e .")
 
 
 @settings(max_examples=600, deadline=None)
