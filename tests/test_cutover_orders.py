@@ -5,6 +5,7 @@ through a real proxy in front of two live trade services (neither in dry-run mod
 
 from __future__ import annotations
 
+import signal
 import uuid
 
 import httpx
@@ -148,3 +149,53 @@ def test_orders_execute_exactly_once(order_proxy, live_pair) -> None:
 @pytest.mark.slow
 def test_orders_execute_exactly_once_long(order_proxy, live_pair) -> None:
     run_machine(order_proxy, live_pair, examples=60, steps=40)
+
+
+def _order(client: httpx.Client, proxy: CutoverProxy, client_order_id: str) -> httpx.Response:
+    answer = client.post(proxy.url + ORDERS, headers={"X-Forwarded-For": "10.9.1.7"},
+                         json={"symbol": "BTC/USDT", "side": "buy", "amount": 0.01,
+                               "client_order_id": client_order_id})
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
+def _kill_9(proxy: CutoverProxy) -> None:
+    proxy.process.process.send_signal(signal.SIGKILL)
+    proxy.process.process.wait(timeout=30)
+    proxy.process.stop()
+
+
+def test_an_order_keeps_its_side_through_a_kill_9_and_a_moved_share(live_pair, tmp_path,
+                                                                     monkeypatch) -> None:
+    """Pins are on disk before the order is sent: after kill -9 and a restart, a retry goes
+    where the first attempt went, though the share now sends that client the other way."""
+    primary, candidate = live_pair
+    monkeypatch.setenv("PARITY_REPLAY_USERNAME", "demo")  # the token check before trade moves
+    monkeypatch.setenv("PARITY_PASSWORD", "demo")
+    state = tmp_path / "cutover-state.json"
+    to_candidate, to_primary = uuid.uuid4().hex, uuid.uuid4().hex
+    first = CutoverProxy(tmp_path, primary.base_url, candidate.base_url, state=state)
+    try:
+        with httpx.Client(timeout=60) as client:
+            served = _order(client, first, to_primary).headers["x-parity-served-by"]
+            assert served == "primary"
+            assert first.cli("advance", "trade", "100").returncode == 0
+            served = _order(client, first, to_candidate).headers["x-parity-served-by"]
+            assert served == "candidate"
+        assert first.cli("rollback", "trade", "--reason", "test").returncode == 0
+    finally:
+        _kill_9(first)
+    assert state.with_name("cutover-state.orders.jsonl").exists()
+    again = CutoverProxy(tmp_path, primary.base_url, candidate.base_url, state=state)
+    try:
+        with httpx.Client(timeout=60) as client:
+            # trade is at 0 %: without the pin the retry would go to the primary
+            assert _order(client, again, to_candidate).headers["x-parity-served-by"] == \
+                "candidate"
+            assert again.cli("resume", "trade").returncode == 0  # back at 100 %
+            assert _order(client, again, to_primary).headers["x-parity-served-by"] == "primary"
+    finally:
+        again.stop()
+    on_primary, on_candidate = persisted(primary.base_url), persisted(candidate.base_url)
+    assert len(on_candidate.get(to_candidate, [])) == 1 and to_candidate not in on_primary
+    assert len(on_primary.get(to_primary, [])) == 1 and to_primary not in on_candidate

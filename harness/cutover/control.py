@@ -11,7 +11,8 @@ request needs `Authorization: Bearer <token>` (`--admin-token-file` or PARITY_AD
 
 Orders execute once: an unsafe request with an idempotency identifier (``client_order_id``,
 ``Idempotency-Key``...) is pinned to the side that got its first attempt, whatever the share says
-later; a retry pinned to an unreachable candidate is answered 503, never sent to the primary.
+later and across restarts (the pin is on disk before the request is sent: harness.cutover.orders);
+a retry pinned to an unreachable candidate is answered 503, never sent to the primary.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mitmproxy import http
 from harness.cutover import serve
 from harness.cutover.identity import identity_of
 from harness.cutover.judge import UNREACHABLE, Judged, RollbackJudge
+from harness.cutover.orders import OrderPins, journal_path
 from harness.cutover.state import CutoverError, CutoverState, GroupState
 from harness.cutover.tokens import session_for, token_exchange_problem
 from harness.cutover.upstream import CandidateClient
@@ -101,7 +103,7 @@ class CutoverControl:
         self.counters = counters
         self.state = CutoverState.load(state_path, self.plan.early_adopters)  # CutoverError
         self.judge = RollbackJudge(self.plan, config.gates)
-        self.orders: OrderedDict[str, str] = OrderedDict()
+        self.pins = OrderPins(journal_path(state_path), REMEMBERED_ORDERS)  # OSError
         self.seen: dict[str, OrderedDict[str, None]] = {}
         self.client: Any = None  # aiohttp, for the token check
         self.upstream: Any = None  # the hot path's client to the candidate
@@ -127,29 +129,45 @@ class CutoverControl:
         if self.client is not None:
             await self.client.close()
             await self.upstream.close()
+        self.pins.close()
 
     # --- the hot path ------------------------------------------------------------------------
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        """Decide who answers `flow`; a moved request is answered here, by the candidate."""
+        """Decide who answers `flow`; a moved request is answered here, by the candidate. An
+        order (an unsafe request with an idempotency identifier) is pinned, on disk, to the side
+        it is sent to before it is sent; its retries follow the pin."""
         request = flow.request
         method = request.method.upper()
-        order = None
-        if method not in SAFE_METHODS:
-            order = _order_key(request)
-            pinned = self.orders.get(order) if order else None
+        order = _order_key(request) if method not in SAFE_METHODS else None
+        if order is not None:
+            pinned = await self.pins.side(order)
             if pinned is not None:
                 if pinned == "candidate":
                     await self._serve(flow, None, order=order, pinned=True)
                 return
-        if not self.state.active or request.headers.get("upgrade"):
-            self._remember(order, "primary")
+        group = self._moved_group(flow, method)
+        if order is None:
+            if group is not None:
+                await self._serve(flow, group, order=None, pinned=False)
             return
+        try:  # (no await since `side` said the order is not pinned: see OrderPins.attempt)
+            async with self.pins.attempt(order, "primary" if group is None else "candidate"):
+                if group is not None:
+                    await self._serve(flow, group, order=order, pinned=False)
+        except OSError as exc:
+            _refuse_unpinned(flow, exc, self.pins.path)
+
+    def _moved_group(self, flow: http.HTTPFlow, method: str) -> str | None:
+        """The migration group whose candidate serves `flow` (its identity is moved), or None
+        when the primary does."""
+        request = flow.request
+        if not self.state.active or request.headers.get("upgrade"):
+            return None
         group = self.routes.match(method, request.path.partition("?")[0]).group
         state = self.state.groups.get(group)
         if state is None or not state.active:
-            self._remember(order, "primary")
-            return
+            return None
         peer = flow.client_conn.peername
         identity = identity_of(request.headers.fields, peer[0] if peer else "", self.plan.identity)
         seen = self.seen.setdefault(group, OrderedDict())
@@ -157,10 +175,7 @@ class CutoverControl:
             seen[identity] = None
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
-        if not self.state.moves(group, identity):
-            self._remember(order, "primary")
-            return
-        await self._serve(flow, group, order=order, pinned=False)
+        return group if self.state.moves(group, identity) else None
 
     async def _serve(self, flow: http.HTTPFlow, group: str | None, *, order: str | None,
                      pinned: bool) -> None:
@@ -173,27 +188,24 @@ class CutoverControl:
                     {"content-type": "application/json"})
                 flow.metadata["parity_served"] = "candidate"
                 return
-            self._remember(order, "primary")
+            if order is not None:  # not sent to the candidate: pinned to the primary instead
+                try:
+                    await self.pins.move(order, "primary")
+                except OSError as exc:
+                    _refuse_unpinned(flow, exc, self.pins.path)
+                    return
             if group is not None:
                 self.rollback(group, f"candidate unreachable ({error})" if error.startswith(
                     UNREACHABLE) else f"candidate failed a moved request ({error}); the "
                     "primary answered it", automatic=True)
             return
         flow.metadata["parity_served"] = "candidate"
-        self._remember(order, "candidate")
         if outcome == serve.FAILED:
             log.warning("cutover: %s %s failed on the candidate after it was sent (%s); not "
                         "retried", flow.request.method, flow.request.path, error)
             if group is not None:
                 self.rollback(group, f"candidate failed a moved {flow.request.method} after it "
                               f"was sent ({error}); answered 502, not retried", automatic=True)
-
-    def _remember(self, order: str | None, side: str) -> None:
-        if order is None or order in self.orders:
-            return
-        self.orders[order] = side
-        if len(self.orders) > REMEMBERED_ORDERS:
-            self.orders.popitem(last=False)
 
     # --- judged exchanges from the workers ---------------------------------------------------
 
@@ -343,6 +355,17 @@ def _order_key(request: http.Request) -> str | None:
                      body=Body.from_bytes(request.raw_content or b""))
     key = idempotency_key(parsed)
     return f"{request.path.partition('?')[0]} {key}" if key else None
+
+
+def _refuse_unpinned(flow: http.HTTPFlow, exc: OSError, journal: Path) -> None:
+    """Answer 503 for an order whose pin could not be written: it is sent nowhere (a retry after
+    a restart could not be told where it went)."""
+    log.error("cutover: cannot write the order pin journal %s (%s): %s %s answered 503, not "
+              "sent", journal, exc, flow.request.method, flow.request.path)
+    flow.response = http.Response.make(
+        503, orjson.dumps({"detail": "the proxy cannot record where this order goes (its pin "
+                                     "journal cannot be written); it was not sent anywhere"}),
+        {"content-type": "application/json"})
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
