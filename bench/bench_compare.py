@@ -283,7 +283,6 @@ def kernel_side_by_side(judged: dict[tuple[str, str], list[list[Any]]], seconds:
     is worth, side by side."""
     if not values.COMPILED_KERNEL:
         return
-    compiled = values.finite_column
     print(f"compiled kernel vs its Python twin ({rounds} rounds each, in turn):")
     for (comparator, key), measurements in sorted(judged.items()):
         if key != "differing":
@@ -291,12 +290,9 @@ def kernel_side_by_side(judged: dict[tuple[str, str], list[list[Any]]], seconds:
         _, name, state, _, judge, _ = min(measurements, key=lambda m: m[0])
         best = {"compiled": 0.0, "twin": 0.0}
         for _ in range(rounds):
-            for which, kernel in (("compiled", compiled), ("twin", values._finite_column_py)):
-                values.finite_column = kernel  # (the one name `values` reads the kernel by)
-                try:
-                    best[which] = max(best[which], rate(judge, seconds))
-                finally:
-                    values.finite_column = compiled
+            best["compiled"] = max(best["compiled"], rate(judge, seconds))
+            with values.python_twin():
+                best["twin"] = max(best["twin"], rate(judge, seconds))
         print(f"  judge {comparator:<8} {name:<18} {state:<9} compiled {best['compiled']:>9,.0f}/s"
               f"  twin {best['twin']:>9,.0f}/s  ratio {best['compiled'] / best['twin']:.2f}")
 

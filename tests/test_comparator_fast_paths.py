@@ -336,10 +336,6 @@ def test_columns_are_judged_alike_with_the_compiled_kernel_and_without(pairs):
     columns = [(p[:size], c[:size]) for p, c, *_ in pairs]
     rtols, atols = [r for *_, r, _ in pairs], [a for *_, a in pairs]
     with_kernel = values._numeric_mismatches(columns, rtols, atols)
-    compiled = values.finite_column
-    values.finite_column = values._finite_column_py
-    try:
+    with values.python_twin():
         without = values._numeric_mismatches(columns, rtols, atols)
-    finally:
-        values.finite_column = compiled
     assert with_kernel == without

@@ -8,12 +8,13 @@ bodies) handed to the generic helpers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
 import operator
 import sys
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
 from functools import lru_cache
@@ -624,6 +625,19 @@ except ImportError:
     finite_column = _finite_column_py
 # Whether the compiled kernel is in use (`bench/bench_compare.py` says which it measured).
 COMPILED_KERNEL = finite_column is not _finite_column_py
+
+
+@contextlib.contextmanager
+def python_twin() -> Iterator[None]:
+    """Within: the kernel's Python twin in place of the compiled kernel, as an install without
+    a C compiler runs (the tests and `bench/bench_compare.py` set the two side by side)."""
+    global finite_column
+    compiled = finite_column
+    finite_column = _finite_column_py
+    try:
+        yield
+    finally:
+        finite_column = compiled
 
 
 def _nan_max(values: list[float]) -> float:
