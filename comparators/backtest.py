@@ -607,12 +607,8 @@ class TradeTable:
         if pairs:
             fields = self.diff.kept_members(paths.index(self.path, pairs[0][0]), fields)
         if shift:  # times moved by the shift were said once; the time field is (it pairs them)
-            # (most fields are no time, or not moved so: told by the first trade, in line)
-            i, j = pairs[0] if pairs else (0, 0)
-            fields = [f for f in fields
-                      if f != time_field and pairs and (
-                          p_cols[f][i] == c_cols[f][j]
-                          or not _moved_by(p_cols[f], c_cols[f], pairs, shift, aligned))]
+            fields = [f for f in fields if f != time_field
+                      and not _moved_by(p_cols[f], c_cols[f], pairs, shift, aligned)]
         if p_table is None or c_table is None or not pairs:
             return differences + compare_columns(
                 field_path, pairs, p, c, fields, self.diff.options, noun="trades",
