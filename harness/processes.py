@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,10 +31,53 @@ import httpx
 
 POLL_INTERVAL_S = 0.05
 BIND_RETRIES = 3
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_CHOSEN_PORT = 10000
+
+
+def _port_pool() -> range | None:
+    """The ports `free_port` walks: those between 10000 and the kernel's ephemeral range, where
+    every connect() takes its local port (a port chosen there can be taken by any client before
+    our server binds it). pytest-xdist workers choose ports at the same moments, so each walks its
+    own residue class. None where the range cannot be read or leaves too little room."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % count
+    pool = range(LOWEST_CHOSEN_PORT + index, low, count)
+    return pool if len(pool) >= 1000 else None
+
+
+_port_lock = threading.Lock()
+_port_cursor: int | None = None
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (another process may still take it first)."""
+    """A TCP port nobody listens on right now, for a server about to start. Ports are handed out
+    in turn from a random start in `_port_pool()`, so one process never gets the same port twice
+    in a row and two test workers never get the same one; another process may still bind it
+    first (a caller that must be sure retries on "address already in use")."""
+    global _port_cursor
+    pool = _port_pool()
+    if pool is not None:
+        with _port_lock:
+            if _port_cursor is None:
+                _port_cursor = random.randrange(len(pool))
+            for _ in range(len(pool)):
+                _port_cursor = (_port_cursor + 1) % len(pool)
+                if _bindable(host, pool[_port_cursor]):
+                    return pool[_port_cursor]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]

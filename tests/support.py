@@ -31,7 +31,20 @@ class Shadow:
                 f"127.0.0.1:{self.port}", "--recordings", str(self.recordings), *extra]
         self.process = ManagedProcess(argv, health_url=f"{self.url}/health",
                                       log_path=tmp_path / f"shadow-{self.port}.log").start()
-        self.workers = psutil.Process(self.process.pid).children()
+        self.workers = self._started_workers()
+
+    def _started_workers(self, timeout_s: float = 30.0) -> list[psutil.Process]:
+        """The proxy's mirror workers, once it has started them. Its /health is the primary's,
+        answered through the proxy as soon as it listens, so a start-up that fails after that (an
+        admin or metrics port taken) shows as a proxy without workers about to exit."""
+        deadline = time.monotonic() + timeout_s
+        while not (workers := psutil.Process(self.process.pid).children()):
+            if not self.process.running or time.monotonic() > deadline:
+                self.process.stop()
+                raise AssertionError("the proxy started no worker; its log ends:\n"
+                                     + self.process.log_tail())
+            time.sleep(0.05)
+        return workers
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> list[dict]:
         """Stop the proxy with `signum`; it must exit cleanly (within `timeout` seconds) and

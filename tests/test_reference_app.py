@@ -742,3 +742,23 @@ def _ended(process: psutil.Process) -> bool:
         return process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_free_ports_of_two_test_workers_never_meet_nor_clients_ports():
+    """Two pytest-xdist workers choosing ports at once (the CI failure: a proxy's admin port
+    answered by another worker's server) get disjoint ports, below the ephemeral range every
+    connect() takes its local port from, and one process never gets a port twice running."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    script = ("from harness.processes import free_port; "
+              "print(*[free_port() for _ in range(500)])")
+    chosen = {}
+    for worker in ("gw0", "gw1"):
+        env = {"PYTEST_XDIST_WORKER": worker, "PYTEST_XDIST_WORKER_COUNT": "2",
+               "PATH": "/usr/bin:/bin"}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=60, check=True)
+        chosen[worker] = [int(port) for port in done.stdout.split()]
+    for ports in chosen.values():
+        assert len(set(ports)) == len(ports) == 500
+        assert all(1024 <= port < ephemeral_low for port in ports)
+    assert not set(chosen["gw0"]) & set(chosen["gw1"])
