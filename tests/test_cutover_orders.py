@@ -9,6 +9,7 @@ import signal
 import uuid
 
 import httpx
+import orjson
 import pytest
 from cutover_support import ADMIN_TOKEN, CutoverProxy
 from hypothesis import HealthCheck, settings
@@ -20,6 +21,10 @@ from hypothesis.stateful import (
     invariant,
     rule,
 )
+
+from harness.processes import start_reference_app
+from harness.report import build_report
+from harness.shadow import counters as c
 
 ORDERS = "/api/trades/orders"
 
@@ -199,3 +204,36 @@ def test_an_order_keeps_its_side_through_a_kill_9_and_a_moved_share(live_pair, t
     on_primary, on_candidate = persisted(primary.base_url), persisted(candidate.base_url)
     assert len(on_candidate.get(to_candidate, [])) == 1 and to_candidate not in on_primary
     assert len(on_primary.get(to_primary, [])) == 1 and to_primary not in on_candidate
+
+
+def test_a_retry_pinned_to_a_dead_candidate_is_refused_by_the_proxy(live_pair, tmp_path,
+                                                                    monkeypatch) -> None:
+    """The order's first attempt went to the candidate, which then dies: its retry is answered
+    503 by the proxy itself (served by `proxy`), never sent to the primary, and counted as
+    refused by the proxy, an outcome of its own that the report shows."""
+    primary, _ = live_pair
+    monkeypatch.setenv("PARITY_REPLAY_USERNAME", "demo")
+    monkeypatch.setenv("PARITY_PASSWORD", "demo")
+    candidate = start_reference_app("native", data_dir=tmp_path / "candidate",
+                                    env={"CRYPTOBOT_DRY_RUN": "false"})
+    order = uuid.uuid4().hex
+    proxy = CutoverProxy(tmp_path, primary.base_url, candidate.base_url)
+    try:
+        assert proxy.cli("advance", "trade", "100").returncode == 0
+        with httpx.Client(timeout=60) as client:
+            assert _order(client, proxy, order).headers["x-parity-served-by"] == "candidate"
+            candidate.stop()
+            retry = client.post(proxy.url + ORDERS, headers={"X-Forwarded-For": "10.9.1.8"},
+                                json={"symbol": "BTC/USDT", "side": "buy", "amount": 0.01,
+                                      "client_order_id": order})
+        assert retry.status_code == 503 and "not sent elsewhere" in retry.text
+        assert retry.headers["x-parity-served-by"] == "proxy"
+    finally:
+        proxy.stop()
+        candidate.stop()
+    assert order not in persisted(primary.base_url)
+    (counters_file,) = proxy.recordings.glob("shadow-counters-*.json")
+    totals = orjson.loads(counters_file.read_bytes())["totals"]
+    assert totals[c.REFUSED] == 1 and c.accounted(totals) == totals[c.ANSWERED]
+    assert build_report([proxy.recordings], tmp_path / "r.html")["not_mirrored"][c.REFUSED] == 1
+    assert "refused by the proxy" in (tmp_path / "r.html").read_text()

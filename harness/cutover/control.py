@@ -12,7 +12,8 @@ request needs `Authorization: Bearer <token>` (`--admin-token-file` or PARITY_AD
 Orders execute once: an unsafe request with an idempotency identifier (``client_order_id``,
 ``Idempotency-Key``...) is pinned to the side that got its first attempt, whatever the share says
 later and across restarts (the pin is on disk before the request is sent: harness.cutover.orders);
-a retry pinned to an unreachable candidate is answered 503, never sent to the primary.
+a retry pinned to an unreachable candidate is answered 503 by the proxy, never sent to the
+primary.
 """
 
 from __future__ import annotations
@@ -182,11 +183,8 @@ class CutoverControl:
         outcome, error = await serve.serve_from_candidate(self.upstream, flow)
         if outcome == serve.FELL_THROUGH:
             if pinned:  # its first attempt went to the candidate: never to the primary too
-                flow.response = http.Response.make(
-                    503, b'{"detail": "this order was first sent to the native service, which '
-                         b'is unreachable; it is not sent elsewhere"}',
-                    {"content-type": "application/json"})
-                flow.metadata["parity_served"] = "candidate"
+                _refuse(flow, "this order was first sent to the native service, which is "
+                              "unreachable; it is not sent elsewhere")
                 return
             if order is not None:  # not sent to the candidate: pinned to the primary instead
                 try:
@@ -362,10 +360,16 @@ def _refuse_unpinned(flow: http.HTTPFlow, exc: OSError, journal: Path) -> None:
     a restart could not be told where it went)."""
     log.error("cutover: cannot write the order pin journal %s (%s): %s %s answered 503, not "
               "sent", journal, exc, flow.request.method, flow.request.path)
-    flow.response = http.Response.make(
-        503, orjson.dumps({"detail": "the proxy cannot record where this order goes (its pin "
-                                     "journal cannot be written); it was not sent anywhere"}),
-        {"content-type": "application/json"})
+    _refuse(flow, "the proxy cannot record where this order goes (its pin journal cannot be "
+                  "written); it was not sent anywhere")
+
+
+def _refuse(flow: http.HTTPFlow, detail: str) -> None:
+    """Answer 503 from the proxy itself: served by neither side, so neither mirrored nor judged
+    (counted as refused by the proxy)."""
+    flow.response = http.Response.make(503, orjson.dumps({"detail": detail}),
+                                       {"content-type": "application/json"})
+    flow.metadata["parity_served"] = "proxy"
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -59,7 +59,7 @@ DRY_RUNS = MetricSpec("parity_shadow_dry_runs_total", "counter", (),
 NOT_MIRRORED = MetricSpec("parity_shadow_not_mirrored_total", "counter", ("reason",),
                           "Exchanges not mirrored, by reason (dropped: a worker's queue was "
                           "full; too-large, streams, not-sampled, order-retries-not-resent, "
-                          "abandoned)")
+                          "abandoned, refused-by-proxy)")
 WORKER_RESTARTS = MetricSpec("parity_shadow_worker_restarts_total", "counter", (),
                              "Mirror workers that died and were restarted")
 WORKER_ERRORS = MetricSpec("parity_shadow_worker_errors_total", "counter", (),

@@ -50,7 +50,7 @@ _PROXY_COUNTS: dict[str, tuple[m.MetricSpec, str | None]] = {
     c.BREAKERS: (m.BREAKER_TRIPS, None),
     **{name: (m.NOT_MIRRORED, name) for name in (c.DROPPED, c.TOO_LARGE, c.STREAMS,
                                                  c.NOT_SAMPLED, c.RETRIES_NOT_RESENT,
-                                                 c.ABANDONED)},
+                                                 c.ABANDONED, c.REFUSED)},
 }
 _PER_GROUP = frozenset(str(v) for v in Verdict)  # exported by the workers, with their group
 

@@ -7,8 +7,8 @@ to a non-blocking pipe. A full pipe drops (and counts) the mirror; the proxy nev
 worker, and nothing the candidate does can change, delay or fail a production answer.
 WebSocket upgrades and server-sent events pass through untouched (events streamed as they come)
 and are counted, not mirrored. Every answered request ends in exactly one outcome (compared,
-skipped by policy, dropped, abandoned, too large, stream, not sampled, not recorded, failed in a
-worker: see `counters`). The counter totals are also written, every supervision tick and at exit,
+skipped by policy, dropped, abandoned, too large, stream, not sampled, refused by the proxy, not
+recorded, failed in a worker: see `counters`). The counter totals are also written, every supervision tick and at exit,
 to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where `parity report` finds them.
 
     mitmdump --mode reverse:http://primary:8000 -s harness/shadow/addon.py \\
@@ -270,6 +270,9 @@ class ShadowAddon:
                   served: str) -> None:
         """Count the answered request and hand its exchange to a worker, or count why not."""
         pool.counts[c.ANSWERED] += 1  # and exactly one outcome below (or in a worker)
+        if served == "proxy":  # the cutover's own 503: neither side answered, nothing to judge
+            pool.counts[c.REFUSED] += 1
+            return
         if response.data.content is None or flow.request.data.content is None \
                 or flow.websocket is not None or response.status_code == 101:
             pool.counts[c.STREAMS] += 1  # streamed (server-sent events, large bodies), upgraded

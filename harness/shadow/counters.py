@@ -4,9 +4,9 @@ logged periodically and at exit.
 
 Every request the proxy answered ends in exactly one OUTCOME, so the outcomes add up to
 `answered` once nothing is in flight (the final counts): compared, skipped by policy, dropped,
-abandoned, too large, stream, not sampled, not recorded, failed in a worker. Counting happens
-here (`WorkerTally` in the workers; the proxy's hot path increments its Counter directly), so
-metrics can hook in at one place.
+abandoned, too large, stream, not sampled, refused by the proxy, not recorded, failed in a
+worker. Counting happens here (`WorkerTally` in the workers; the proxy's hot path increments its
+Counter directly), so metrics can hook in at one place.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ CAPTURED = "captured"  # handed to a worker
 DROPPED = "dropped"  # the worker's queue was full: not mirrored, production unaffected
 TOO_LARGE = "too-large"  # bodies over the capture limit: not mirrored
 NOT_SAMPLED = "not-sampled"
+REFUSED = "refused-by-proxy"  # answered 503 by the proxy itself (an order it could not place)
 STREAMS = "streams"  # WebSocket upgrades and server-sent events: passed through, not mirrored
 RESTARTS = "worker-restarts"
 
@@ -52,6 +53,7 @@ OUTCOMES: tuple[tuple[str, str], ...] = (
     (TOO_LARGE, "too large"),
     (STREAMS, "streams"),
     (NOT_SAMPLED, "not sampled"),
+    (REFUSED, "refused by the proxy"),
     (NOT_RECORDED, "not recorded"),
     (WORKER_ERRORS, "failed in a worker"),
 )
