@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness import metrics as m
 from harness.judge.gate import GateRule, Tally, evaluate
 from harness.metrics.replay import write_replay_metrics
-from harness.metrics.shadow import ShadowMetrics
+from harness.metrics.shadow import NOT_MIRRORED_REASONS, ShadowMetrics
 from harness.processes import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,11 +81,12 @@ def test_rules_ask_only_for_exported_or_recorded_names() -> None:
     found = rules()
     assert {r.get("alert") for r in found} >= {
         "ParityBelowThreshold", "ParityShadowSilent", "ParityBreakerTripped",
-        "ParityMirrorsDropped", "ParityCandidateSlower"}
+        "ParityMirrorsDropped", "ParityCandidateSlower", "ParityOrdersRefused"}
     known = m.exported_names() | recorded_names()
     for rule in found:
         assert rule["expr"], rule
         assert series_names(rule["expr"]) <= known, (rule, series_names(rule["expr"]) - known)
+        assert set(re.findall(r'reason="([^"]+)"', rule["expr"])) <= NOT_MIRRORED_REASONS, rule
 
 
 def test_dashboard_loads_and_asks_only_for_exported_names() -> None:

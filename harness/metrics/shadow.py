@@ -52,6 +52,8 @@ _PROXY_COUNTS: dict[str, tuple[m.MetricSpec, str | None]] = {
                                                  c.NOT_SAMPLED, c.RETRIES_NOT_RESENT,
                                                  c.ABANDONED, c.REFUSED)},
 }
+# The `reason` labels of parity_shadow_not_mirrored_total (the alert rules may name only these).
+NOT_MIRRORED_REASONS = frozenset(reason for _, reason in _PROXY_COUNTS.values() if reason)
 _PER_GROUP = frozenset(str(v) for v in Verdict)  # exported by the workers, with their group
 
 
