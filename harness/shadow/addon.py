@@ -8,8 +8,9 @@ worker, and nothing the candidate does can change, delay or fail a production an
 WebSocket upgrades and server-sent events pass through untouched (events streamed as they come)
 and are counted, not mirrored. Every answered request ends in exactly one outcome (compared,
 skipped by policy, dropped, abandoned, too large, stream, not sampled, refused by the proxy, not
-recorded, failed in a worker: see `counters`). The counter totals are also written, every supervision tick and at exit,
-to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where `parity report` finds them.
+recorded, failed in a worker: see `counters`). The counter totals are also written, every
+supervision tick and at exit, to ``<recordings>/shadow-counters-<start stamp>-<pid>.json``, where
+`parity report` finds them.
 
     mitmdump --mode reverse:http://primary:8000 -s harness/shadow/addon.py \\
              --set parity_candidate=http://native:8000 --set parity_recordings=recordings/
