@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -35,6 +36,7 @@ EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_CHOSEN_PORT = 10000
 
 
+@functools.cache  # one pool for the process's life: `free_port`'s cursor walks it
 def _port_pool() -> range | None:
     """The ports `free_port` walks: those between 10000 and the kernel's ephemeral range, where
     every connect() takes its local port (a port chosen there can be taken by any client before
