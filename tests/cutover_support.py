@@ -3,6 +3,7 @@ proxy with its admin endpoint."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,12 @@ class CutoverProxy(Shadow):
         if state is not None:
             options += ["--cutover-state", str(state)]
         super().__init__(tmp_path, primary, candidate, *options, *extra)
+
+    def kill_9(self) -> None:
+        """SIGKILL the proxy (no drain, no state written at exit) and reap it and its workers."""
+        self.process.process.send_signal(signal.SIGKILL)
+        self.process.process.wait(timeout=30)
+        self.process.stop()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`parity cutover ARGS` against this proxy."""

@@ -20,6 +20,20 @@ from harness.store.reader import iter_records
 SHADOW = [sys.executable, "-m", "harness.cli", "shadow"]
 
 
+def started_workers(proxy: ManagedProcess, timeout_s: float = 30.0) -> list[psutil.Process]:
+    """The mirror workers of a started shadow proxy, once it has started them. Its /health is
+    the primary's, answered through the proxy as soon as it listens, so a start-up that fails
+    after that (an admin or metrics port taken) shows as a proxy without workers about to exit:
+    it is stopped and the test fails with its log."""
+    deadline = time.monotonic() + timeout_s
+    while not (workers := psutil.Process(proxy.pid).children()):
+        if not proxy.running or time.monotonic() > deadline:
+            proxy.stop()
+            raise AssertionError(f"the proxy started no worker; its log ends:\n{proxy.log_tail()}")
+        time.sleep(0.05)
+    return workers
+
+
 class Shadow:
     """`parity shadow` as a subprocess on a free port, recording into its own directory."""
 
@@ -31,20 +45,7 @@ class Shadow:
                 f"127.0.0.1:{self.port}", "--recordings", str(self.recordings), *extra]
         self.process = ManagedProcess(argv, health_url=f"{self.url}/health",
                                       log_path=tmp_path / f"shadow-{self.port}.log").start()
-        self.workers = self._started_workers()
-
-    def _started_workers(self, timeout_s: float = 30.0) -> list[psutil.Process]:
-        """The proxy's mirror workers, once it has started them. Its /health is the primary's,
-        answered through the proxy as soon as it listens, so a start-up that fails after that (an
-        admin or metrics port taken) shows as a proxy without workers about to exit."""
-        deadline = time.monotonic() + timeout_s
-        while not (workers := psutil.Process(self.process.pid).children()):
-            if not self.process.running or time.monotonic() > deadline:
-                self.process.stop()
-                raise AssertionError("the proxy started no worker; its log ends:\n"
-                                     + self.process.log_tail())
-            time.sleep(0.05)
-        return workers
+        self.workers = started_workers(self.process)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> list[dict]:
         """Stop the proxy with `signum`; it must exit cleanly (within `timeout` seconds) and

@@ -5,7 +5,6 @@ through a real proxy in front of two live trade services (neither in dry-run mod
 
 from __future__ import annotations
 
-import signal
 import uuid
 
 import httpx
@@ -50,6 +49,14 @@ def order_proxy(live_pair, tmp_path_factory):
     proxy.stop()
 
 
+def post_order(client: httpx.Client, url: str, client_order_id: str,
+               identity: str = "10.9.1.7") -> httpx.Response:
+    """A buy order with `client_order_id`, sent to `url` by client `identity`."""
+    return client.post(url + ORDERS, headers={"X-Forwarded-For": identity},
+                       json={"symbol": "BTC/USDT", "side": "buy", "amount": 0.01,
+                             "client_order_id": client_order_id})
+
+
 def persisted(base_url: str) -> dict[str, list[dict]]:
     """client_order_id → the real orders persisted on one side."""
     found: dict[str, list[dict]] = {}
@@ -81,9 +88,7 @@ def order_machine(proxy: CutoverProxy, primary: str, candidate: str) -> type:
                 assert admin.post("/cutover/rollback", json={"group": "trade"}).status_code == 200
 
         def _send(self, client_order_id: str, identity: int) -> httpx.Response:
-            answer = client.post(ORDERS, headers={"X-Forwarded-For": f"10.9.0.{identity}"},
-                                 json={"symbol": "BTC/USDT", "side": "buy", "amount": 0.01,
-                                       "client_order_id": client_order_id})
+            answer = post_order(client, "", client_order_id, f"10.9.0.{identity}")
             assert answer.status_code == 200, answer.text
             return answer
 
@@ -157,17 +162,9 @@ def test_orders_execute_exactly_once_long(order_proxy, live_pair) -> None:
 
 
 def _order(client: httpx.Client, proxy: CutoverProxy, client_order_id: str) -> httpx.Response:
-    answer = client.post(proxy.url + ORDERS, headers={"X-Forwarded-For": "10.9.1.7"},
-                         json={"symbol": "BTC/USDT", "side": "buy", "amount": 0.01,
-                               "client_order_id": client_order_id})
+    answer = post_order(client, proxy.url, client_order_id)
     assert answer.status_code == 200, answer.text
     return answer
-
-
-def _kill_9(proxy: CutoverProxy) -> None:
-    proxy.process.process.send_signal(signal.SIGKILL)
-    proxy.process.process.wait(timeout=30)
-    proxy.process.stop()
 
 
 def test_an_order_keeps_its_side_through_a_kill_9_and_a_moved_share(live_pair, tmp_path,
@@ -189,7 +186,7 @@ def test_an_order_keeps_its_side_through_a_kill_9_and_a_moved_share(live_pair, t
             assert served == "candidate"
         assert first.cli("rollback", "trade", "--reason", "test").returncode == 0
     finally:
-        _kill_9(first)
+        first.kill_9()
     assert state.with_name("cutover-state.orders.jsonl").exists()
     again = CutoverProxy(tmp_path, primary.base_url, candidate.base_url, state=state)
     try:
@@ -223,9 +220,7 @@ def test_a_retry_pinned_to_a_dead_candidate_is_refused_by_the_proxy(live_pair, t
         with httpx.Client(timeout=60) as client:
             assert _order(client, proxy, order).headers["x-parity-served-by"] == "candidate"
             candidate.stop()
-            retry = client.post(proxy.url + ORDERS, headers={"X-Forwarded-For": "10.9.1.8"},
-                                json={"symbol": "BTC/USDT", "side": "buy", "amount": 0.01,
-                                      "client_order_id": order})
+            retry = post_order(client, proxy.url, order, "10.9.1.8")
         assert retry.status_code == 503 and "not sent elsewhere" in retry.text
         assert retry.headers["x-parity-served-by"] == "proxy"
     finally:

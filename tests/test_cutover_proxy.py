@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -212,9 +211,7 @@ def test_the_state_survives_kill_9(apps, tmp_path) -> None:
     assert first.cli("advance", "data", "30").returncode == 0
     with httpx.Client() as client:
         before = first.served(client, IDENTITIES)
-    first.process.process.send_signal(signal.SIGKILL)
-    first.process.process.wait(timeout=30)
-    first.process.stop()
+    first.kill_9()
     again = CutoverProxy(tmp_path, primary.base_url, candidate.base_url, "--timeout", "30",
                          config=config, state=state)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from support import Shadow, SlowCopy
+from support import Shadow, SlowCopy, started_workers
 
 from harness.processes import ManagedProcess, free_port
 from harness.store.reader import iter_records
@@ -221,7 +221,7 @@ def test_mitmdump_with_the_addon_script(tmp_path, apps):
          "--set", f"parity_recordings={recordings}", "--set", "parity_timeout=2"],
         health_url=f"http://127.0.0.1:{port}/health", log_path=tmp_path / "mitmdump.log",
     ).start()
-    workers = psutil.Process(proxy.pid).children()
+    workers = started_workers(proxy)
     answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/data/ohlcv/binance/ETH-USDT/4h",
                        params={"limit": "5"})
     assert answer.content == httpx.get(
